@@ -1,0 +1,5 @@
+import sys
+
+from primer.cli import main
+
+sys.exit(main())
