@@ -1,0 +1,85 @@
+"""The task registry: every benchmark primer can run, by name, and their decontamination texts.
+
+One small module per task family holds declarative `Task` entries (see `core.Task`); this module
+collects them. Groups (mmlu, mmlu_cloze) name a list of subtasks and report micro/macro averages.
+
+    get_task("arc_easy")            -> Task
+    list_tasks()                    -> task and group names a user can pass to --tasks
+    expand(["mmlu", "piqa"])        -> [Task, ...] with groups expanded
+    iter_decontam_texts(data_dir)   -> (task name, text) for every evaluated document
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from primer.errors import PrimerError
+from primer.eval.tasks import arc, code, commonsense, gsm8k, language, mmlu, reading
+from primer.eval.tasks.core import Doc, Task
+
+__all__ = ["Doc", "Task", "GROUPS", "get_task", "list_tasks", "expand", "iter_decontam_texts"]
+
+_REGISTRY: dict[str, Task] = {}
+for _mod in (commonsense, arc, reading, mmlu, language, gsm8k, code):
+    for _t in _mod.TASKS:
+        if _t.name in _REGISTRY:
+            raise RuntimeError(f"duplicate task name {_t.name}")
+        _REGISTRY[_t.name] = _t
+
+GROUPS: dict[str, list[str]] = dict(mmlu.GROUPS)
+
+# Tasks whose documents repeat another task's (same questions, other prompt): left out of the
+# default decontamination set so each benchmark text is yielded once.
+_DECONTAM_ALIASES = {"gsm8k_code"} | set(GROUPS["mmlu_cloze"])
+
+
+def list_tasks(include_subtasks: bool = False) -> list[str]:
+    """Names accepted by --tasks: tasks and groups (group members only when asked)."""
+    members = {m for ms in GROUPS.values() for m in ms}
+    names = [n for n in _REGISTRY if include_subtasks or n not in members]
+    return sorted(names + list(GROUPS))
+
+
+def get_task(name: str) -> Task:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise PrimerError(f"unknown task '{name}'; known tasks: {', '.join(list_tasks())}") from None
+
+
+def expand(names: Iterable[str]) -> list[Task]:
+    """Task entries for `names`, groups replaced by their members, order kept, no repeats."""
+    out: list[Task] = []
+    for name in names:
+        name = name.strip()
+        if not name:
+            continue
+        members = GROUPS.get(name, [name])
+        for m in members:
+            t = get_task(m)
+            if t not in out:
+                out.append(t)
+    return out
+
+
+def iter_decontam_texts(
+    data_dir: Path | str, tasks: Iterable[str] | None = None, *, missing: str = "skip"
+) -> Iterator[tuple[str, str]]:
+    """Yield (task name, text) for every document of each task's evaluated split.
+
+    `tasks` defaults to every task (without prompt-only variants of the same documents).
+    Tasks whose files are absent from `data_dir` are skipped (missing="skip") or raise ("error").
+    """
+    selected = expand(tasks) if tasks is not None else [t for n, t in _REGISTRY.items() if n not in _DECONTAM_ALIASES]
+    for task in selected:
+        try:
+            docs = task.docs(data_dir)
+        except PrimerError:
+            if missing == "skip":
+                continue
+            raise
+        for doc in docs:
+            text = task.decontam_text(doc)
+            if text:
+                yield task.name, text
