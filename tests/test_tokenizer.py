@@ -1,0 +1,191 @@
+"""The GGUF tokenizer against its peers (llama.cpp, transformers) on real text; save/load round trips."""
+
+import json
+import re
+
+import pytest
+
+from primer.errors import PrimerError
+from primer.tokenizer import Tokenizer
+
+# Hand-picked lines: special tokens inside text, unicode, emoji, code, whitespace runs, digits.
+EXTRA = [
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    "text<|endoftext|>more text <|im_end|>",
+    "Héllo wörld — naïve café, 東京タワー, Привет мир, مرحبا, 🤖🚀👍🏽 and \u200b zero-width",
+    "def f(x):\n    return x ** 2  # square\n\n\tif x:\n\t\tpass\n",
+    "for i in range(10):\n        print(i, 3.14159, 1_000_000)",
+    "   leading spaces and trailing   ",
+    "numbers: 12345 678 9, years 1999–2024, 3.5%, $100, 0x1F",
+    "line\r\nwindows\r\n\r\nendings",
+    "<|im_start|> not at start <|im_start|><|im_start|>",
+    "a  1 b   22 c\n  3\t 4",
+    "",
+]
+
+
+def _read_lines(data_dir, n_wiki=250, n_stories=250):
+    wiki = [ln for ln in (data_dir / "wikitext2" / "wikitext-2-raw-test.txt").read_text(encoding="utf-8").split("\n") if ln.strip()]
+    stories = [
+        ln for ln in (data_dir / "tinystories" / "TinyStories-train_prefix.txt").read_text(encoding="utf-8").split("\n")
+        if ln.strip()
+    ]
+    code = []
+    he = data_dir / "humaneval" / "HumanEval.jsonl"
+    if he.is_file():
+        code = [json.loads(ln)["prompt"] for ln in he.read_text(encoding="utf-8").splitlines()[:40]]
+    return wiki[:: max(1, len(wiki) // n_wiki)] + stories[:: max(1, len(stories) // n_stories)] + code
+
+
+@pytest.fixture(scope="module")
+def gguf_path():
+    from primer.bundled import bundled_gguf_path
+
+    try:
+        return bundled_gguf_path()
+    except PrimerError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def ours(gguf_path):
+    import gguf
+
+    return Tokenizer.from_gguf(gguf.GGUFReader(gguf_path))
+
+
+@pytest.fixture(scope="module")
+def lines(data_dir):
+    return _read_lines(data_dir) + EXTRA
+
+
+@pytest.fixture(scope="module")
+def llama_vocab(gguf_path):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    return llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+
+
+def test_bundled_tokenizer_facts(ours):
+    assert ours.vocab_size == 49152
+    assert (ours.bos_token, ours.eos_token, ours.unk_token, ours.pad_token) == (
+        "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_end|>",
+    )
+    assert (ours.bos_id, ours.eos_id, ours.add_bos) == (1, 2, False)
+    assert ours.stop_ids == {0, 2}
+    assert ours.encode("<|im_end|>") == [2]
+    assert ours.encode("<|im_end|>", allow_special=False) != [2]
+    assert len(ours.hash()) == 64
+
+
+def test_matches_llama_cpp_on_real_text(ours, lines, llama_vocab):
+    """llama.cpp reads the same metadata; SmolLM2 splits digits singly ('smollm' pre-tokenizer)."""
+    assert len(lines) > 500
+    for s in lines:
+        assert ours.encode(s) == llama_vocab.tokenize(s.encode("utf-8"), add_bos=False, special=True), s
+        assert ours.decode(ours.encode(s)) == s
+
+
+def test_digit_split_matches_llama_cpp(ours, llama_vocab):
+    # Two spaces then a digit: SmolLM2 (and llama.cpp) split off the digit first, so "  " is one token.
+    for s in ["  1 x", "a  2023", "x\n  42"]:
+        assert ours.encode(s) == llama_vocab.tokenize(s.encode(), add_bos=False, special=True)
+    assert ours.encode("  1 x") == [256, 33, 1792]
+
+
+@pytest.fixture(scope="module")
+def hf_gguf_tok(gguf_path):
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+
+
+# transformers' GGUF loader splits 'smollm' text with GPT-2's regex alone (no single-digit split), so
+# it differs from SmolLM2's own tokenizer.json and from llama.cpp only where whitespace, a space and
+# a digit meet ("  1"). Those lines are compared with llama.cpp above, not here.
+_HF_GGUF_DIGIT_GAP = re.compile(r"\s \d")
+
+
+@pytest.mark.slow  # transformers' GGUF tokenizer load alone takes ~20-40 s on 2 CPUs
+def test_matches_transformers_gguf_loader(ours, lines, hf_gguf_tok):
+    compared = 0
+    for s in lines:
+        if _HF_GGUF_DIGIT_GAP.search(s):
+            continue
+        ids = ours.encode(s)
+        assert ids == hf_gguf_tok.encode(s), s
+        assert ours.decode(ids) == hf_gguf_tok.decode(ids) == s
+        assert ours.decode(ids, skip_special_tokens=True) == hf_gguf_tok.decode(ids, skip_special_tokens=True)
+        compared += 1
+    assert compared > 450
+
+
+CHATS = [
+    [{"role": "user", "content": "What is photosynthesis?"}],
+    [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hi ünïcode 🤖"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Bye"},
+    ],
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("add_generation_prompt", [False, True])
+def test_chat_template_matches_transformers(ours, hf_gguf_tok, add_generation_prompt):
+    for chat in CHATS:
+        want = hf_gguf_tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=add_generation_prompt)
+        assert ours.apply_chat_template(chat, add_generation_prompt=add_generation_prompt) == want
+        ids = ours.apply_chat_template(chat, add_generation_prompt=add_generation_prompt, tokenize=True)
+        assert ids == hf_gguf_tok.encode(want, add_special_tokens=False)
+
+
+def test_saved_dir_loads_in_transformers_identically(ours, lines, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    ours.save(tmp_path)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+        assert (tmp_path / f).is_file()
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    again = Tokenizer.load(tmp_path)
+    assert again.hash() == ours.hash()
+    assert (hf.bos_token, hf.eos_token, hf.pad_token) == (ours.bos_token, ours.eos_token, ours.pad_token)
+    for s in lines:  # every line, digit cases included: the saved file carries SmolLM2's split
+        ids = ours.encode(s)
+        assert hf.encode(s) == ids == again.encode(s), s
+        assert hf.decode(ids) == s
+    for chat in CHATS:
+        assert hf.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) == ours.apply_chat_template(
+            chat, add_generation_prompt=True
+        )
+
+
+def test_add_bos_survives_save_and_transformers(ours, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import tokenizers
+
+    tk = tokenizers.Tokenizer.from_str(ours.tk.to_str())
+    bos = Tokenizer._with_processor(tk, bos_token="<|endoftext|>", eos_token="<|im_end|>", add_bos=True)
+    assert bos.encode("hello")[0] == 0 and bos.encode("hello", add_special_tokens=False)[0] != 0
+    assert bos.hash() != ours.hash()
+    bos.save(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    for s in ["hello world", "x", "<|im_start|>hi"]:
+        assert hf.encode(s) == bos.encode(s) == Tokenizer.load(tmp_path).encode(s)
+
+
+def test_chat_template_raise_exception_is_a_primer_error(ours):
+    tpl = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first message must be from the user') }}{% endif %}ok"
+    assert ours.apply_chat_template([{"role": "user", "content": "x"}], chat_template=tpl) == "ok"
+    with pytest.raises(PrimerError, match="first message must be from the user"):
+        ours.apply_chat_template([{"role": "assistant", "content": "x"}], chat_template=tpl)
+    with pytest.raises(PrimerError, match="sandbox|unsafe|access"):
+        ours.apply_chat_template([], chat_template="{{ ''.__class__.__mro__ }}")
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(PrimerError, match="not found"):
+        Tokenizer.load(tmp_path / "nope")
+    with pytest.raises(PrimerError, match="no tokenizer.json"):
+        Tokenizer.load(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(PrimerError, match="tokenizer.json"):
+        Tokenizer.load(tmp_path)
