@@ -1,0 +1,535 @@
+"""`primer report RUN_DIR`: one self-contained HTML page about a run.
+
+Everything it shows comes from `RUN_DIR/run.json` and each stage's `RUN_DIR/<stage>/stage.json`
+summary (written by the adapters in `primer.stages`), so the report never re-runs anything and
+renders whatever subset of the run exists: a section whose stage has not run says so.
+Plots are matplotlib PNGs inlined as base64 `data:` URIs; there is no script, stylesheet or font
+from outside the file, so it opens offline and can be mailed as one attachment.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from primer.errors import PrimerError
+
+STAGE_ORDER = ["synth", "curate", "tokenize", "train", "eval", "audit"]
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#1d1d1f;line-height:1.45}
+h1{margin-bottom:.1em} h2{border-bottom:2px solid #e4e4e7;padding-bottom:.2em;margin-top:2em}
+h3{margin-bottom:.3em}
+table{border-collapse:collapse;margin:.6em 0 1em 0;font-size:.92em}
+th,td{border:1px solid #d4d4d8;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f4f4f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.muted{color:#71717a} .bad{color:#b91c1c} .good{color:#15803d}
+.missing{background:#fafafa;border:1px dashed #d4d4d8;padding:.6em 1em;color:#71717a}
+.failed{background:#fef2f2;border:1px solid #fca5a5;padding:.6em 1em}
+pre{background:#f8f8f8;border:1px solid #e4e4e7;padding:.6em;overflow-x:auto;font-size:.85em;
+white-space:pre-wrap;word-break:break-word}
+img.plot{max-width:100%;display:block;margin:.5em 0}
+.sample{border-left:3px solid #a1a1aa;padding:.1em .8em;margin:.8em 0}
+.grid{display:flex;flex-wrap:wrap;gap:1em} .grid>div{flex:1 1 480px}
+details summary{cursor:pointer;color:#3f3f46}
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# Small HTML helpers
+
+
+def esc(x: Any) -> str:
+    return html.escape("" if x is None else str(x))
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if x != x:  # NaN
+            return "—"
+        if abs(x) >= 1000:
+            return f"{x:,.0f}"
+        return f"{x:.4g}"
+    return esc(x)
+
+
+def table(headers: list[str], rows: list[list[Any]], num_cols: set[int] | None = None) -> str:
+    num_cols = num_cols if num_cols is not None else {
+        j for j in range(len(headers)) if rows and all(isinstance(r[j], (int, float)) or r[j] is None for r in rows)
+    }
+    out = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr>"]
+    for r in rows:
+        cells = []
+        for j, v in enumerate(r):
+            cls = ' class="num"' if j in num_cols else ""
+            cells.append(f"<td{cls}>{v if isinstance(v, Raw) else fmt(v)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+class Raw(str):
+    """Already-escaped HTML to put in a table cell as-is."""
+
+
+def kv_table(d: dict[str, Any]) -> str:
+    return table(["", ""], [[k, v] for k, v in d.items() if v is not None], num_cols={1})
+
+
+def missing(stage: str, rec: dict | None) -> str:
+    if rec and rec.get("status") in ("failed", "interrupted"):
+        return (f'<div class="failed">stage <b>{esc(stage)}</b> {esc(rec["status"])}: '
+                f'<code>{esc(rec.get("error"))}</code></div>')
+    if rec and rec.get("status") == "running":
+        return f'<div class="missing">stage <b>{esc(stage)}</b> is running or was killed mid-way.</div>'
+    return f'<div class="missing">stage <b>{esc(stage)}</b> not run.</div>'
+
+
+def sample_block(title: str, text: str, limit: int = 1500, meta: str = "") -> str:
+    t = text if len(text) <= limit else text[:limit] + " …"
+    m = f' <span class="muted">{esc(meta)}</span>' if meta else ""
+    return f'<div class="sample"><b>{esc(title)}</b>{m}<pre>{esc(t)}</pre></div>'
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def img(fig) -> str:
+    plt = _plt()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f'<img class="plot" alt="plot" src="data:image/png;base64,{data}">'
+
+
+def barh(counts: dict[str, float], title: str, xlabel: str = "documents") -> str:
+    plt = _plt()
+    items = sorted(counts.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(items) + 1.2))
+    ax.barh([str(k) for k, _ in items], [v for _, v in items], color="#6366f1")
+    for y, (_, v) in enumerate(items):
+        ax.text(v, y, f" {v:,}" if isinstance(v, int) else f" {v:.3g}", va="center", fontsize=8)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.margins(x=0.15)
+    return img(fig)
+
+
+def histogram(values: list[float] | None, hist: dict | None, title: str, threshold: float | None) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3))
+    if hist and hist.get("counts"):
+        edges, counts = hist["edges"], hist["counts"]
+        ax.bar(edges[:-1], counts, width=[b - a for a, b in zip(edges[:-1], edges[1:])], align="edge",
+               color="#10b981", edgecolor="white")
+    elif values:
+        ax.hist(values, bins=min(30, max(5, len(values) // 5)), color="#10b981", edgecolor="white")
+    if threshold is not None:
+        ax.axvline(threshold, color="#b91c1c", linestyle="--", label=f"threshold {threshold:g}")
+        ax.legend()
+    ax.set_title(title)
+    ax.set_xlabel("score")
+    ax.set_ylabel("documents")
+    return img(fig)
+
+
+def curves(train: dict, val: dict | None) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    if train and train.get("step"):
+        ax.plot(train["step"], train["loss"], label="train loss", color="#6366f1", linewidth=1)
+    if val and val.get("step"):
+        ax.plot(val["step"], val["loss"], "o-", label="validation loss", color="#f59e0b")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("Training curves")
+    ax.grid(alpha=.3)
+    ax.legend()
+    return img(fig)
+
+
+def grouped_bars(tasks: list[str], series: dict[str, list[float | None]], title: str, ylabel: str) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(tasks) + 2), 3.5))
+    n = max(1, len(series))
+    w = 0.8 / n
+    colors = ["#6366f1", "#f59e0b", "#10b981", "#ef4444"]
+    for k, (name, vals) in enumerate(series.items()):
+        xs = [i + (k - (n - 1) / 2) * w for i in range(len(tasks))]
+        ax.bar(xs, [v if v is not None else 0 for v in vals], width=w, label=name, color=colors[k % 4])
+    ax.set_xticks(range(len(tasks)))
+    ax.set_xticklabels(tasks, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(axis="y", alpha=.3)
+    return img(fig)
+
+
+def gap_plot(gaps: list[dict]) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(gaps) + 1.4))
+    labels = [f"{g.get('task', '')} · {g.get('suite', '')}".strip(" ·") for g in gaps]
+    ys = list(range(len(gaps)))
+    drops = [g.get("drop") or 0.0 for g in gaps]
+    lo = [d - (g.get("ci_low") if g.get("ci_low") is not None else d) for d, g in zip(drops, gaps)]
+    hi = [(g.get("ci_high") if g.get("ci_high") is not None else d) - d for d, g in zip(drops, gaps)]
+    colors = ["#b91c1c" if g.get("significant") else "#6366f1" for g in gaps]
+    ax.errorbar(drops, ys, xerr=[lo, hi], fmt="none", ecolor="#52525b", capsize=3)
+    ax.scatter(drops, ys, c=colors, zorder=3)
+    ax.axvline(0, color="#a1a1aa", linewidth=1)
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy drop, original − perturbed (95% CI)")
+    ax.set_title("Does the score survive perturbation?")
+    return img(fig)
+
+
+def time_plot(stages: list[dict]) -> str:
+    plt = _plt()
+    rows = [(s["name"], float(s.get("seconds") or 0.0)) for s in stages]
+    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(rows) + 1.2))
+    ax.barh([r[0] for r in rows][::-1], [r[1] for r in rows][::-1], color="#a855f7")
+    ax.set_xlabel("seconds")
+    ax.set_title("Time per stage")
+    return img(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+def _load(run_dir: Path) -> tuple[dict, dict[str, dict]]:
+    try:
+        run = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        run = {}
+    stages: dict[str, dict] = {}
+    names = list(STAGE_ORDER)
+    names += [s["name"] for s in run.get("stages", []) if s.get("name") not in names]
+    for name in names:
+        try:
+            stages[name] = json.loads((run_dir / name / "stage.json").read_text())
+        except (OSError, ValueError):
+            pass
+    return run, stages
+
+
+def _summary(stages: dict[str, dict], name: str) -> dict | None:
+    rec = stages.get(name)
+    if rec and rec.get("status") == "done":
+        return rec.get("summary") or {}
+    return None
+
+
+def section_overview(run: dict, stages: dict[str, dict]) -> str:
+    out = []
+    rows = []
+    by_name = {s["name"]: s for s in run.get("stages", [])}
+    for name in [n for n in STAGE_ORDER if n in by_name or n in stages] + [n for n in by_name if n not in STAGE_ORDER]:
+        rec = stages.get(name) or {}
+        st = by_name.get(name, {})
+        status = st.get("status") or rec.get("status") or "not run"
+        if status == "skipped":
+            status = "cached (done earlier)"
+        rows.append([name, status, rec.get("seconds", st.get("seconds")), rec.get("fingerprint", st.get("fingerprint")),
+                     rec.get("finished")])
+    if rows:
+        out.append(table(["stage", "status", "seconds", "fingerprint", "finished"], rows, num_cols={2}))
+        timed = [{"name": r[0], "seconds": r[2]} for r in rows if r[2]]
+        if timed:
+            out.append(time_plot(timed))
+    else:
+        out.append('<div class="missing">no stage has run.</div>')
+    return "\n".join(out)
+
+
+def section_data(stages: dict[str, dict]) -> str:
+    out = ["<h3>Synthetic textbooks (synth)</h3>"]
+    s = _summary(stages, "synth")
+    if s is None:
+        out.append(missing("synth", stages.get("synth")))
+    else:
+        out.append(kv_table({
+            "teacher": s.get("teacher"), "documents written": s.get("documents"), "tokens": s.get("tokens"),
+            "tokens/s": s.get("tokens_per_s"), "near-duplicate rate": s.get("near_dup_rate"),
+            "distinct n-gram ratio": s.get("distinct_ngram_ratio"),
+        }))
+        plots = []
+        if s.get("rejects"):
+            plots.append(barh(s["rejects"], "Synth rejects per reason"))
+        if s.get("by_format"):
+            plots.append(barh(s["by_format"], "Documents per format"))
+        if s.get("by_audience"):
+            plots.append(barh(s["by_audience"], "Documents per audience"))
+        if plots:
+            out.append('<div class="grid">' + "".join(f"<div>{p}</div>" for p in plots) + "</div>")
+        elif "rejects" in s:
+            out.append('<p class="muted">no document was rejected.</p>')
+
+    out.append("<h3>Curation (curate)</h3>")
+    c = _summary(stages, "curate")
+    if c is None:
+        out.append(missing("curate", stages.get("curate")))
+    else:
+        src = c.get("sources") or {}
+        if src:
+            out.append(table(["source", "documents in", "kept"],
+                             [[k, v.get("in"), v.get("kept")] for k, v in src.items()]))
+        out.append(kv_table({
+            "documents in": c.get("documents_in"), "documents kept": c.get("documents_kept"),
+            "exact duplicates removed": (c.get("dedup") or {}).get("exact"),
+            "near duplicates removed": (c.get("dedup") or {}).get("near"),
+            "dropped by decontamination": (c.get("decontam") or {}).get("dropped"),
+            "educational-score threshold": c.get("edu_threshold"),
+        }))
+        plots = []
+        if src:
+            plots.append(barh({k: v.get("kept", 0) for k, v in src.items()}, "Documents kept per source"))
+        if c.get("rejects"):
+            plots.append(barh(c["rejects"], "Rejects per reason"))
+        if c.get("edu_scores") or c.get("edu_hist"):
+            plots.append(histogram(c.get("edu_scores"), c.get("edu_hist"), "Educational-value score",
+                                   c.get("edu_threshold")))
+        if plots:
+            out.append('<div class="grid">' + "".join(f"<div>{p}</div>" for p in plots) + "</div>")
+        matches = (c.get("decontam") or {}).get("matches") or {}
+        if matches:
+            out.append("<p>Benchmark items found in the corpus (document dropped):</p>")
+            out.append(table(["benchmark", "documents"], [[k, v] for k, v in matches.items()]))
+        elif c.get("decontam") is not None:
+            out.append('<p class="muted">no benchmark text found in the corpus.</p>')
+
+    out.append("<h3>Sample documents</h3>")
+    samples = []
+    for name in ("synth", "curate"):
+        sm = _summary(stages, name)
+        if sm and sm.get("samples"):
+            samples += [(name, d) for d in sm["samples"][:3]]
+    if samples:
+        for name, d in samples:
+            meta = ", ".join(f"{k}: {d[k]}" for k in ("source", "format", "audience", "edu_score") if d.get(k) is not None)
+            title = d.get("title") or d.get("topic") or d.get("id") or "document"
+            out.append(sample_block(f"{'synthetic' if name == 'synth' else 'kept by curation'}: {title}",
+                                    d.get("text", ""), meta=meta))
+    else:
+        out.append('<div class="missing">no sample documents (synth/curate not run).</div>')
+
+    out.append("<h3>Tokenization (tokenize)</h3>")
+    t = _summary(stages, "tokenize")
+    if t is None:
+        out.append(missing("tokenize", stages.get("tokenize")))
+    else:
+        out.append(kv_table({k.replace("_", " "): v for k, v in t.items() if not isinstance(v, (dict, list))}))
+    return "\n".join(out)
+
+
+def section_train(stages: dict[str, dict]) -> str:
+    s = _summary(stages, "train")
+    if s is None:
+        return missing("train", stages.get("train"))
+    out = [kv_table({
+        "model shape": s.get("shape"), "parameters": s.get("params"), "steps": s.get("steps"),
+        "tokens seen": s.get("tokens"), "tokens/s": s.get("tokens_per_s"),
+        "final train loss": s.get("final_train_loss"), "final validation loss": s.get("final_val_loss"),
+        "checkpoint": s.get("checkpoint"),
+    })]
+    if (s.get("curve") or {}).get("step") or (s.get("val_curve") or {}).get("step"):
+        out.append(curves(s.get("curve") or {}, s.get("val_curve")))
+    else:
+        out.append('<p class="muted">no loss curve recorded.</p>')
+    return "\n".join(out)
+
+
+def section_eval(stages: dict[str, dict]) -> str:
+    s = _summary(stages, "eval")
+    if s is None:
+        return missing("eval", stages.get("eval"))
+    rows_in = s.get("tasks") or {}
+    if not rows_in:
+        return '<p class="muted">no task was evaluated.</p>'
+    model_name, ref_name = s.get("model") or "our model", s.get("teacher") or "teacher"
+    rows = []
+    for task, r in rows_in.items():
+        def pm(v, e):
+            if v is None:
+                return None
+            return Raw(f"{100 * v:.1f}" + (f' <span class="muted">± {100 * e:.1f}</span>' if e is not None else ""))
+
+        rows.append([task, r.get("metric"), r.get("n"), pm(r.get("model"), r.get("model_stderr")),
+                     pm(r.get("teacher"), r.get("teacher_stderr")),
+                     f"{r['published']:.1f}" if r.get("published") is not None else None,
+                     r.get("chance") and f"{100 * r['chance']:.1f}"])
+    out = [f"<p>Scores in percent, ± one standard error; the reference is <b>{esc(ref_name)}</b> "
+           f"scored by the same code on the same items.</p>",
+           table(["task", "metric", "items", esc(model_name), esc(ref_name), "published (ref.)", "chance"], rows,
+                 num_cols={2, 3, 4, 5, 6})]
+    tasks = list(rows_in)
+    out.append(grouped_bars(tasks, {
+        model_name: [rows_in[t].get("model") for t in tasks],
+        ref_name: [rows_in[t].get("teacher") for t in tasks],
+    }, "Benchmarks: our model beside the reference", "score"))
+    return "\n".join(out)
+
+
+def section_audit(stages: dict[str, dict]) -> str:
+    s = _summary(stages, "audit")
+    if s is None:
+        return missing("audit", stages.get("audit"))
+    out = []
+    gaps = s.get("gaps") or []
+    if gaps:
+        rows = [[g.get("task"), g.get("suite"), g.get("n"),
+                 None if g.get("original") is None else 100 * g["original"],
+                 None if g.get("perturbed") is None else 100 * g["perturbed"],
+                 None if g.get("drop") is None else 100 * g["drop"],
+                 Raw(f"[{100 * g['ci_low']:.1f}, {100 * g['ci_high']:.1f}]") if g.get("ci_low") is not None else None,
+                 Raw('<span class="bad">yes</span>' if g.get("significant") else "no")] for g in gaps]
+        out.append("<p>Accuracy on original items and on perturbed versions of the same items; drop with a 95% "
+                   "paired-bootstrap interval.</p>")
+        out.append(table(["task", "perturbation", "items", "original %", "perturbed %", "drop (points)", "95% CI",
+                          "significant"], rows, num_cols={2, 3, 4, 5}))
+        out.append(gap_plot(gaps))
+    else:
+        out.append('<p class="muted">no perturbation suite was run.</p>')
+    signals = s.get("contamination") or []
+    if signals:
+        out.append("<h3>Contamination signals</h3>")
+        out.append(table(["task", "signal", "value", "verdict"],
+                         [[x.get("task"), x.get("signal"), x.get("value"), x.get("verdict")] for x in signals]))
+    return "\n".join(out)
+
+
+def section_samples(stages: dict[str, dict]) -> str:
+    samples = []
+    for name in ("eval", "train"):
+        sm = _summary(stages, name)
+        if sm and sm.get("generations"):
+            samples = sm["generations"]
+            break
+    if not samples:
+        return '<div class="missing">no generation samples (eval not run).</div>'
+    out = []
+    for g in samples:
+        out.append(f'<div class="sample"><b>prompt:</b> <code>{esc(g.get("prompt"))}</code>')
+        for who in ("model", "teacher"):
+            if g.get(who) is not None:
+                label = "our model" if who == "model" else "teacher"
+                out.append(f"<div><i>{label}:</i><pre>{esc(g[who])}</pre></div>")
+        out.append("</div>")
+    return "\n".join(out)
+
+
+def section_recipe(run: dict) -> str:
+    rec = run.get("recipe")
+    if not rec:
+        return '<div class="missing">no run.json: recipe unknown.</div>'
+    return (f"<p>From <code>{esc(run.get('recipe_path'))}</code>. Re-run: <code>{esc(run.get('command'))}</code></p>"
+            f"<details open><summary>resolved recipe</summary><pre>{esc(to_toml(rec))}</pre></details>")
+
+
+def section_env(run: dict) -> str:
+    if not run:
+        return '<div class="missing">no run.json.</div>'
+    hw = run.get("hardware") or {}
+    out = [kv_table({"git sha": run.get("git_sha"), "primer": run.get("primer_version"), **hw})]
+    pk = run.get("packages") or {}
+    if pk:
+        out.append(table(["package", "version"], [[k, v] for k, v in pk.items()]))
+    return "\n".join(out)
+
+
+def to_toml(d: dict, prefix: str = "") -> str:
+    """Small TOML writer for a resolved recipe (scalars, lists, nested tables)."""
+
+    def val(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if v is None:
+            return '"" # none'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        return json.dumps(str(v))
+
+    lines, subs = [], []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            subs.append((k, v))
+        else:
+            lines.append(f"{k} = {val(v)}")
+    for k, v in subs:
+        name = f"{prefix}.{k}" if prefix else k
+        lines.append(f"\n[{name}]")
+        lines.append(to_toml(v, name))
+    return "\n".join(x for x in lines if x != "")
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def render(run_dir: str | Path) -> str:
+    rd = Path(run_dir)
+    if not rd.is_dir():
+        raise PrimerError(f"run directory not found: {rd}")
+    run, stages = _load(rd)
+    if not run and not stages:
+        raise PrimerError(f"{rd} is not a primer run directory (no run.json, no <stage>/stage.json)")
+    name = (run.get("recipe") or {}).get("run", {}).get("name") or rd.name
+    status = run.get("status", "unknown")
+    status_html = (f'<span class="good">{esc(status)}</span>' if status == "done"
+                   else f'<span class="bad">{esc(status)}</span>')
+    if run.get("failed_stage"):
+        status_html += f" at stage <b>{esc(run['failed_stage'])}</b>"
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">",
+        f"<title>primer run: {esc(name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>primer run: {esc(name)}</h1>",
+        f"<p class='muted'>status {status_html} · started {esc(run.get('started'))} · finished "
+        f"{esc(run.get('finished'))} · primer {esc(run.get('primer_version'))} · git {esc(run.get('git_sha'))}</p>",
+        "<h2>Stages and time</h2>", section_overview(run, stages),
+        "<h2>Data</h2>", section_data(stages),
+        "<h2>Training</h2>", section_train(stages),
+        "<h2>Benchmarks</h2>", section_eval(stages),
+        "<h2>Audit</h2>", section_audit(stages),
+        "<h2>Generation samples</h2>", section_samples(stages),
+        "<h2>Recipe</h2>", section_recipe(run),
+        "<h2>Hardware and software</h2>", section_env(run),
+        "<p class='muted'>Generated by <code>primer report</code>; self-contained, no external resources.</p>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Render the report of `run_dir` to `out` (default RUN_DIR/report.html); returns the path."""
+    text = render(run_dir)
+    path = Path(out) if out is not None else Path(run_dir) / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

