@@ -14,8 +14,9 @@ so callers can keep provenance. An endpoint that stays unreachable after the ret
 `TeacherUnavailable` (a `PrimerError`) naming the URL and how to check it; callers stop there and
 a rerun resumes.
 
-`imap` is the streaming form a long run uses: it pulls (key, prompt) pairs lazily, keeps at most
-`concurrency` requests in flight (HTTP) or `batch_size` prompts per batch (in-process), and
+`imap` is the streaming form a long run uses: it pulls (key, prompt) pairs lazily (or
+(key, prompt, Sampling) to give one prompt its own settings, e.g. a per-prompt seed), keeps at
+most `concurrency` requests in flight (HTTP) or `batch_size` prompts per batch (in-process), and
 yields (key, Completion) as each finishes, so results can be written one by one.
 """
 
@@ -31,11 +32,10 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from primer.errors import PrimerError
 
-K = TypeVar("K")
 Prompt = str | list[dict[str, str]]
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -85,6 +85,12 @@ class Completion:
     """wall time of the request (HTTP/llama-cpp) or its share of the batch (in-process)"""
 
 
+def _item(item: tuple, default: Sampling) -> tuple[Any, Prompt, Sampling]:
+    if len(item) == 3:
+        return item[0], item[1], item[2] or default
+    return item[0], item[1], default
+
+
 def as_messages(prompt: Prompt) -> list[dict[str, str]]:
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
@@ -101,22 +107,24 @@ class Teacher:
     concurrency: int = 1
     """requests in flight at once (HTTP); 1 for in-process teachers"""
 
-    def _complete_batch(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
+    def _complete_batch(self, prompts: list[Prompt], samplings: list[Sampling]) -> list[Completion]:
         raise NotImplementedError
 
-    def imap(self, items: Iterable[tuple[K, Prompt]], sampling: Sampling) -> Iterator[tuple[K, Completion]]:
-        batch: list[tuple[K, Prompt]] = []
+    def imap(self, items: Iterable[tuple], sampling: Sampling | None = None) -> Iterator[tuple[Any, Completion]]:
+        """(key, Completion) for each (key, prompt[, sampling]) item, as they finish."""
+        sampling = sampling or Sampling()
+        batch: list[tuple[Any, Prompt, Sampling]] = []
         for item in items:
-            batch.append(item)
+            batch.append(_item(item, sampling))
             if len(batch) >= self.batch_size:
-                yield from self._run(batch, sampling)
+                yield from self._run(batch)
                 batch = []
         if batch:
-            yield from self._run(batch, sampling)
+            yield from self._run(batch)
 
-    def _run(self, batch: list[tuple[K, Prompt]], sampling: Sampling) -> Iterator[tuple[K, Completion]]:
-        outs = self._complete_batch([p for _, p in batch], sampling)
-        yield from zip((k for k, _ in batch), outs)
+    def _run(self, batch: list[tuple[Any, Prompt, Sampling]]) -> Iterator[tuple[Any, Completion]]:
+        outs = self._complete_batch([p for _, p, _ in batch], [s for _, _, s in batch])
+        yield from zip((k for k, _, _ in batch), outs)
 
     def complete(self, prompts: list[Prompt], sampling: Sampling | None = None) -> list[Completion]:
         """Answers for `prompts`, in order."""
@@ -171,9 +179,9 @@ class LlamaCppTeacher(Teacher):
             model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0
         )
 
-    def _complete_batch(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
+    def _complete_batch(self, prompts: list[Prompt], samplings: list[Sampling]) -> list[Completion]:
         outs = []
-        for prompt in prompts:
+        for prompt, sampling in zip(prompts, samplings):
             t0 = time.perf_counter()
             try:
                 r = self.llm.create_chat_completion(
@@ -232,9 +240,10 @@ class BundledTeacher(Teacher):
         self.model = load_model("bundled", device=device)
         self.name = "bundled:SmolLM2-135M-Instruct"
 
-    def _complete_batch(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
+    def _complete_batch(self, prompts: list[Prompt], samplings: list[Sampling]) -> list[Completion]:
         if self._fallback is not None:
-            return self._fallback._complete_batch(prompts, sampling)
+            return self._fallback._complete_batch(prompts, samplings)
+        sampling = samplings[0]  # one batch samples together; its first prompt's seed seeds it
         from primer.generate import generate
 
         t0 = time.perf_counter()
@@ -410,7 +419,7 @@ class HttpTeacher(Teacher):
                 continue
         raise self._unavailable(self.opts.retries + 1, last)
 
-    async def _drive(self, items: Iterator[tuple[Any, Prompt]], sampling: Sampling, out: queue.Queue,
+    async def _drive(self, items: Iterator[tuple], sampling: Sampling, out: queue.Queue,
                      stop: threading.Event) -> None:
         import httpx
 
@@ -426,11 +435,11 @@ class HttpTeacher(Teacher):
                 while not stop.is_set():
                     while not exhausted and len(pending) < self.concurrency:
                         try:
-                            key, prompt = next(items)
+                            key, prompt, samp = _item(next(items), sampling)
                         except StopIteration:
                             exhausted = True
                             break
-                        pending[asyncio.create_task(self._one(client, prompt, sampling))] = key
+                        pending[asyncio.create_task(self._one(client, prompt, samp))] = key
                     if not pending:
                         break
                     done, _ = await asyncio.wait(pending, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
@@ -443,7 +452,8 @@ class HttpTeacher(Teacher):
                 if pending:
                     await asyncio.gather(*pending, return_exceptions=True)
 
-    def imap(self, items: Iterable[tuple[K, Prompt]], sampling: Sampling) -> Iterator[tuple[K, Completion]]:
+    def imap(self, items: Iterable[tuple], sampling: Sampling | None = None) -> Iterator[tuple[Any, Completion]]:
+        sampling = sampling or Sampling()
         out: queue.Queue = queue.Queue()
         stop = threading.Event()
         it = iter(items)

@@ -19,6 +19,8 @@ from primer.errors import PrimerError
 LEAVES = [
     "generate",
     "chat",
+    "topics",
+    "synth",
     "run",
     "report",
 ]

@@ -1,0 +1,439 @@
+"""The resumable synth runner: prompts from the grid -> teacher -> quality check -> JSONL shards.
+
+Output directory layout:
+    data-00000.jsonl ...   accepted documents, append-only, `shard_docs` lines per shard
+    rejects.jsonl          rejected completions with their reason (never training data)
+    runs.jsonl             one line per invocation: resolved config, teacher, versions
+    summary.json           the figures of the last finished run
+
+Crash safety: every record is one `os.write` of one line on an O_APPEND file, then fsync; so a
+kill -9 leaves at most one torn last line, which the next start truncates. The next start also
+reads every prompt id already in the data and rejects files and skips them: a rerun with the same
+arguments finishes the remaining prompts, with no duplicates and nothing lost. `n` is the total
+wanted in the directory, not "n more". A lock file keeps two runs from writing the same directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import json
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from primer.errors import PrimerError
+from primer.synth import grid, quality
+from primer.synth.quality import QualityRules
+
+SHARD = "data-{:05d}.jsonl"
+
+
+@dataclass
+class SynthConfig:
+    """`primer synth`: write textbook-style documents with a teacher over the prompt grid."""
+
+    out: Path = Path("runs/synth")
+    """output directory (shards, rejects, summary); rerunning on it resumes"""
+    n: int = 100
+    """documents wanted in --out in total; a rerun finishes what is missing"""
+    teacher: str = "bundled"
+    """'bundled' (SmolLM2-135M-Instruct in-process), a .gguf file, or an OpenAI-compatible base URL"""
+    model: str | None = None
+    """model name to request from an HTTP teacher"""
+    topics: Path | None = None
+    """topic file (JSONL from `primer topics`, a YAML tree, or one topic per line); default: the shipped tree"""
+    subjects: list[str] = field(default_factory=list)
+    """only topics of these subjects (comma-separated); default all"""
+    formats: list[str] = field(default_factory=list)
+    """formats to use (textbook, exercises, story, dialogue, code); default all"""
+    audiences: list[str] = field(default_factory=list)
+    """audiences (young_children, middle_school, high_school, college, researchers); default all"""
+    seed_corpus: Path | None = None
+    """JSONL ('text' field) or text file of web documents whose extracts seed the prompts (Cosmopedia-style)"""
+    seed: int = 0
+    """grid order and sampling seed"""
+    max_tokens: int = 512
+    """most tokens per document"""
+    temperature: float = 0.8
+    """teacher sampling temperature"""
+    top_p: float = 0.95
+    """teacher nucleus sampling mass"""
+    repeat_penalty: float = 1.1
+    """repetition penalty where the teacher supports it (1.0 = off)"""
+    batch_size: int = 8
+    """prompts per batch for the in-process teacher"""
+    concurrency: int = 8
+    """requests in flight for an HTTP teacher"""
+    timeout: float = 120.0
+    """seconds per HTTP request"""
+    retries: int = 6
+    """HTTP retries (connection errors, timeouts, 429, 5xx), exponential backoff with jitter"""
+    backoff: float = 0.5
+    """first HTTP retry delay in seconds (doubles per try, capped at 30 s)"""
+    rate_limit: float | None = None
+    """most HTTP requests per second (default unlimited)"""
+    api_key_env: str = "OPENAI_API_KEY"
+    """environment variable with the HTTP teacher's API key"""
+    min_words: int = 50
+    """reject documents with fewer words"""
+    reject_truncated: bool = False
+    """reject documents that hit --max-tokens"""
+    max_repeat_frac: float = 0.3
+    """reject documents where more than this share of words sit in repeated 5-grams"""
+    shard_docs: int = 10000
+    """documents per output shard"""
+    fsync: bool = True
+    """fsync after every document (crash safety; turn off only on throwaway runs)"""
+    stats_sample: int = 20000
+    """documents used for the near-duplicate and distinct-n-gram figures"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+# ---------------------------------------------------------------------------- crash-safe JSONL
+
+
+def repair_jsonl(path: Path) -> int:
+    """Cut a torn last line (no trailing newline) left by a kill; returns bytes removed."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        pos = size
+        chunk = 1 << 16
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            buf = f.read(pos - start)
+            i = buf.rfind(b"\n")
+            if i >= 0:
+                keep = start + i + 1
+                break
+            pos = start
+        else:
+            keep = 0
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        return size - keep
+
+
+def read_jsonl(path: Path, repair: bool = False) -> Iterator[dict]:
+    path = Path(path)
+    if repair:
+        repair_jsonl(path)
+    if not path.exists():
+        return
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PrimerError(f"{path}:{n}: corrupt JSON line ({e}); remove that line and rerun") from e
+
+
+class JsonlAppender:
+    """Append records as single-write lines; fsync each (so a kill loses at most the line in flight)."""
+
+    def __init__(self, path: Path, fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair_jsonl(self.path)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fsync = fsync
+
+    def write_many(self, recs: list[dict]) -> None:
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs).encode()
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        if self.fsync:
+            os.fsync(self.fd)
+
+    def write(self, rec: dict) -> None:
+        self.write_many([rec])
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Store:
+    """The output directory: sharded documents + rejects, and what is already done."""
+
+    def __init__(self, out: Path, shard_docs: int = 10000, fsync: bool = True) -> None:
+        self.out = Path(out)
+        self.shard_docs = shard_docs
+        self.fsync = fsync
+        self.done: set[str] = set()
+        self.n_docs = 0
+        self.tokens = 0
+        self.shards = sorted(self.out.glob("data-*.jsonl"))
+        last_count = 0
+        for shard in self.shards:
+            last_count = 0
+            for rec in read_jsonl(shard, repair=True):
+                self.done.add(rec["prompt_id"])
+                self.n_docs += 1
+                self.tokens += int(rec.get("completion_tokens") or 0)
+                last_count += 1
+        self.rejects_before: Counter = Counter()
+        for rec in read_jsonl(self.out / "rejects.jsonl", repair=True):
+            self.done.add(rec["prompt_id"])
+            self.rejects_before[rec.get("reason", "?")] += 1
+        self._shard_index = len(self.shards) - 1 if self.shards else 0
+        self._in_shard = last_count
+        self._data: JsonlAppender | None = None
+        self._rejects = JsonlAppender(self.out / "rejects.jsonl", fsync)
+
+    def _data_file(self) -> JsonlAppender:
+        if self._data is None or self._in_shard >= self.shard_docs:
+            if self._data is not None:
+                self._data.close()
+                self._shard_index += 1
+                self._in_shard = 0
+            elif self._in_shard >= self.shard_docs:
+                self._shard_index += 1
+                self._in_shard = 0
+            self._data = JsonlAppender(self.out / SHARD.format(self._shard_index), self.fsync)
+        return self._data
+
+    def add(self, doc: dict) -> None:
+        self._data_file().write(doc)
+        self._in_shard += 1
+        self.n_docs += 1
+        self.tokens += int(doc.get("completion_tokens") or 0)
+        self.done.add(doc["prompt_id"])
+
+    def reject(self, rec: dict) -> None:
+        self._rejects.write(rec)
+        self.done.add(rec["prompt_id"])
+
+    def iter_docs(self) -> Iterator[dict]:
+        for shard in sorted(self.out.glob("data-*.jsonl")):
+            yield from read_jsonl(shard)
+
+    def close(self) -> None:
+        if self._data is not None:
+            self._data.close()
+        self._rejects.close()
+
+
+class DirLock:
+    def __init__(self, out: Path) -> None:
+        self.path = Path(out) / ".lock"
+
+    def __enter__(self) -> DirLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise PrimerError(f"another primer synth is writing to {self.path.parent}; wait for it or use another --out") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def build_plan(cfg: SynthConfig) -> Iterator[grid.PromptSpec]:
+    """The prompt sequence for `cfg` (the same on every rerun)."""
+    from primer.synth import topics as topics_mod
+
+    extracts = grid.read_extracts(cfg.seed_corpus) if cfg.seed_corpus else []
+    topic_list: list[grid.Topic] = []
+    if not extracts:
+        topic_list = topics_mod.read_topics(cfg.topics) if cfg.topics else topics_mod.shipped()
+        if cfg.subjects:
+            want = {s.strip().lower() for s in cfg.subjects}
+            topic_list = [t for t in topic_list if t.subject.lower() in want]
+            if not topic_list:
+                raise PrimerError(f"no topics of subject(s) {sorted(want)}; see `primer topics`")
+    return grid.plan(topic_list, extracts, cfg.formats or None, cfg.audiences or None, cfg.seed)
+
+
+def make_teacher(cfg: SynthConfig):
+    from primer.teachers import HttpOptions, load_teacher
+
+    opts = HttpOptions(concurrency=cfg.concurrency, timeout=cfg.timeout, retries=cfg.retries,
+                       backoff=cfg.backoff, rate_limit=cfg.rate_limit, api_key_env=cfg.api_key_env)
+    return load_teacher(cfg.teacher, cfg.model, options=opts, batch_size=cfg.batch_size)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("primer", "llama_cpp_python", "httpx", "torch"):
+        try:
+            out[pkg] = md.version(pkg.replace("_", "-"))
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _doc(spec: grid.PromptSpec, comp, teacher_name: str, sampling) -> dict:
+    return {
+        "text": comp.text.strip(),
+        "prompt_id": spec.id,
+        "prompt": spec.text,
+        "topic": spec.topic.name if spec.topic else None,
+        "subject": spec.topic.subject if spec.topic else None,
+        "area": spec.topic.area if spec.topic else None,
+        "format": spec.format,
+        "audience": spec.audience,
+        "style": dict(spec.style),
+        "seed_extract": {"id": spec.extract.id, "source": spec.extract.source} if spec.extract else None,
+        "teacher": teacher_name,
+        "sampling": sampling.to_dict(),
+        "prompt_tokens": comp.prompt_tokens,
+        "completion_tokens": comp.completion_tokens,
+        "finish_reason": comp.finish_reason,
+        "seconds": round(comp.seconds, 3),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def synth(cfg: SynthConfig, teacher=None) -> dict:
+    """Run (or resume) a synth job; returns the summary (also saved as summary.json)."""
+    from tqdm import tqdm
+
+    from primer.config import to_dict
+    from primer.teachers import Sampling
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rules = QualityRules(min_words=cfg.min_words, reject_truncated=cfg.reject_truncated,
+                         max_repeat_frac=cfg.max_repeat_frac)
+    base = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                    repeat_penalty=cfg.repeat_penalty)
+    with DirLock(out):
+        store = Store(out, cfg.shard_docs, cfg.fsync)
+        plan_it = (p for p in build_plan(cfg) if p.id not in store.done)
+        own = teacher is None
+        if own and store.n_docs < cfg.n:
+            teacher = make_teacher(cfg)
+        tname = teacher.name if teacher is not None else "(none needed)"
+        with JsonlAppender(out / "runs.jsonl") as runs:
+            runs.write({"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "config": to_dict(cfg), "teacher": tname, "argv": sys.argv,
+                        "docs_before": store.n_docs, "versions": _versions()})
+        rejects: Counter = Counter()
+        finish: Counter = Counter()
+        new_docs = prompt_tok = gen_tok = 0
+        exhausted = False
+        t0 = time.perf_counter()
+        bar = tqdm(total=cfg.n, initial=min(store.n_docs, cfg.n), unit="doc", desc="synth",
+                   disable=not cfg.progress, dynamic_ncols=True)
+        try:
+            while store.n_docs < cfg.n:
+                wave = list(itertools.islice(plan_it, cfg.n - store.n_docs))
+                if not wave:
+                    exhausted = True
+                    break
+                items = ((spec, spec.text, base.with_seed(spec.seed(cfg.seed))) for spec in wave)
+                for spec, comp in teacher.imap(items, base):
+                    samp = base.with_seed(spec.seed(cfg.seed))
+                    doc = _doc(spec, comp, tname, samp)
+                    prompt_tok += comp.prompt_tokens
+                    gen_tok += comp.completion_tokens
+                    finish[comp.finish_reason] += 1
+                    reason = quality.check(comp.text, comp.finish_reason, rules, comp.error)
+                    if reason:
+                        doc["reason"] = reason
+                        if comp.error:
+                            doc["error"] = comp.error
+                        store.reject(doc)
+                        rejects[reason] += 1
+                    else:
+                        store.add(doc)
+                        new_docs += 1
+                        bar.update(1)
+                    dt = time.perf_counter() - t0
+                    bar.set_postfix(tok_s=f"{gen_tok / dt:.1f}" if dt else "-", rejects=sum(rejects.values()),
+                                    refresh=False)
+        finally:
+            bar.close()
+            store.close()
+            if own and teacher is not None:
+                teacher.close()
+        seconds = time.perf_counter() - t0
+        summary = summarize(store, cfg, seconds, new_docs, prompt_tok, gen_tok, rejects, finish, tname, exhausted)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def summarize(store: Store, cfg: SynthConfig, seconds: float, new_docs: int, prompt_tok: int, gen_tok: int,
+              rejects: Counter, finish: Counter, teacher: str, exhausted: bool) -> dict:
+    texts = [d["text"] for d in itertools.islice(store.iter_docs(), cfg.stats_sample)]
+    rate, ndup = quality.near_dup_rate(texts)
+    all_rejects = store.rejects_before + rejects
+    return {
+        "out": str(store.out),
+        "teacher": teacher,
+        "documents": store.n_docs,
+        "target": cfg.n,
+        "grid_exhausted": exhausted,
+        "documents_this_run": new_docs,
+        "completion_tokens_total": store.tokens,
+        "this_run": {
+            "seconds": round(seconds, 2),
+            "prompt_tokens": prompt_tok,
+            "completion_tokens": gen_tok,
+            "tokens_per_s": round(gen_tok / seconds, 2) if seconds > 0 else None,
+            "docs_per_hour": round(new_docs / seconds * 3600, 1) if seconds > 0 else None,
+            "finish_reasons": dict(finish),
+            "rejects": dict(rejects),
+        },
+        "rejects_total": dict(all_rejects),
+        "reject_rate": round(sum(all_rejects.values()) / max(1, sum(all_rejects.values()) + store.n_docs), 4),
+        "near_dup_rate": round(rate, 4),
+        "near_dups": ndup,
+        "near_dup_threshold": 0.8,
+        "stats_docs": len(texts),
+        "distinct_2gram_ratio": round(quality.distinct_ngram_ratio(texts, 2), 4),
+        "distinct_3gram_ratio": round(quality.distinct_ngram_ratio(texts, 3), 4),
+    }
+
+
+def format_summary(s: dict) -> str:
+    r = s["this_run"]
+    rej = ", ".join(f"{k} {v}" for k, v in sorted(s["rejects_total"].items())) or "none"
+    lines = [
+        f"documents: {s['documents']} / {s['target']} ({s['documents_this_run']} new this run)"
+        + ("  [grid exhausted: widen topics/formats/audiences]" if s["grid_exhausted"] else ""),
+        f"tokens: {r['completion_tokens']} generated this run in {r['seconds']} s "
+        f"({r['tokens_per_s']} tok/s, {r['docs_per_hour']} docs/h); {s['completion_tokens_total']} in all docs",
+        f"rejects: {rej} (rate {s['reject_rate']:.1%})",
+        f"near-duplicates (MinHash J>=0.8): {s['near_dup_rate']:.2%} ({s['near_dups']} of {s['stats_docs']}); "
+        f"distinct 2/3-grams: {s['distinct_2gram_ratio']:.3f} / {s['distinct_3gram_ratio']:.3f}",
+        f"written to {s['out']} (summary.json)",
+    ]
+    return "\n".join(lines)
