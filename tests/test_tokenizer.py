@@ -49,9 +49,48 @@ def gguf_path():
 
 @pytest.fixture(scope="module")
 def ours(gguf_path):
+    try:  # the fast reader, when primer.gguf_io is there; gguf.GGUFReader exposes the same fields
+        from primer.gguf_io import open_gguf as reader
+    except ImportError:
+        from gguf import GGUFReader as reader
+    return Tokenizer.from_gguf(reader(gguf_path))
+
+
+def test_same_tokenizer_through_gguf_package_reader(ours, gguf_path):
     import gguf
 
-    return Tokenizer.from_gguf(gguf.GGUFReader(gguf_path))
+    assert Tokenizer.from_gguf(gguf.GGUFReader(gguf_path)).hash() == ours.hash()
+
+
+class _Field:
+    def __init__(self, v):
+        self.v = v
+
+    def contents(self):
+        return self.v
+
+
+class _FakeReader:
+    def __init__(self, **fields):
+        self.path = "fake.gguf"
+        self.fields = {k.replace("__", "."): _Field(v) for k, v in fields.items()}
+
+
+def test_from_gguf_metadata_variants():
+    with pytest.raises(PrimerError, match="fake.gguf: tokenizer model 'llama' is not supported"):
+        Tokenizer.from_gguf(_FakeReader(tokenizer__ggml__model="llama"))
+    with pytest.raises(PrimerError, match="no tokenizer.ggml.tokens"):
+        Tokenizer.from_gguf(_FakeReader(tokenizer__ggml__model="gpt2"))
+    # A tiny byte-level vocab: user-defined tokens stay whole but are not special; BOS added on request.
+    tokens = ["<s>", "a", "b", "ab", "Ġ", "Ġab", "<think>"]
+    tok = Tokenizer.from_gguf(_FakeReader(
+        tokenizer__ggml__model="gpt2", tokenizer__ggml__pre="llama-bpe", tokenizer__ggml__tokens=tokens,
+        tokenizer__ggml__merges=["a b", "Ġ ab"], tokenizer__ggml__token_type=[3, 1, 1, 1, 1, 1, 4],
+        tokenizer__ggml__bos_token_id=0, tokenizer__ggml__add_bos_token=True,
+    ))
+    assert tok.encode("ab ab<think>") == [0, 3, 5, 6]
+    assert tok.special_ids == {0}
+    assert tok.decode([0, 3, 5, 6], skip_special_tokens=True) == "ab ab<think>"
 
 
 @pytest.fixture(scope="module")

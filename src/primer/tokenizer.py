@@ -141,8 +141,8 @@ class Tokenizer:
             f = reader.fields.get(key)
             return default if f is None else f.contents()
 
-        where = getattr(reader, "data", None)
-        where = getattr(where, "filename", None) or "GGUF file"
+        # primer.gguf_io.GGUFFile has .path; gguf.GGUFReader keeps the name on its memmap.
+        where = getattr(reader, "path", None) or getattr(getattr(reader, "data", None), "filename", None) or "GGUF file"
         kind = get("tokenizer.ggml.model")
         if kind != "gpt2":
             raise PrimerError(
