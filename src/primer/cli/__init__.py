@@ -23,6 +23,7 @@ LEAVES = [
     "synth",
     "run",
     "report",
+    "eval",
 ]
 
 

@@ -1,0 +1,57 @@
+"""`primer eval`: benchmark a model (bundled SmolLM2, a .gguf, an HF dir, a primer checkpoint)."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="run benchmark tasks (lm-eval-compatible) on a model; table + results JSON")
+    p.add_argument("model", help="'bundled', a .gguf file, an HF model dir or a primer checkpoint dir")
+    p.add_argument("--tasks", default="piqa", help="comma-separated tasks or groups ('list' to show them)")
+    p.add_argument("--shots", type=int, default=None, help="few-shot examples (default: each task's lm-eval default)")
+    p.add_argument("--limit", type=int, default=None, help="first N documents per task (per MMLU subject)")
+    p.add_argument("--data-dir", default=None, help="folder laid out like shared/benchmarks (default: $PRIMER_DATA)")
+    p.add_argument("--output", default=None, help="write results JSON here")
+    p.add_argument("--log-samples", action="store_true", help="keep per-document records in the results JSON")
+    p.add_argument("--samples", type=int, default=1, help="completions per code problem (pass@k for k <= samples)")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
+    p.add_argument("--seed", type=int, default=1234, help="seed for few-shot draws and sampling")
+    p.add_argument("--cache", default=None, help="sqlite answer cache (default ~/.cache/primer/eval-cache.sqlite; 'none' = off)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
+    p.add_argument("--max-length", type=int, default=2048, help="context window used for scoring, in tokens")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
+    p.add_argument("--device", default=None, help="torch device (default: cpu, or cuda when available)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import os
+    from pathlib import Path
+
+    from primer.eval.tasks import list_tasks
+
+    if args.tasks.strip() == "list":
+        print("\n".join(list_tasks()))
+        return 0
+    from primer.eval.tasks import expand
+
+    expand(args.tasks.split(","))  # unknown names fail here, before the model loads
+    import torch
+
+    from primer.eval.lm import PrimerLM
+    from primer.eval.runner import EvalConfig, run as run_eval, table
+
+    data_dir = args.data_dir or os.environ.get("PRIMER_DATA")
+    cfg = EvalConfig(
+        tasks=[t for t in args.tasks.split(",") if t.strip()], shots=args.shots, limit=args.limit,
+        data_dir=Path(data_dir) if data_dir else None, samples=args.samples, temperature=args.temperature,
+        seed=args.seed, log_samples=args.log_samples, cache=Path(args.cache) if args.cache else None,
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    lm = PrimerLM.load(args.model, max_length=args.max_length, batch_size=args.batch_size, device=device)
+    res = run_eval(lm, cfg, output=Path(args.output) if args.output else None)
+    print(table(res))
+    if args.output:
+        print(f"results written to {args.output}")
+    return 0

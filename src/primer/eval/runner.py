@@ -1,0 +1,313 @@
+"""Run tasks on a model: build requests, answer them (from the cache when possible), score,
+aggregate with standard errors, and write results JSON and a terminal table.
+
+The cache is one sqlite file; a key is sha256(model fingerprint, request kind, request), so a
+re-run (or a run interrupted and started again) only computes what is missing. Requests are
+answered in chunks of documents, each chunk committed, so an interruption loses at most a chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import platform
+import random
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from primer.errors import PrimerError
+from primer.eval import metrics as M
+from primer.eval.tasks import GROUPS, Task, expand
+
+CHUNK_DOCS = 16
+
+
+@dataclass
+class EvalConfig:
+    tasks: list[str] = field(default_factory=lambda: ["piqa"])
+    """Task or group names, e.g. piqa,arc_easy,mmlu."""
+    shots: int | None = None
+    """Few-shot examples per prompt (default: each task's own, 0 for most; mmlu/gsm8k/mbpp as lm-eval)."""
+    limit: int | None = None
+    """Evaluate only the first N documents of each task (N per MMLU subject)."""
+    data_dir: Path | None = None
+    """Folder laid out like shared/benchmarks; None = $PRIMER_DATA, else HF datasets (online)."""
+    samples: int = 1
+    """Completions per problem for code tasks (pass@k is reported for each k <= samples)."""
+    temperature: float = 0.0
+    """Sampling temperature for generation (0 = greedy)."""
+    seed: int = 1234
+    """Seed for few-shot sampling and generation."""
+    log_samples: bool = False
+    """Keep per-document records (prompt, targets, responses, scores) in the results JSON."""
+    cache: Path | None = None
+    """sqlite cache of model answers (default: ~/.cache/primer/eval-cache.sqlite); 'none' disables."""
+
+
+class Cache:
+    def __init__(self, path: Path | None):
+        self.db = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(path))
+            self.db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT)")
+
+    @staticmethod
+    def key(fingerprint: str, kind: str, request: Any) -> str:
+        blob = json.dumps([fingerprint, kind, request], ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        if self.db is None or not keys:
+            return {}
+        out = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i: i + 500]
+            q = f"SELECT key, value FROM answers WHERE key IN ({','.join('?' * len(part))})"
+            out.update({k: json.loads(v) for k, v in self.db.execute(q, part)})
+        return out
+
+    def put_many(self, items: dict[str, Any]) -> None:
+        if self.db is None or not items:
+            return
+        self.db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", [(k, json.dumps(v)) for k, v in items.items()])
+        self.db.commit()
+
+
+# -- requests per document ------------------------------------------------------------------------
+def build_requests(task: Task, doc: dict, prefix: str, cfg: EvalConfig) -> tuple[str, list]:
+    """(kind, requests) for one document; kind is the LM method that answers them."""
+    if task.kind == "multiple_choice":
+        choices = task.doc_to_choice(doc)
+        if task.multiple_input:
+            cont = task.target_delimiter + task.doc_to_target(doc)
+            return "loglikelihood", [[prefix + c, cont] for c in choices]
+        ctx = prefix + task.doc_to_text(doc)
+        return "loglikelihood", [[ctx, task.target_delimiter + c] for c in choices]
+    if task.kind == "loglikelihood":
+        return "loglikelihood", [[prefix + task.doc_to_text(doc), task.target_delimiter + task.doc_to_target(doc)]]
+    if task.kind == "rolling":
+        return "rolling", [task.doc_to_target(doc)]
+    n = max(1, cfg.samples) if task.name in ("humaneval", "mbpp") else 1
+    temp = cfg.temperature if n > 1 or cfg.temperature > 0 else 0.0
+    prompt = prefix + task.doc_to_text(doc)
+    return "generate", [[prompt, list(task.until), task.max_tokens, temp, cfg.seed + s] for s in range(n)]
+
+
+def answer(lm, kind: str, reqs: list) -> list:
+    if kind == "loglikelihood":
+        return [list(r) for r in lm.loglikelihood([tuple(r) for r in reqs])]
+    if kind == "rolling":
+        return lm.loglikelihood_rolling(reqs)
+    out: list = [None] * len(reqs)
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, stop, mx, temp, seed) in enumerate(reqs):
+        groups.setdefault((tuple(stop), mx, temp, seed if temp > 0 else 0), []).append(i)
+    for (stop, mx, temp, seed), ix in groups.items():
+        for i, text in zip(ix, lm.generate([reqs[i][0] for i in ix], stop=list(stop), max_tokens=mx,
+                                           temperature=temp, seed=seed)):
+            out[i] = text
+    return out
+
+
+def score_doc(task: Task, doc: dict, resps: list) -> dict[str, Any]:
+    if task.kind == "multiple_choice":
+        lls = [r[0] for r in resps]
+        if task.multiple_input:
+            gold = task.doc_to_text(doc)
+            return {"acc": float(int(max(range(len(lls)), key=lls.__getitem__)) == gold)}
+        s = M.multiple_choice(lls, task.doc_to_choice(doc), task.doc_to_target(doc))
+        return {k: v for k, v in s.items() if k in task.metrics or k == "acc_bytes"}
+    if task.kind == "loglikelihood":
+        ll, greedy = resps[0]
+        return {"acc": float(greedy), "perplexity": ll}
+    if task.kind == "rolling":
+        page = doc.get("page", task.doc_to_target(doc))
+        ll = resps[0]
+        return {"word_perplexity": (ll, M.count_words(page)), "byte_perplexity": (ll, len(page.encode("utf-8"))),
+                "bits_per_byte": (ll, len(page.encode("utf-8")))}
+    return task.score(doc, list(resps))  # type: ignore[misc]
+
+
+def aggregate(task: Task, scores: list[dict[str, Any]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    names = [k for k in scores[0] if not k.startswith("_")] if scores else []
+    for name in names:
+        xs = [s[name] for s in scores if name in s]
+        if name == "perplexity":
+            out[name] = M.perplexity(xs)
+            out[name + "_stderr"] = M.bootstrap_stderr(M.perplexity, xs, iters=100)
+        elif name in ("word_perplexity", "byte_perplexity"):
+            out[name], out[name + "_stderr"] = M.weighted_perplexity(xs), None
+        elif name == "bits_per_byte":
+            out[name], out[name + "_stderr"] = M.bits_per_byte(xs), None
+        else:
+            out[name], out[name + "_stderr"] = M.mean(xs), M.mean_stderr(xs)
+    return out
+
+
+# -- the run ------------------------------------------------------------------------------------
+def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
+    tasks = expand(cfg.tasks)
+    if not tasks:
+        raise PrimerError("no tasks given; pass --tasks NAME[,NAME...]")
+    cache = Cache(None if str(cfg.cache).lower() == "none" else (cfg.cache or Path.home() / ".cache" / "primer" / "eval-cache.sqlite"))
+    results: dict[str, Any] = {"tasks": {}, "groups": {}, "samples": {}}
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    for task in tasks:
+        docs = task.docs(cfg.data_dir)
+        if cfg.limit is not None:
+            docs = docs[: cfg.limit]
+        shots = task.default_shots if cfg.shots is None else cfg.shots
+        pool = task.fewshot_pool(cfg.data_dir) if shots > 0 else None
+        if shots > 0 and pool is None:
+            pool = task.docs(cfg.data_dir)
+        rnd = random.Random(cfg.seed)
+        built = []
+        for doc in docs:
+            prefix = task.fewshot_prefix(doc, shots, pool, rnd) if (shots > 0 or task.description) else ""
+            built.append(build_requests(task, doc, prefix, cfg))
+        scores, records, computed, t0 = [], [], 0, time.perf_counter()
+        bar = tqdm(total=len(docs), desc=task.name, disable=not progress or len(docs) < 2, leave=False)
+        for c0 in range(0, len(docs), CHUNK_DOCS):
+            chunk = list(range(c0, min(len(docs), c0 + CHUNK_DOCS)))
+            keys = {(i, j): Cache.key(lm.fingerprint, built[i][0], r) for i in chunk for j, r in enumerate(built[i][1])}
+            have = cache.get_many(list(keys.values()))
+            todo: dict[str, list[tuple[int, int]]] = {}
+            for (i, j), k in keys.items():
+                if k not in have:
+                    todo.setdefault(built[i][0], []).append((i, j))
+            new = {}
+            for kind, ij in todo.items():
+                for (i, j), a in zip(ij, answer(lm, kind, [built[i][1][j] for i, j in ij])):
+                    new[keys[(i, j)]] = a
+            computed += len({i for ij in todo.values() for i, _ in ij})
+            cache.put_many(new)
+            have.update(new)
+            for i in chunk:
+                resps = [have[keys[(i, j)]] for j in range(len(built[i][1]))]
+                s = score_doc(task, docs[i], resps)
+                scores.append(s)
+                if cfg.log_samples:
+                    records.append({"doc_id": i, "requests": built[i][1], "responses": resps,
+                                    "target": _jsonable(task.doc_to_target(docs[i])), "scores": _jsonable(s)})
+            bar.update(len(chunk))
+        bar.close()
+        secs = time.perf_counter() - t0
+        agg = aggregate(task, scores)
+        results["tasks"][task.name] = {
+            "version": task.version, "n": len(docs), "shots": shots, "metrics": agg, "primary": task.metrics[0],
+            "group": task.group, "computed": computed, "seconds": round(secs, 3),
+            "items_per_s": round(computed / secs, 3) if computed and secs > 0 else None, "notes": task.notes,
+        }
+        if cfg.log_samples:
+            results["samples"][task.name] = records
+    for group, members in GROUPS.items():
+        done = [results["tasks"][m] for m in members if m in results["tasks"]]
+        if done:
+            results["groups"][group] = group_metrics(done)
+    if not cfg.log_samples:
+        results.pop("samples")
+    return results
+
+
+def group_metrics(done: list[dict]) -> dict[str, Any]:
+    """Micro (size-weighted, lm-eval's group number) and macro (mean over subtasks) averages."""
+    sizes = [t["n"] for t in done]
+    out: dict[str, Any] = {"n": sum(sizes), "subtasks": len(done)}
+    for name in done[0]["metrics"]:
+        if name.endswith("_stderr"):
+            continue
+        vals = [t["metrics"][name] for t in done]
+        errs = [t["metrics"].get(name + "_stderr") for t in done]
+        out[f"{name},micro"] = sum(v * n for v, n in zip(vals, sizes)) / sum(sizes)
+        out[f"{name},macro"] = sum(vals) / len(vals)
+        if all(e is not None and not math.isnan(e) for e in errs) and sum(sizes) > len(sizes):
+            out[f"{name},micro_stderr"] = M.pooled_sample_stderr(errs, sizes)
+            out[f"{name},macro_stderr"] = M.unweighted_mean_stderr(errs)
+    return out
+
+
+def _jsonable(x):
+    if isinstance(x, tuple):
+        return list(x)
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    return x
+
+
+def environment() -> dict[str, str]:
+    import importlib.metadata as md  # noqa: PLC0415
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("primer", "torch", "numpy", "tokenizers", "transformers", "lm-eval"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_sha() -> str | None:
+    import subprocess  # noqa: PLC0415
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run(lm, cfg: EvalConfig, output: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """evaluate() + model/config/environment header, written to `output` when given."""
+    t0 = time.time()
+    res = evaluate(lm, cfg, progress=progress)
+    full = {
+        "model": {"name": lm.name, "fingerprint": lm.fingerprint},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
+        "task_versions": {n: t["version"] for n, t in res["tasks"].items()},
+        "environment": environment(), "git": git_sha(), "argv": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)), "seconds": round(time.time() - t0, 2),
+        **res,
+    }
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(full, indent=2, default=str, allow_nan=True))
+    return full
+
+
+def table(results: dict[str, Any]) -> str:
+    """Markdown-style table: task, version, shots, n, metric, value, stderr (accuracies in %)."""
+    rows = [("task", "version", "shots", "n", "metric", "value", "± stderr")]
+
+    def fmt(name: str, v) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        pct = not any(s in name for s in ("perplexity", "bits_per_byte"))
+        return f"{100 * v:.2f}" if pct else f"{v:.4f}"
+
+    grouped = {t for g in results.get("groups", {}) for t in GROUPS[g]}
+    for name, t in results["tasks"].items():
+        if name in grouped:
+            continue
+        for m, v in t["metrics"].items():
+            if m.endswith("_stderr"):
+                continue
+            rows.append((name, t["version"], str(t["shots"]), str(t["n"]), m, fmt(m, v), fmt(m, t["metrics"].get(m + "_stderr"))))
+    for g, gm in results.get("groups", {}).items():
+        for m, v in gm.items():
+            if m in ("n", "subtasks") or m.endswith("_stderr"):
+                continue
+            shots = next((results["tasks"][t]["shots"] for t in GROUPS[g] if t in results["tasks"]), "")
+            rows.append((f"{g} ({gm['subtasks']} subjects)", "", str(shots), str(gm["n"]), m, fmt(m, v), fmt(m, gm.get(m + "_stderr"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
