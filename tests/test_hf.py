@@ -172,8 +172,17 @@ def smollm2(tmp_path_factory):
     try:
         from primer.gguf_io import load_gguf
     except ImportError:
+        # transformers 5 refuses save_pretrained on a GGUF-loaded model, so write its tensors + config by hand.
+        from safetensors.torch import save_file
+
         d = tmp_path_factory.mktemp("smollm2-hf")
-        transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(d)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        sd = {k: v.detach().contiguous().clone() for k, v in hf.state_dict().items()}
+        if hf.config.tie_word_embeddings:
+            sd.pop("lm_head.weight", None)
+        save_file(sd, str(d / "model.safetensors"))
+        conf = {k: v for k, v in hf.config.to_dict().items() if k != "quantization_config"}
+        (d / "config.json").write_text(json.dumps(conf))
         transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(d)
         ck = load_hf_dir(d)
         return ck.model, ck.tokenizer
