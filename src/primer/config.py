@@ -190,7 +190,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
         help_text = docs.get(f.name, "")
         help_text = f"{help_text} (default: {default!r})" if help_text else f"default: {default!r}"
         flag = "--" + f.name.replace("_", "-")
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        # argparse %-formats help strings; a docstring's "%" must reach it as "%%".
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text.replace("%", "%%")}
         if base is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(base) is typing.Literal:
@@ -206,3 +207,19 @@ def from_args(cls: type[T], ns: argparse.Namespace, base: T | None = None) -> T:
     start = to_dict(base) if base is not None else {}
     start.update(given)
     return from_dict(cls, start)
+
+
+def load_section(path: str | Path, section: str, cls: type[T]) -> T:
+    """`cls` from the `[section]` table of a pipeline recipe (see primer.run), or from the file's
+    top level when it is a one-stage recipe without sections. Other stages' sections are ignored."""
+    data = read_recipe_file(path)
+    if section in data:
+        table, where = data[section], section
+    elif any(isinstance(v, dict) for v in data.values()):
+        raise PrimerError(f"{path}: no [{section}] section (sections: {', '.join(sorted(data))})")
+    else:
+        table, where = data, ""
+    try:
+        return from_dict(cls, table, where=where)
+    except PrimerError as e:
+        raise PrimerError(f"{path}: {e}") from e

@@ -21,9 +21,11 @@ LEAVES = [
     "chat",
     "topics",
     "synth",
+    "eval",
+    "tokenize",
+    "train",
     "run",
     "report",
-    "eval",
 ]
 
 

@@ -1,0 +1,383 @@
+"""The training loop: one code path from a 2-core laptop to `torchrun` on many GPUs.
+
+Per optimizer step: the lr from the schedule (a function of the step), `accum` micro-batches of
+forward + backward (loss / accum; gradient sync only on the last), clip, AdamW step. fp32 on CPU,
+bf16 autocast on GPUs (fp16 with a loss scaler when asked), optional torch.compile and activation
+checkpointing. Every `eval_every` steps the held-out loss, every `log_every` a metrics line
+(loss, lr, tokens/s, MFU) in OUT/metrics.jsonl, every `save_every` a checkpoint.
+
+Exact resume: the data order is a function of the step (`TrainBatches`), the schedule too, and a
+checkpoint holds weights, optimizer moments, RNG and loss scaler; so a run stopped after step k
+and resumed computes the same step k+1 as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from primer.config import to_dict
+from primer.errors import PrimerError
+from primer.model import Transformer
+from primer.shards import TokenDataset
+from primer.train.checkpoints import latest_checkpoint, load_trainer_state, load_weights, save_training_checkpoint
+from primer.train.config import TrainConfig, build_model_config
+from primer.train.data import TrainBatches, ValBatches
+from primer.train.distributed import Dist
+from primer.train.metrics import MetricsLog, device_peak_flops, flops_per_token
+from primer.train.schedule import schedule_of
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) training as `cfg` says; returns a summary (curves, throughput, paths)."""
+    d = Dist.from_env(cfg.device, cfg.parallel)
+    threads = torch.get_num_threads()
+    try:
+        return Trainer(cfg, d).run()
+    finally:
+        torch.set_num_threads(threads)
+        d.close()
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only; the fused kernel where the device has one."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    kw = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, foreach=True, **kw)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, dist: Dist):
+        self.cfg, self.dist = cfg, dist
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        dev = dist.device
+        self.device = dev
+        self.data = TokenDataset(cfg.data)
+        self.tokenizer = self.data.tokenizer()
+        self.mcfg = build_model_config(cfg, self.data.vocab_size)
+        self.seq_len = cfg.seq_len or self.mcfg.block_size
+        W = dist.world_size
+        if cfg.batch_size % W:
+            raise PrimerError(f"batch_size {cfg.batch_size} does not split over {W} processes")
+        per_rank = cfg.batch_size // W
+        self.micro = min(cfg.micro_batch_size or per_rank, per_rank)
+        if per_rank % self.micro:
+            raise PrimerError(f"{per_rank} sequences per process do not split into micro-batches of {self.micro}")
+        self.accum = per_rank // self.micro
+        tokens_per_step = cfg.batch_size * self.seq_len
+        self.max_steps = math.ceil(cfg.max_tokens / tokens_per_step) if cfg.max_tokens else cfg.max_steps
+        self.tokens_per_step = tokens_per_step
+
+        if cfg.dtype == "auto":
+            bf16_ok = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+            self.dtype = torch.bfloat16 if bf16_ok else torch.float32
+        else:
+            self.dtype = DTYPES[cfg.dtype]
+        if dev.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        self.batches = TrainBatches(self.data, seq_len=self.seq_len, batch_size=cfg.batch_size,
+                                    micro_batch_size=self.micro, rank=dist.rank, world_size=W, seed=cfg.seed)
+        self.val = ValBatches(self.data, seq_len=self.seq_len, micro_batch_size=self.micro,
+                              max_windows=cfg.eval_batches * cfg.batch_size, rank=dist.rank, world_size=W)
+
+        torch.manual_seed(cfg.seed)
+        with torch.device(dev):
+            model = Transformer(self.mcfg)
+        model.gradient_checkpointing = cfg.activation_checkpointing
+        self.model = model
+        self.resume_from = latest_checkpoint(cfg.out_dir) if cfg.resume else None
+        if self.resume_from is None and cfg.init_from:
+            self._check_tokenizer(Path(cfg.init_from))
+            sd = load_weights(Path(cfg.init_from), self.mcfg, "init_from checkpoint")
+            model.load_state_dict(sd)
+        compute = self.dtype if self.dtype != torch.float32 else None
+        self.wrapped, autocast = dist.wrap(model, compute_dtype=compute, compile=cfg.compile)
+        self.autocast = (
+            torch.autocast(dev.type, dtype=self.dtype) if (autocast and compute) else contextlib.nullcontext()
+        )
+        self.optimizer = make_optimizer(model, cfg, dev)
+        self.scaler = None
+        if self.dtype == torch.float16:
+            if dist.parallel == "fsdp":
+                from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+                self.scaler = ShardedGradScaler(dev.type)
+            else:
+                self.scaler = torch.amp.GradScaler(dev.type)
+        self.lr_at = schedule_of(cfg, self.max_steps)
+        self.flops_per_token = flops_per_token(self.mcfg, self.seq_len)
+        self.peak = device_peak_flops(dev, self.dtype, cfg.peak_tflops) * W
+        self.step = 0
+        self.val_curve: list[tuple[int, float]] = []
+        self.loss_curve: list[tuple[int, float]] = []
+        self.speeds: list[tuple[bool, float]] = []
+        if self.resume_from is not None:
+            self._load(self.resume_from)
+
+    # ------------------------------------------------------------------------------ state
+
+    def _check_tokenizer(self, ckpt: Path) -> None:
+        from primer.checkpoint import read_meta
+
+        theirs = read_meta(ckpt).get("tokenizer_hash")
+        if theirs and theirs != self.data.tokenizer_hash:
+            raise PrimerError(
+                f"{ckpt} was trained with tokenizer {theirs[:12]} but {self.cfg.data} was tokenized with "
+                f"{self.data.tokenizer_hash[:12]}; re-tokenize with: primer tokenize ... --tokenizer {ckpt}"
+            )
+
+    def _load(self, ckpt: Path) -> None:
+        self._check_tokenizer(ckpt)
+        msd = load_weights(ckpt, self.mcfg, "checkpoint")
+        state = load_trainer_state(ckpt)
+        if state.get("batch_size") != self.cfg.batch_size or state.get("seq_len") != self.seq_len:
+            raise PrimerError(
+                f"{ckpt} was trained with batch_size {state.get('batch_size')} x seq_len {state.get('seq_len')}; "
+                f"resuming with {self.cfg.batch_size} x {self.seq_len} would change the data order. "
+                f"Keep them, or start a new out_dir (or pass --no-resume)"
+            )
+        self.dist.load_full_state(self.model, self.optimizer, msd, state["optimizer"])
+        self.step = state["step"]
+        torch.set_rng_state(state["rng"]["cpu"])
+        if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.val_curve = [tuple(v) for v in state.get("val_curve", [])]
+        self.loss_curve = [tuple(v) for v in state.get("loss_curve", [])]
+
+    def save(self) -> Path | None:
+        msd, osd = self.dist.full_state(self.model, self.optimizer)  # collective: every process
+        path = None
+        if self.dist.is_main:
+            state = {
+                "step": self.step,
+                "optimizer": osd,
+                "rng": {"cpu": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "batch_size": self.cfg.batch_size,
+                "seq_len": self.seq_len,
+                "val_curve": self.val_curve,
+                "loss_curve": self.loss_curve,
+            }
+            meta = {
+                "step": self.step,
+                "tokens": self.step * self.tokens_per_step,
+                "val_loss": self.val_curve[-1][1] if self.val_curve else None,
+                "train_config": to_dict(self.cfg),
+            }
+            path = save_training_checkpoint(self.cfg.out_dir, self.step, self.mcfg, msd, state, self.tokenizer,
+                                            meta, self.cfg.keep_checkpoints)
+        self.dist.barrier()
+        return path
+
+    # ------------------------------------------------------------------------------ steps
+
+    def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step; returns (mean loss over this process's micro-batches, grad norm)."""
+        lr = self.lr_at(step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        micro = self.batches.micro_batches(step)
+        total = torch.zeros((), device=self.device)
+        nonblock = self.device.type == "cuda"
+        for i, (x, y) in enumerate(micro):
+            x = x.to(self.device, non_blocking=nonblock)
+            y = y.to(self.device, non_blocking=nonblock)
+            with self.dist.grad_sync(self.wrapped, i == len(micro) - 1):
+                with self.autocast:
+                    _, loss = self.wrapped(x, y)
+                loss = loss / self.accum
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            total += loss.detach()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        norm = None
+        if self.cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, norm
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.wrapped.eval()
+        acc = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for x, y in self.val:
+            with self.autocast:
+                _, loss = self.wrapped(x.to(self.device), y.to(self.device))
+            acc[0] += loss.double() * x.shape[0]
+            acc[1] += x.shape[0]
+        self.wrapped.train()
+        self.dist.all_reduce_sum(acc)
+        return float(acc[0] / acc[1])
+
+    # ------------------------------------------------------------------------------ run
+
+    def _write_run_info(self, out: Path) -> None:
+        from primer.checkpoint import git_sha
+
+        info = {
+            "train_config": to_dict(self.cfg),
+            "model_config": self.mcfg.to_dict(),
+            "num_params": self.model_params,
+            "seq_len": self.seq_len, "micro_batch_size": self.micro, "grad_accum": self.accum,
+            "world_size": self.dist.world_size, "parallel": self.dist.parallel,
+            "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+            "max_steps": self.max_steps, "tokens_per_step": self.tokens_per_step,
+            "flops_per_token": self.flops_per_token, "peak_flops": self.peak,
+            "data": {k: v for k, v in self.data.meta.items() if k != "config"},
+            "git_sha": git_sha(), "torch": torch.__version__, "python": platform.python_version(),
+            "resumed_from": str(self.resume_from) if self.resume_from else None,
+        }
+        (out / "config.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    def run(self) -> dict:
+        cfg, d = self.cfg, self.dist
+        out = Path(cfg.out_dir)
+        main = d.is_main
+        self.model_params = sum(p.numel() for p in self.model.parameters())
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            self._write_run_info(out)
+        log = MetricsLog(out / "metrics.jsonl", self.step if self.resume_from else None, enabled=main)
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.max_steps, initial=self.step, unit="step", disable=not (main and cfg.progress),
+                   dynamic_ncols=True)
+        start_step = self.step
+        t0 = time.perf_counter()
+        last_t, last_step = t0, self.step
+        saved_at = None
+        window_loss = torch.zeros((), device=self.device)
+        while self.step < self.max_steps:
+            loss, norm = self.train_step(self.step)
+            window_loss += loss
+            self.step += 1
+            s = self.step
+            last = s == self.max_steps
+            if s % cfg.log_every == 0 or last:
+                n = s - last_step
+                d.all_reduce_sum(window_loss)
+                mean_loss = float(window_loss) / (n * d.world_size)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                now = time.perf_counter()
+                tps = n * self.tokens_per_step / (now - last_t)
+                mfu = tps * self.flops_per_token / self.peak
+                self.speeds.append((last_step == start_step, tps))
+                self.loss_curve.append((s, mean_loss))
+                row = dict(step=s, loss=round(mean_loss, 6), lr=self.lr_at(s - 1), tokens=s * self.tokens_per_step,
+                           tokens_per_s=round(tps, 1), mfu=round(mfu, 5), epoch=round(self.batches.epoch_of(s), 4),
+                           elapsed_s=round(now - t0, 2))
+                if norm is not None:
+                    row["grad_norm"] = round(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm), 5)
+                log.write(**row)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
+                window_loss.zero_()
+                last_t, last_step = now, s
+            bar.update(1)
+            paused = False
+            if (cfg.eval_every and s % cfg.eval_every == 0) or last:
+                v = self.evaluate()
+                self.val_curve.append((s, v))
+                log.write(step=s, val_loss=round(v, 6), tokens=s * self.tokens_per_step)
+                if main and cfg.progress:
+                    bar.write(f"step {s}: val loss {v:.4f}")
+                paused = True
+            if (cfg.save_every and s % cfg.save_every == 0) or last:
+                saved_at = self.save()
+                paused = True
+            if paused:
+                last_t = time.perf_counter()  # eval/checkpoint time is not training throughput
+        bar.close()
+        if saved_at is None and self.max_steps > 0 and start_step == self.max_steps:
+            saved_at = latest_checkpoint(cfg.out_dir)
+        samples = self.write_samples(saved_at) if (main and cfg.samples > 0 and saved_at) else []
+        # The first log window holds warm-up (and compile) time: it counts only when it is all there is.
+        steady = [t for first, t in self.speeds if not first] or [t for _, t in self.speeds]
+        tps = statistics.median(steady) if steady else None
+        summary = {
+            "steps": self.step,
+            "tokens": self.step * self.tokens_per_step,
+            "params": self.model_params,
+            "final_loss": self.loss_curve[-1][1] if self.loss_curve else None,
+            "val_loss": self.val_curve[-1][1] if self.val_curve else None,
+            "val_curve": self.val_curve,
+            "loss_curve": self.loss_curve,
+            "tokens_per_s": tps,
+            "mfu": tps * self.flops_per_token / self.peak if tps else None,
+            "checkpoint": str(saved_at) if saved_at else None,
+            "out_dir": str(out),
+            "samples": samples,
+        }
+        if main:
+            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            if self.val_curve:
+                plot_curves(out, self.loss_curve, self.val_curve)
+        return summary
+
+    def write_samples(self, ckpt: Path) -> list[str]:
+        from primer.checkpoint import load_checkpoint
+        from primer.train.sample import sample
+
+        cfg = self.cfg
+        model = load_checkpoint(ckpt, device=self.device).model
+        if self.device.type == "cuda" and self.dtype != torch.float32:
+            model = model.to(self.dtype)
+        tok = self.tokenizer
+        eot = self.data.eot_id
+        gen = torch.Generator().manual_seed(cfg.seed)
+        texts = []
+        for _ in range(cfg.samples):
+            ids = sample(model, [eot], max_new_tokens=cfg.sample_tokens, stop_ids={eot} | tok.stop_ids,
+                         temperature=cfg.sample_temperature, top_k=cfg.sample_top_k, generator=gen)
+            texts.append(tok.decode(ids, skip_special_tokens=True).strip())
+        sep = "\n\n" + "-" * 72 + "\n\n"
+        (Path(cfg.out_dir) / "samples.txt").write_text(sep.join(texts) + "\n")
+        return texts
+
+
+def plot_curves(out: Path, loss_curve, val_curve) -> None:
+    """OUT/loss.png: training and validation loss against step."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if loss_curve:
+        ax.plot(*zip(*loss_curve), label="train", lw=1)
+    ax.plot(*zip(*val_curve), "o-", label="validation", lw=1.5, ms=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=120)
+    plt.close(fig)
