@@ -56,6 +56,7 @@ def ours(gguf_path):
     return Tokenizer.from_gguf(reader(gguf_path))
 
 
+@pytest.mark.slow  # gguf.GGUFReader parses the 49k-entry arrays slowly (~10-25 s)
 def test_same_tokenizer_through_gguf_package_reader(ours, gguf_path):
     import gguf
 
@@ -77,8 +78,8 @@ class _FakeReader:
 
 
 def test_from_gguf_metadata_variants():
-    with pytest.raises(PrimerError, match="fake.gguf: tokenizer model 'llama' is not supported"):
-        Tokenizer.from_gguf(_FakeReader(tokenizer__ggml__model="llama"))
+    with pytest.raises(PrimerError, match="fake.gguf: tokenizer model 't5' is not supported"):
+        Tokenizer.from_gguf(_FakeReader(tokenizer__ggml__model="t5"))
     with pytest.raises(PrimerError, match="no tokenizer.ggml.tokens"):
         Tokenizer.from_gguf(_FakeReader(tokenizer__ggml__model="gpt2"))
     # A tiny byte-level vocab: user-defined tokens stay whole but are not special; BOS added on request.
@@ -228,3 +229,83 @@ def test_load_errors(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(PrimerError, match="tokenizer.json"):
         Tokenizer.load(tmp_path)
+
+
+# ----------------------------------------------------------------------------- sentencepiece GGUF ('llama' vocab)
+
+
+@pytest.fixture(scope="module")
+def spm_gguf(tmp_path_factory, data_dir):
+    """A Llama-style sentencepiece BPE (byte fallback) trained on TinyStories, written as a vocab-only GGUF."""
+    import io
+
+    import gguf
+
+    spm = pytest.importorskip("sentencepiece")
+    text = (data_dir / "tinystories" / "TinyStories-train_prefix.txt").read_text(encoding="utf-8")
+    train = [ln for ln in text.split("\n") if ln.strip()][:3000]
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(train), model_writer=buf, vocab_size=800, model_type="bpe", byte_fallback=True,
+        user_defined_symbols=["<|user|>", "<|end|>"], normalization_rule_name="identity",
+        remove_extra_whitespaces=False, split_digits=True, minloglevel=2,
+    )
+    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    tokens = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+
+    def token_type(i):  # as llama.cpp's converter labels them
+        for ty, test in ((2, sp.is_unknown), (3, sp.is_control), (6, sp.is_byte), (5, sp.is_unused)):
+            if test(i):
+                return ty
+        return 4 if tokens[i] in ("<|user|>", "<|end|>") else 1
+
+    path = tmp_path_factory.mktemp("spm") / "spm-vocab.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(64)
+    w.add_embedding_length(8)
+    w.add_block_count(1)
+    w.add_feed_forward_length(16)
+    w.add_head_count(2)
+    w.add_head_count_kv(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(4)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([sp.get_score(i) for i in range(len(tokens))])
+    w.add_token_types([token_type(i) for i in range(len(tokens))])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_space_prefix(True)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path, sp
+
+
+def test_sentencepiece_gguf_matches_llama_cpp_and_sentencepiece(spm_gguf, lines):
+    import gguf
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    path, sp = spm_gguf
+    tok = Tokenizer.from_gguf(gguf.GGUFReader(path))
+    assert (tok.bos_token, tok.eos_token, tok.unk_token, tok.add_bos) == ("<s>", "</s>", "<unk>", True)
+    ref = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    for s in lines + ["<s>hi</s> <|user|>yo<|end|>x", "Ω≈ç√ byte fallback ☃"]:
+        ids = tok.encode(s)
+        assert ids == ref.tokenize(s.encode("utf-8"), add_bos=True, special=True), s
+        if "<" not in s:  # sentencepiece itself knows no special tokens in text
+            assert ids == [1] + sp.encode(s), s
+            assert tok.decode(ids, skip_special_tokens=True) == sp.decode(ids[1:])
+    saved = Tokenizer.load(tok.save(path.parent / "saved"))
+    assert saved.hash() == tok.hash() and saved.encode(lines[0]) == tok.encode(lines[0])
+    # transformers' GGUF loader (Metaspace: one prefix, and none when the text starts with a space) agrees
+    # with sentencepiece / llama.cpp on text without special tokens or a leading space.
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    hf_saved = transformers.AutoTokenizer.from_pretrained(path.parent / "saved")
+    for s in lines:
+        if "<" not in s and not s[:1].isspace():
+            assert hf.encode(s) == tok.encode(s), s
+        assert hf_saved.encode(s) == tok.encode(s), s

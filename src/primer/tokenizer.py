@@ -1,9 +1,10 @@
 """The tokenizer: a Hugging Face `tokenizers.Tokenizer` plus the few facts around it that a model needs.
 
 One class for every source:
-  * `Tokenizer.from_gguf(reader)`: a byte-level BPE rebuilt from a GGUF file's metadata
-    (tokens, merges, token types, special ids, add_bos, chat template), split the way
-    `tokenizer.ggml.pre` says (llama.cpp's names), the way transformers' GGUF loader does.
+  * `Tokenizer.from_gguf(reader)`: rebuilt from a GGUF file's metadata (tokens, merges, token
+    types, special ids, add_bos, chat template) as transformers' GGUF loader does: a byte-level
+    BPE ('gpt2', split the way `tokenizer.ggml.pre` says) or a sentencepiece BPE with byte
+    fallback ('llama': Llama-2, phi-3), merges rebuilt from the scores when the file has none.
   * `Tokenizer.load(dir)`: a Hugging Face tokenizer directory (tokenizer.json, or GPT-2's
     vocab.json + merges.txt) with its tokenizer_config.json, or one this class saved.
   * `save(dir)` writes tokenizer.json + tokenizer_config.json + special_tokens_map.json +
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import tokenizers
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 
 from primer.errors import PrimerError
 
@@ -144,31 +145,26 @@ class Tokenizer:
         # primer.gguf_io.GGUFFile has .path; gguf.GGUFReader keeps the name on its memmap.
         where = getattr(reader, "path", None) or getattr(getattr(reader, "data", None), "filename", None) or "GGUF file"
         kind = get("tokenizer.ggml.model")
-        if kind != "gpt2":
+        if kind not in ("gpt2", "llama"):
             raise PrimerError(
-                f"{where}: tokenizer model '{kind}' is not supported (only byte-level BPE, tokenizer.ggml.model='gpt2')"
+                f"{where}: tokenizer model '{kind}' is not supported (byte-level BPE 'gpt2' or sentencepiece 'llama')"
             )
         tokens: list[str] = get("tokenizer.ggml.tokens")
         merges: list[str] | None = get("tokenizer.ggml.merges")
-        if not tokens or not merges:
+        if not tokens or (kind == "gpt2" and not merges):
             raise PrimerError(f"{where}: GGUF metadata has no tokenizer.ggml.tokens / tokenizer.ggml.merges")
         types = get("tokenizer.ggml.token_type") or [1] * len(tokens)
-
-        spelling = bytes_to_unicode()
-        alphabet = set(spelling.values())
-        # Every real token is spelled in the byte alphabet; respell any stored as raw text (as transformers does).
-        vocab = {}
-        for i, t in enumerate(tokens):
-            key = t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8"))
-            vocab.setdefault(key, i)
-        bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], fuse_unk=False)
-        tk = tokenizers.Tokenizer(bpe)
-        tk.pre_tokenizer = byte_level_pre_tokenizer(get("tokenizer.ggml.pre"))
-        tk.decoder = decoders.ByteLevel()
+        if kind == "gpt2":
+            tk, control, user = _byte_level_bpe(tokens, merges, types, get("tokenizer.ggml.pre"))
+            add_bos_default = False
+        else:
+            scores = get("tokenizer.ggml.scores")
+            if not merges and not scores:
+                raise PrimerError(f"{where}: sentencepiece vocabulary without tokenizer.ggml.scores or merges")
+            prefix = bool(get("tokenizer.ggml.add_space_prefix", True))
+            tk, control, user = _sentencepiece_bpe(tokens, merges, scores, types, prefix)
+            add_bos_default = True  # llama.cpp adds BOS to a sentencepiece vocabulary that does not say otherwise
         # Control tokens stay whole (special); user-defined ones stay whole but are plain text.
-        # A "control" token outside the byte alphabet is a llama.cpp mislabel and is left alone.
-        control = [t for t, ty in zip(tokens, types) if ty == _CONTROL and set(t) <= alphabet]
-        user = [t for t, ty in zip(tokens, types) if ty == _USER_DEFINED and t in vocab]
         tk.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in control])
         if user:
             tk.add_tokens([AddedToken(t, normalized=False, special=False) for t in user])
@@ -183,7 +179,7 @@ class Tokenizer:
             eos_token=special("eos_token_id"),
             unk_token=special("unknown_token_id"),
             pad_token=special("padding_token_id"),
-            add_bos=bool(get("tokenizer.ggml.add_bos_token", False)),
+            add_bos=bool(get("tokenizer.ggml.add_bos_token", add_bos_default)),
             add_eos=bool(get("tokenizer.ggml.add_eos_token", False)),
             chat_template=get("tokenizer.chat_template"),
             model_max_length=None,
@@ -421,6 +417,58 @@ class Tokenizer:
             f"Tokenizer(vocab_size={self.vocab_size}, bos={self.bos_token!r}, eos={self.eos_token!r}, "
             f"add_bos={self.add_bos}, chat_template={'yes' if self.chat_template else 'no'})"
         )
+
+
+def _byte_level_bpe(tokens: list[str], merges: list[str], types: list[int], pre: str | None):
+    """(tokenizer, control tokens, user-defined tokens) for a GGUF 'gpt2' (byte-level BPE) vocabulary."""
+    spelling = bytes_to_unicode()
+    alphabet = set(spelling.values())
+    # Every real token is spelled in the byte alphabet; respell any stored as raw text (as transformers does).
+    vocab: dict[str, int] = {}
+    for i, t in enumerate(tokens):
+        key = t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8"))
+        vocab.setdefault(key, i)
+    bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], fuse_unk=False)
+    tk = tokenizers.Tokenizer(bpe)
+    tk.pre_tokenizer = byte_level_pre_tokenizer(pre)
+    tk.decoder = decoders.ByteLevel()
+    # A "control" token outside the byte alphabet is a llama.cpp mislabel and is left alone.
+    control = [t for t, ty in zip(tokens, types) if ty == _CONTROL and set(t) <= alphabet]
+    user = [t for t, ty in zip(tokens, types) if ty == _USER_DEFINED and t in vocab]
+    return tk, control, user
+
+
+def _merges_from_scores(tokens: list[str], scores: list[float]) -> list[tuple[str, str]]:
+    """BPE merges that reproduce sentencepiece's highest-score-first merging (transformers' generate_merges)."""
+    vocab = {t: i for i, t in enumerate(tokens)}
+    found = []
+    for t, score in zip(tokens, scores):
+        local = [(t[:k], t[k:], score) for k in range(1, len(t)) if t[:k] in vocab and t[k:] in vocab]
+        found.extend(sorted(local, key=lambda m: (vocab[m[0]], vocab[m[1]])))
+    found.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)
+    return [(a, b) for a, b, _ in found]
+
+
+def _sentencepiece_bpe(tokens, merges, scores, types, add_space_prefix: bool):
+    """(tokenizer, control, user-defined) for a GGUF 'llama' (sentencepiece BPE, byte fallback) vocabulary.
+
+    Spaces become U+2581 and, with add_space_prefix, every text run gets one in front -- after a
+    special token too, as llama.cpp does (a normalizer, not Metaspace's first-only prefix).
+    """
+    vocab: dict[str, int] = {}
+    for i, t in enumerate(tokens):
+        vocab.setdefault(t, i)
+    pairs = [tuple(m.split(" ", 1)) for m in merges] if merges else _merges_from_scores(tokens, scores)
+    unk = next((t for t, ty in zip(tokens, types) if ty == 2), None)
+    bpe = models.BPE(vocab=vocab, merges=pairs, unk_token=unk, fuse_unk=True, byte_fallback=True)
+    tk = tokenizers.Tokenizer(bpe)
+    steps = [normalizers.Prepend("\u2581")] if add_space_prefix else []
+    tk.normalizer = normalizers.Sequence(steps + [normalizers.Replace(" ", "\u2581")])
+    dec = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tk.decoder = decoders.Sequence(dec + ([decoders.Strip(" ", 1, 0)] if add_space_prefix else []))
+    control = [t for t, ty in zip(tokens, types) if ty == _CONTROL]
+    user = [t for t, ty in zip(tokens, types) if ty == _USER_DEFINED]
+    return tk, control, user
 
 
 @lru_cache(maxsize=16)
