@@ -115,6 +115,9 @@ def test_bundled_tokenizer_facts(ours):
     assert ours.encode("<|im_end|>") == [2]
     assert ours.encode("<|im_end|>", allow_special=False) != [2]
     assert len(ours.hash()) == 64
+    import pickle  # data pipelines ship it to worker processes
+
+    assert pickle.loads(pickle.dumps(ours)).encode("Hello <|im_end|>") == ours.encode("Hello <|im_end|>")
 
 
 def test_matches_llama_cpp_on_real_text(ours, lines, llama_vocab):

@@ -238,6 +238,10 @@ class Tokenizer:
             chat_template=template,
             model_max_length=_max_len(cfg.get("model_max_length")),
         )
+        for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
+            if kw[name] is not None and tk.token_to_id(kw[name]) is None:
+                warnings.warn(f"{d}: {name} '{kw[name]}' is not in the vocabulary; ignoring it", stacklevel=2)
+                kw[name] = None
         # A tokenizer.json carries its own post-processor; keep it unless the config asks for BOS/EOS
         # it does not add (transformers rebuilds it from add_bos_token in that case too).
         if rebuild or "add_bos_token" in cfg or "add_eos_token" in cfg:
