@@ -81,7 +81,9 @@ class ModelConfig:
     def from_name(cls, name: str, **overrides) -> "ModelConfig":
         if name not in SHAPES:
             raise PrimerError(f"unknown model shape '{name}'; known shapes: {', '.join(SHAPES)}")
-        return dataclasses.replace(SHAPES[name], **overrides)
+        # Rebuild from the entry's declared fields (not the resolved config), so derived fields
+        # such as head_dim and rotary_dim follow an overridden n_embd / n_head.
+        return cls(**{**_SHAPE_ARGS[name], **overrides})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -98,33 +100,35 @@ class ModelConfig:
 _PHI = dict(parallel_residual=True, norm="layernorm", mlp="gelu_tanh", bias=True, lm_head_bias=True)
 _LLAMA = dict(parallel_residual=False, norm="rmsnorm", mlp="swiglu", bias=False)
 
-SHAPES: dict[str, ModelConfig] = {
+_SHAPE_ARGS: dict[str, dict] = {
     # Tiny shape for unit tests: trains in seconds, deterministic on CPU.
-    "debug": ModelConfig(name="debug"),
-    "debug-phi": ModelConfig(name="debug-phi", rotary_dim=8, norm_eps=1e-5, **_PHI),
+    "debug": dict(name="debug"),
+    "debug-phi": dict(name="debug-phi", rotary_dim=8, norm_eps=1e-5, **_PHI),
     # CPU-trainable sizes (Llama block; TinyStories-style models learn English at these sizes).
-    "tiny-8m": ModelConfig(name="tiny-8m", vocab_size=8192, n_layer=4, n_head=4, n_embd=256,
-                           intermediate_size=688, block_size=256, tie_embeddings=True, **_LLAMA),
-    "small-30m": ModelConfig(name="small-30m", vocab_size=16384, n_layer=8, n_head=8, n_embd=384,
-                             intermediate_size=1024, block_size=512, tie_embeddings=True, **_LLAMA),
+    "tiny-8m": dict(name="tiny-8m", vocab_size=8192, n_layer=4, n_head=4, n_embd=256,
+        intermediate_size=688, block_size=256, tie_embeddings=True, **_LLAMA),
+    "small-30m": dict(name="small-30m", vocab_size=16384, n_layer=8, n_head=8, n_embd=384,
+        intermediate_size=1024, block_size=512, tie_embeddings=True, **_LLAMA),
     # GPT-2-small-sized model for GPU throughput/MFU measurements.
-    "gpt2-124m": ModelConfig(name="gpt2-124m", vocab_size=50304, n_layer=12, n_head=12, n_embd=768,
-                             intermediate_size=3072, block_size=1024, tie_embeddings=True,
-                             **{**_PHI, "parallel_residual": False, "lm_head_bias": False, "mlp": "gelu"}),
+    "gpt2-124m": dict(name="gpt2-124m", vocab_size=50304, n_layer=12, n_head=12, n_embd=768,
+        intermediate_size=3072, block_size=1024, tie_embeddings=True,
+        **{**_PHI, "parallel_residual": False, "lm_head_bias": False, "mlp": "gelu"}),
     # HuggingFaceTB/SmolLM2-135M config.json: hidden 576, 30 layers, 9 heads, 3 kv heads,
     # intermediate 1536, rope_theta 100000, rms_norm_eps 1e-5, tie_word_embeddings true, vocab 49152.
-    "smollm2-135m": ModelConfig(name="smollm2-135m", vocab_size=49152, n_layer=30, n_head=9, n_kv_head=3,
-                                n_embd=576, intermediate_size=1536, block_size=8192, rope_base=100000.0,
-                                norm_eps=1e-5, tie_embeddings=True, **_LLAMA),
+    "smollm2-135m": dict(name="smollm2-135m", vocab_size=49152, n_layer=30, n_head=9, n_kv_head=3,
+        n_embd=576, intermediate_size=1536, block_size=8192, rope_base=100000.0,
+        norm_eps=1e-5, tie_embeddings=True, **_LLAMA),
     # microsoft/phi-1_5 config.json: hidden 2048, 24 layers, 32 heads, intermediate 8192,
     # partial_rotary_factor 0.5 (32 of 64 dims), layer_norm_eps 1e-5, gelu_new, vocab 51200, ctx 2048.
-    "phi-1.5": ModelConfig(name="phi-1.5", vocab_size=51200, n_layer=24, n_head=32, n_embd=2048,
-                           intermediate_size=8192, block_size=2048, rotary_dim=32, norm_eps=1e-5, **_PHI),
+    "phi-1.5": dict(name="phi-1.5", vocab_size=51200, n_layer=24, n_head=32, n_embd=2048,
+        intermediate_size=8192, block_size=2048, rotary_dim=32, norm_eps=1e-5, **_PHI),
     # microsoft/Phi-3-mini-4k-instruct config.json: hidden 3072, 32 layers, 32 heads, intermediate 8192,
     # vocab 32064, ctx 4096, rms_norm_eps 1e-5, rope_theta 10000, untied head.
-    "phi-3-mini": ModelConfig(name="phi-3-mini", vocab_size=32064, n_layer=32, n_head=32, n_embd=3072,
-                              intermediate_size=8192, block_size=4096, norm_eps=1e-5, **_LLAMA),
+    "phi-3-mini": dict(name="phi-3-mini", vocab_size=32064, n_layer=32, n_head=32, n_embd=3072,
+        intermediate_size=8192, block_size=4096, norm_eps=1e-5, **_LLAMA),
 }
+
+SHAPES: dict[str, ModelConfig] = {name: ModelConfig(**args) for name, args in _SHAPE_ARGS.items()}
 
 
 class RMSNorm(nn.Module):
