@@ -386,6 +386,7 @@ def synth(cfg: SynthConfig, teacher=None) -> dict:
                 teacher.close()
         seconds = time.perf_counter() - t0
         summary = summarize(store, cfg, seconds, new_docs, prompt_tok, gen_tok, rejects, finish, tname, exhausted)
+        summary["this_run"]["teacher_retries"] = getattr(teacher, "retried", 0)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
@@ -431,7 +432,7 @@ def format_summary(s: dict) -> str:
         + ("  [grid exhausted: widen topics/formats/audiences]" if s["grid_exhausted"] else ""),
         f"tokens: {r['completion_tokens']} generated this run in {r['seconds']} s "
         f"({r['tokens_per_s']} tok/s, {r['docs_per_hour']} docs/h); {s['completion_tokens_total']} in all docs",
-        f"rejects: {rej} (rate {s['reject_rate']:.1%})",
+        f"rejects: {rej} (rate {s['reject_rate']:.1%}); teacher requests retried this run: {r.get('teacher_retries', 0)}",
         f"near-duplicates (MinHash J>=0.8): {s['near_dup_rate']:.2%} ({s['near_dups']} of {s['stats_docs']}); "
         f"distinct 2/3-grams: {s['distinct_2gram_ratio']:.3f} / {s['distinct_3gram_ratio']:.3f}",
         f"written to {s['out']} (summary.json)",

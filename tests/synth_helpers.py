@@ -1,0 +1,105 @@
+"""Helpers for the synth/teacher tests: a deterministic fake teacher and a real llama.cpp server."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from primer.teachers import Completion, Teacher
+
+LOREM = ("photosynthesis turns light energy into chemical energy stored in sugar molecules inside the "
+         "chloroplasts of green plant cells while releasing oxygen gas into the air around them").split()
+
+
+class FakeTeacher(Teacher):
+    """Deterministic text from the prompt hash; `bad` maps a substring of a prompt to a bad output."""
+
+    name = "fake"
+
+    def __init__(self, batch_size: int = 4, bad: dict[str, str] | None = None) -> None:
+        self.batch_size = batch_size
+        self.bad = bad or {}
+        self.calls = 0
+
+    def _text(self, prompt: str) -> str:
+        for key, out in self.bad.items():
+            if key in prompt:
+                return out
+        h = hashlib.sha1(prompt.encode()).digest()
+        words = [LOREM[(b + i) % len(LOREM)] + str(b) for i, b in enumerate(h * 4)]
+        return f"{prompt}\n\n" + " ".join(words)
+
+    def _complete_batch(self, prompts, samplings):
+        self.calls += 1
+        out = []
+        for p in prompts:
+            text = self._text(p if isinstance(p, str) else p[-1]["content"])
+            out.append(Completion(text, "stop", prompt_tokens=len(str(p).split()), completion_tokens=len(text.split())))
+        return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def have_llama_server() -> bool:
+    try:
+        import llama_cpp.server.app  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class LlamaServer:
+    """`python -m llama_cpp.server` serving a GGUF on a loopback port; start()/stop() repeatable."""
+
+    def __init__(self, model: Path, port: int | None = None, n_parallel: int = 1, n_threads: int = 1,
+                 log: Path | None = None) -> None:
+        self.model, self.port, self.log = model, port or free_port(), log
+        self.n_threads = n_threads
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 120) -> LlamaServer:
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--host", "127.0.0.1",
+             "--port", str(self.port), "--n_ctx", "2048", "--n_threads", str(self.n_threads),
+             "--model_alias", "smollm2"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": str(self.n_threads)},
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.base_url}/models", timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("llama_cpp.server did not come up")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def __enter__(self) -> LlamaServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
