@@ -28,6 +28,8 @@ LMEVAL_NAME = {"siqa": "social_iqa"}
 def lmeval_task_config(tm, ours, path: Path) -> dict:
     """lm-eval's own config for this task, reading `path` (our docs, HF schema) as its eval split."""
     name = LMEVAL_NAME.get(ours.name, ours.name)
+    if ours.name.startswith("mmlu_cloze_"):  # lm-eval calls the cloze form mmlu_<subject>_continuation
+        name = "mmlu_" + ours.name[len("mmlu_cloze_"):] + "_continuation"
     entry = tm._entry(name)
     if entry is None:
         raise SystemExit(f"lm-eval has no task named {name}")

@@ -53,7 +53,8 @@ class PrimerLM:
     """LM over a primer Transformer + Tokenizer (any model kind `primer.load.load_model` returns)."""
 
     def __init__(self, model, tokenizer, *, name: str = "model", fingerprint: str | None = None,
-                 max_length: int | None = None, batch_size: int = 8, device: str | None = None):
+                 max_length: int | None = None, batch_size: int = 8, device: str | None = None,
+                 share_prefix: bool | None = None):
         self.model = model.eval()
         self.tok = tokenizer
         self.name = name
@@ -62,6 +63,9 @@ class PrimerLM:
             self.model.to(self.device)
         self.max_length = min(max_length or model.cfg.block_size, model.cfg.block_size)
         self.batch_size = batch_size
+        # Prefix reuse saves compute where compute is the limit (CPU); on a GPU wide padded
+        # batches are faster than many small cached passes.
+        self.share_prefix = (self.device.type == "cpu") if share_prefix is None else share_prefix
         bos, eos = getattr(tokenizer, "bos_id", None), getattr(tokenizer, "eos_id", None)
         self.prefix_token_id = bos if bos is not None else eos
         self.eos_id = eos
@@ -112,7 +116,7 @@ class PrimerLM:
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         singles: list[int] = []
         for i, (ctx, cont) in enumerate(reqs):
-            if len(ctx) + len(cont) <= self.max_length + 1 and len(cont) > 0:
+            if self.share_prefix and len(ctx) + len(cont) <= self.max_length + 1 and len(cont) > 0:
                 groups[tuple(ctx)].append(i)
             else:
                 singles.append(i)
