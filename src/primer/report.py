@@ -369,6 +369,8 @@ def section_eval(stages: dict[str, dict]) -> str:
     if s is None:
         return missing("eval", stages.get("eval"))
     rows_in = s.get("tasks") or {}
+    if s.get("skipped"):
+        return f'<div class="missing">benchmarks skipped: {esc(s["skipped"])}</div>'
     if not rows_in:
         return '<p class="muted">no task was evaluated.</p>'
     model_name, ref_name = s.get("model") or "our model", s.get("teacher") or "teacher"

@@ -61,6 +61,15 @@ class RunConfig:
     """Write RUN_DIR/report.html at the end of a successful run."""
     stages: list[str] = field(default_factory=list)
     """Run only these stages (and skip the rest); empty means all. Inputs must already be done."""
+    reference: str = "bundled"
+    """Model evaluated beside ours on the same eval items ('bundled', a .gguf, an HF dir); empty: none."""
+    sample_prompts: list[str] = field(default_factory=lambda: [
+        "Photosynthesis is", "Once upon a time, a little fox", "To add two fractions, you"])
+    """Prompts whose greedy continuations (ours and the reference's) the report shows."""
+    sample_tokens: int = 60
+    """New tokens per generation sample."""
+    eval_batch_size: int = 8
+    """Sequences per forward pass when scoring benchmarks."""
 
 
 @dataclass
@@ -75,6 +84,14 @@ class StageSpec:
     execute: Callable[[Any, "StageContext"], dict]
     """Runs the stage: (its config, context) -> a JSON-able summary for stage.json / the report."""
     help: str = ""
+    wired: tuple[str, ...] = ()
+    """Config fields the orchestrator sets (paths into the run directory); a recipe may not set them."""
+    run_fields: tuple[str, ...] = ()
+    """[run] fields this stage reads (they join its fingerprint)."""
+    env: tuple[str, ...] = ()
+    """Environment variables the stage reads (their values join its fingerprint), e.g. PRIMER_DATA."""
+    resolve: Callable[[Any], Any] | None = None
+    """Fills defaults that depend on the machine (e.g. where benchmark data is) before fingerprinting."""
 
 
 @dataclass
@@ -122,11 +139,35 @@ def load_recipe(path: str | Path | None, stages: list[StageSpec] | None = None) 
     """Parse a recipe file (None: the built-in default) into the recipe dataclass."""
     p = Path(path) if path is not None else default_recipe_path()
     data = read_recipe_file(p)
+    stages = stages if stages is not None else default_stages()
+    for s in stages:
+        section = data.get(s.name)
+        if isinstance(section, dict):
+            bad = sorted({k.replace("-", "_") for k in section} & set(s.wired))
+            if bad:
+                raise PrimerError(
+                    f"{p}: [{s.name}] sets {bad}, which `primer run` decides (the run directory's "
+                    f"stage folders); remove them from the recipe, or use --run-dir"
+                )
     cls = recipe_class(stages)
     try:
-        return from_dict(cls, data)
+        recipe = from_dict(cls, data)
+        for s in stages:
+            if s.resolve is not None:
+                setattr(recipe, s.name, s.resolve(getattr(recipe, s.name)))
+        return recipe
     except PrimerError as e:
         raise PrimerError(f"{p}: {e}") from e
+
+
+def recipe_record(recipe: Any, stages: list[StageSpec]) -> dict:
+    """The resolved recipe as plain data, with run-directory-wired fields marked as such."""
+    d = to_dict(recipe)
+    for s in stages:
+        for f in s.wired:
+            if f in d.get(s.name, {}):
+                d[s.name][f] = "(set by primer run)"
+    return d
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,14 +216,19 @@ def _external_files(cfg_dict: dict) -> dict[str, str]:
     return out
 
 
-def fingerprint(name: str, cfg: Any, input_fps: dict[str, str]) -> str:
-    cfg_dict = to_dict(cfg)
+def fingerprint(spec: StageSpec, cfg: Any, input_fps: dict[str, str], run_cfg: Any = None) -> str:
+    cfg_dict = {k: v for k, v in to_dict(cfg).items() if k not in spec.wired}
+    extra = {f: to_dict(getattr(run_cfg, f)) if dataclasses.is_dataclass(getattr(run_cfg, f)) else getattr(run_cfg, f)
+             for f in spec.run_fields} if run_cfg is not None else {}
+    env = {k: os.environ.get(k) for k in spec.env}
     return _hash_json(
         {
-            "stage": name,
+            "stage": spec.name,
             "config": cfg_dict,
+            "run": extra,
+            "env": env,
             "inputs": input_fps,
-            "files": _external_files(cfg_dict),
+            "files": _external_files({"config": cfg_dict, "env": env}),
             "primer": __version__,
         }
     )[:16]
@@ -329,7 +375,7 @@ def run_recipe(
     record: dict[str, Any] = {
         "primer_version": __version__,
         "recipe_path": str(recipe_path) if recipe_path is not None else "(built-in default)",
-        "recipe": to_dict(recipe),
+        "recipe": recipe_record(recipe, stages),
         "run_dir": str(rd.resolve()),
         "command": " ".join(["primer"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("primer") else hint,
         "git_sha": git_sha(),
@@ -353,7 +399,7 @@ def run_recipe(
         missing = [n for n in spec.inputs if n not in fps]
         if missing and not (only and spec.name not in only):
             raise PrimerError(f"stage '{spec.name}' needs {missing}, which have not run in {rd}")
-        fp = None if missing else fingerprint(spec.name, cfg, {n: fps[n] for n in spec.inputs})
+        fp = None if missing else fingerprint(spec, cfg, {n: fps[n] for n in spec.inputs}, recipe.run)
         entry: dict[str, Any] = {"name": spec.name, "fingerprint": fp}
 
         if fp is not None and prev and prev.get("status") == "done" and prev.get("fingerprint") == fp:
