@@ -204,6 +204,7 @@ def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
         agg = aggregate(task, scores)
         results["tasks"][task.name] = {
             "version": task.version, "n": len(docs), "shots": shots, "metrics": agg, "primary": task.metrics[0],
+            "reported": list(task.metrics),
             "group": task.group, "computed": computed, "seconds": round(secs, 3),
             "items_per_s": round(computed / secs, 3) if computed and secs > 0 else None, "notes": task.notes,
         }
@@ -284,7 +285,8 @@ def run(lm, cfg: EvalConfig, output: Path | None = None, progress: bool = True) 
 
 
 def table(results: dict[str, Any]) -> str:
-    """Markdown-style table: task, version, shots, n, metric, value, stderr (accuracies in %)."""
+    """Markdown-style table: task, version, shots, n, metric, value, stderr (accuracies in %).
+    Shows each task's declared metrics; the JSON also has acc_bytes for multiple choice."""
     rows = [("task", "version", "shots", "n", "metric", "value", "± stderr")]
 
     def fmt(name: str, v) -> str:
@@ -298,12 +300,12 @@ def table(results: dict[str, Any]) -> str:
         if name in grouped:
             continue
         for m, v in t["metrics"].items():
-            if m.endswith("_stderr"):
+            if m.endswith("_stderr") or m not in t.get("reported", [m]):
                 continue
             rows.append((name, t["version"], str(t["shots"]), str(t["n"]), m, fmt(m, v), fmt(m, t["metrics"].get(m + "_stderr"))))
     for g, gm in results.get("groups", {}).items():
         for m, v in gm.items():
-            if m in ("n", "subtasks") or m.endswith("_stderr"):
+            if m in ("n", "subtasks") or m.endswith("_stderr") or m.startswith("acc_bytes"):
                 continue
             shots = next((results["tasks"][t]["shots"] for t in GROUPS[g] if t in results["tasks"]), "")
             rows.append((f"{g} ({gm['subtasks']} subjects)", "", str(shots), str(gm["n"]), m, fmt(m, v), fmt(m, gm.get(m + "_stderr"))))
