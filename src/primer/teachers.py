@@ -164,6 +164,7 @@ class LlamaCppTeacher(Teacher):
     """Any GGUF file through llama-cpp-python, in-process, one prompt at a time."""
 
     def __init__(self, path: str | Path, n_ctx: int = 2048, n_threads: int | None = None) -> None:
+        """n_threads: CPU threads (default: llama.cpp's choice, half the cores)."""
         path = Path(path)
         if not path.is_file():
             raise PrimerError(f"teacher model file not found: {path}")
@@ -226,14 +227,14 @@ class BundledTeacher(Teacher):
     not available the same GGUF runs through llama-cpp-python instead, and `name` says so.
     """
 
-    def __init__(self, batch_size: int = 8, device: str = "cpu") -> None:
+    def __init__(self, batch_size: int = 8, device: str = "cpu", n_threads: int | None = None) -> None:
         self.batch_size = batch_size
         self._fallback: LlamaCppTeacher | None = None
         try:
             from primer.generate import generate  # noqa: F401
             from primer.load import load_model
         except ImportError:
-            self._fallback = LlamaCppTeacher(bundled_gguf_path())
+            self._fallback = LlamaCppTeacher(bundled_gguf_path(), n_threads=n_threads)
             self.name = "bundled:SmolLM2-135M-Instruct(llama-cpp)"
             self.batch_size = 1
             return
@@ -497,7 +498,7 @@ def load_teacher(
 ) -> Teacher:
     """'bundled', a .gguf path, or an http(s)://host:port/v1 base URL (with `model`)."""
     if spec == "bundled":
-        return BundledTeacher(batch_size=batch_size)
+        return BundledTeacher(batch_size=batch_size, n_threads=n_threads)
     if spec.startswith(("http://", "https://")):
         return HttpTeacher(spec, model, options)
     if spec.endswith(".gguf"):

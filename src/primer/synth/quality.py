@@ -106,18 +106,19 @@ def _shingles(text: str, n: int = 5) -> set[bytes]:
     return {" ".join(ws[i : i + n]).encode() for i in range(len(ws) - n + 1)}
 
 
-def near_dup_rate(texts: Sequence[str], threshold: float = 0.8, num_perm: int = 128) -> tuple[float, int]:
+def near_dup_rate(texts: Sequence[str], threshold: float = 0.8, num_perm: int = 128) -> tuple[float | None, int]:
     """(share, count) of documents whose MinHash Jaccard with an earlier one is >= threshold.
 
     Uses datasketch's MinHash + LSH; a candidate pair from LSH is confirmed on the MinHash
     estimate, so the figure is the one a MinHash dedup step at this threshold would remove.
+    (None, 0) when datasketch is not installed (pip install datasketch): it is a report figure.
     """
     if not texts:
         return 0.0, 0
     try:
         from datasketch import MinHash, MinHashLSH
-    except ImportError:  # optional: the rate is a report figure, not a gate
-        return float("nan"), 0
+    except ImportError:
+        return None, 0
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     kept: dict[str, MinHash] = {}
     dups = 0

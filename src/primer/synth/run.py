@@ -70,6 +70,8 @@ class SynthConfig:
     """repetition penalty where the teacher supports it (1.0 = off)"""
     batch_size: int = 8
     """prompts per batch for the in-process teacher"""
+    threads: int | None = None
+    """CPU threads for an in-process teacher (default: the backend's choice)"""
     concurrency: int = 8
     """requests in flight for an HTTP teacher"""
     timeout: float = 120.0
@@ -284,7 +286,7 @@ def make_teacher(cfg: SynthConfig):
 
     opts = HttpOptions(concurrency=cfg.concurrency, timeout=cfg.timeout, retries=cfg.retries,
                        backoff=cfg.backoff, rate_limit=cfg.rate_limit, api_key_env=cfg.api_key_env)
-    return load_teacher(cfg.teacher, cfg.model, options=opts, batch_size=cfg.batch_size)
+    return load_teacher(cfg.teacher, cfg.model, options=opts, batch_size=cfg.batch_size, n_threads=cfg.threads)
 
 
 def _versions() -> dict[str, str]:
@@ -415,7 +417,7 @@ def summarize(store: Store, cfg: SynthConfig, seconds: float, new_docs: int, pro
         },
         "rejects_total": dict(all_rejects),
         "reject_rate": round(sum(all_rejects.values()) / max(1, sum(all_rejects.values()) + store.n_docs), 4),
-        "near_dup_rate": round(rate, 4),
+        "near_dup_rate": round(rate, 4) if rate is not None else None,
         "near_dups": ndup,
         "near_dup_threshold": 0.8,
         "stats_docs": len(texts),
@@ -433,8 +435,9 @@ def format_summary(s: dict) -> str:
         f"tokens: {r['completion_tokens']} generated this run in {r['seconds']} s "
         f"({r['tokens_per_s']} tok/s, {r['docs_per_hour']} docs/h); {s['completion_tokens_total']} in all docs",
         f"rejects: {rej} (rate {s['reject_rate']:.1%}); teacher requests retried this run: {r.get('teacher_retries', 0)}",
-        f"near-duplicates (MinHash J>=0.8): {s['near_dup_rate']:.2%} ({s['near_dups']} of {s['stats_docs']}); "
-        f"distinct 2/3-grams: {s['distinct_2gram_ratio']:.3f} / {s['distinct_3gram_ratio']:.3f}",
+        (f"near-duplicates (MinHash J>=0.8): {s['near_dup_rate']:.2%} ({s['near_dups']} of {s['stats_docs']}); "
+         if s["near_dup_rate"] is not None else "near-duplicates: n/a (pip install datasketch); ")
+        + f"distinct 2/3-grams: {s['distinct_2gram_ratio']:.3f} / {s['distinct_3gram_ratio']:.3f}",
         f"written to {s['out']} (summary.json)",
     ]
     return "\n".join(lines)

@@ -134,14 +134,21 @@ class TopicDeduper:
     a kept topic is >= threshold."""
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 64) -> None:
-        from datasketch import MinHash, MinHashLSH
-
-        self._MinHash = MinHash
         self.num_perm = num_perm
         self.threshold = threshold
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
         self.kept: dict[str, object] = {}
         self.norms: set[str] = set()
+        try:
+            from datasketch import MinHash, MinHashLSH
+        except ImportError:  # exact (normalized) matches only
+            import warnings
+
+            warnings.warn("datasketch not installed: topic dedup merges exact normalized matches only "
+                          "(pip install datasketch for near-duplicates)", stacklevel=2)
+            self.lsh = None
+            return
+        self._MinHash = MinHash
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
 
     def _mh(self, norm: str):
         m = self._MinHash(num_perm=self.num_perm, seed=1)
@@ -154,6 +161,9 @@ class TopicDeduper:
         norm = normalize(name)
         if not norm or norm in self.norms:
             return False
+        if self.lsh is None:
+            self.norms.add(norm)
+            return True
         m = self._mh(norm)
         if any(m.jaccard(self.kept[k]) >= self.threshold for k in self.lsh.query(m)):
             return False
