@@ -5,7 +5,8 @@ dataset's HF schema) are written to a JSONL file, and lm-eval's *own* task confi
 preprocessing, metrics) is pointed at that file with `dataset_path: json`. lm-eval scores a
 transformers model loaded from the same weights: an HF dir exported by `primer.hf.save_hf_dir`
 when that exists, else transformers' own GGUF loader on the same .gguf file. Prints both
-accuracies per task, the difference, and items/s of each (ours / theirs), then one JSON line.
+accuracies per task, the difference, and items/s of each (ours / theirs), then one JSON line
+{"ours", "ref", "ratio" (items/s ours / lm-eval), "max_abs_diff" (accuracy points), ...}.
 
     python bench/eval.py --tasks piqa,arc_easy --limit 100 --data-dir ../shared/benchmarks
 """
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     theirs_lm = HFLM(pretrained=pretrained, device=args.device, batch_size=args.batch_size, dtype="float32",
                      max_length=2048, **hf_kw)
     tm = TaskManager()
-    rows, summary = [], {"model": args.model, "limit": args.limit, "device": args.device, "tasks": {}}
+    rows, summary = [], {"bench": "eval", "model": args.model, "limit": args.limit, "device": args.device, "tasks": {}}
     for task in tasks:
         docs = task.docs(Path(args.data_dir))[: args.limit]
         path = work / f"{task.name}.jsonl"
@@ -126,7 +127,13 @@ def main(argv=None) -> int:
     for name, metric, n, a, b, d, speed in rows:
         print(f"{name:<16}{metric:<10}{n:>6}{a:>9.2f}{b:>9.2f}{d:>7.2f}{speed:>19.2f}")
     summary["max_abs_diff"] = max((abs(r[5]) for r in rows), default=None)
-    summary["items_per_s_ratio"] = {t: round(e["ours_items_per_s"] / e["theirs_items_per_s"], 3) for t, e in summary["tasks"].items()}
+    summary["ours"] = {t: {m: e[m]["primer"] for m in ("acc", "acc_norm") if m in e} for t, e in summary["tasks"].items()}
+    summary["ref"] = {t: {m: e[m]["lm_eval"] for m in ("acc", "acc_norm") if m in e} for t, e in summary["tasks"].items()}
+    n_total = sum(e["n"] for e in summary["tasks"].values())
+    t_ours = sum(e["n"] / e["ours_items_per_s"] for e in summary["tasks"].values())
+    t_ref = sum(e["n"] / e["theirs_items_per_s"] for e in summary["tasks"].values())
+    summary["ratio"] = round((n_total / t_ours) / (n_total / t_ref), 3) if n_total else None  # items/s ours / lm-eval
+    summary["ratio_per_task"] = {t: round(e["ours_items_per_s"] / e["theirs_items_per_s"], 3) for t, e in summary["tasks"].items()}
     line = json.dumps(summary)
     if args.output:
         Path(args.output).write_text(line + "\n")
