@@ -24,6 +24,7 @@ LEAVES = [
     "eval",
     "tokenize",
     "train",
+    "audit",
     "run",
     "report",
 ]

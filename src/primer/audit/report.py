@@ -1,0 +1,231 @@
+"""The audit's outputs: a verdict per signal with the numbers behind it, a terminal table,
+audit.json, and audit.png (accuracy per condition with CIs, Min-K%++ pairs, permutation null).
+
+A verdict is never a bare yes/no: each says what was measured, on how many items, the effect
+with its interval or p-value, and the rule that decided "flagged".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+# Perturbations whose significant drop is evidence about the score (format-only ones are reported
+# but a drop there says "fragile prompt", not "memorised").
+CONTENT = {"numbers", "symbolic", "names", "noop", "shuffle", "relabel"}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _pts(x: float) -> str:
+    v = 100 * x
+    return "0.0" if abs(v) < 0.05 else f"{v:+.1f}"
+
+
+def _p(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.2g}" if x >= 1e-4 else f"{x:.1e}"
+
+
+def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    rob = result.get("robustness")
+    if rob:
+        sig = [c for c in rob["conditions"] if c.get("n") and c.get("significant") and c["drop"] > 0]
+        content = [c for c in sig if c["name"] in CONTENT]
+        parts = []
+        for c in rob["conditions"]:
+            if not c.get("n"):
+                continue
+            parts.append(f"{c['name']} {_pct(c['acc_orig'])}->{_pct(c['acc_pert'])} "
+                         f"({_pts(-c['drop'])} pts, CI [{_pts(-c['drop_ci'][1])}, {_pts(-c['drop_ci'][0])}], n={c['n']}"
+                         f"{', significant' if c['significant'] else ''})")
+        text = (f"{len(content)} of {sum(1 for c in rob['conditions'] if c.get('n') and c['name'] in CONTENT)} "
+                f"content perturbations drop the score significantly (paired bootstrap 95% CI of the drop excludes 0): "
+                + "; ".join(parts))
+        out.append({"signal": "robustness", "flag": bool(content), "verdict": text})
+        mem = rob.get("memorisation", {}).get("original")
+        if mem and mem["n_items"]:
+            n_mem, n_mir = len(mem["memorised"]), len(mem["mirror"])
+            n_wrong = mem["n_items"] - mem["n_right_orig"]
+            flag = n_mem >= 2 and mem["p_excess"] < 0.05
+            out.append({"signal": "memorisation", "flag": flag, "verdict": (
+                f"{n_mem} of {mem['n_right_orig']} items right on the original are wrong on most of their variants "
+                f"({_pct(mem['rate'])}), against {n_mir} of {n_wrong} the other way round ({_pct(mem['mirror_rate'])}); "
+                f"one-sided sign test of the excess p={_p(mem['p_excess'])} (variants pooled: {', '.join(mem['pooled'])})")})
+    con = result.get("contamination", {})
+    ng = con.get("ngram")
+    if ng is not None:
+        if "skipped" in ng:
+            out.append({"signal": "ngram", "flag": False, "verdict": f"not measured: {ng['skipped']}"})
+        else:
+            top = max((p["overlap"] for p in ng["per_item"]), default=0.0)
+            out.append({"signal": "ngram", "flag": ng["flag"], "verdict": (
+                f"{len(ng['contaminated'])}/{ng['items']} items ({_pct(ng['contaminated_fraction'])}) have >= "
+                f"{ng['threshold']:.0%} of their {ng['n']}-grams in one of {ng['corpus_docs']} corpus documents; "
+                f"{ng['any_overlap']} share at least one {ng['n']}-gram; largest overlap {_pct(top)}")})
+    mk = con.get("mink")
+    if mk is not None:
+        if "skipped" in mk or not mk.get("n"):
+            out.append({"signal": "mink", "flag": False, "verdict": f"not measured: {mk.get('skipped') or mk.get('rule')}"})
+        else:
+            out.append({"signal": "mink", "flag": mk["flag"], "verdict": (
+                f"Min-K%++ (k={mk['k']:.0%}) originals {mk['orig_mean']:.3f} vs matched perturbed copies "
+                f"({'/'.join(mk.get('perturbation', []))}) {mk['pert_mean']:.3f}: mean paired difference "
+                f"{mk['diff_mean']:+.3f} [{mk['diff_ci'][0]:+.3f}, {mk['diff_ci'][1]:+.3f}], originals higher in "
+                f"{mk['orig_higher']}/{mk['n']} pairs, sign test p={_p(mk['p_value'])} (flag: {mk['rule']})")})
+    vb = con.get("verbatim")
+    if vb is not None:
+        if not vb.get("n"):
+            out.append({"signal": "verbatim", "flag": False, "verdict": f"not measured: {vb.get('rule')}"})
+        else:
+            extra = ""
+            if "perturbed" in vb:
+                pv = vb["perturbed"]
+                extra = (f"; matched perturbed copies: {pv.get('near_exact', 0)}/{pv.get('n', 0)} near-exact, "
+                         f"mean ROUGE-L {pv.get('mean_rouge_l', 0):.2f}")
+            out.append({"signal": "verbatim", "flag": vb["flag"], "verdict": (
+                f"greedy completion of the second half from the first: {vb['exact']}/{vb['n']} exact, "
+                f"{vb['near_exact']}/{vb['n']} near-exact ({_pct(vb['near_exact_rate'])}), mean ROUGE-L "
+                f"{vb['mean_rouge_l']:.2f}, mean edit similarity {vb['mean_edit_sim']:.2f}{extra} (flag: {vb['rule']})")})
+    pm = con.get("permutation")
+    if pm is not None:
+        if not pm.get("per_shard"):
+            out.append({"signal": "permutation", "flag": False, "verdict": f"not measured: {pm.get('rule')}"})
+        else:
+            s0 = pm["per_shard"][0]
+            detail = (f"canonical log-likelihood {s0['canonical']:.1f} vs shuffled mean {s0['shuffled_mean']:.1f} "
+                      f"(sd {s0['shuffled_std']:.1f})" if pm["shards"] == 1 else
+                      f"mean canonical-minus-shuffled log-likelihood {pm['mean_diff']:+.2f} over {pm['shards']} shards")
+            out.append({"signal": "permutation", "flag": pm["flag"], "verdict": (
+                f"{pm['n']} items in canonical order vs {pm['permutations']} shuffled orders: {detail}; "
+                f"p={_p(pm['p_value'])} ({pm['test']}; flag: {pm['rule']})")})
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    """Terminal report: robustness table, then one verdict line per signal."""
+    lines = [f"primer audit: {result['model']['name']} on {result['task']} ({result['n_items']} items)"]
+    rob = result.get("robustness")
+    if rob:
+        lines.append(f"metric {rob['metric']}, {rob['shots']}-shot; paired bootstrap 95% CIs")
+        rows = [("condition", "vs", "n", "baseline", "perturbed", "change (pts)", "p", "sig")]
+        for name, b in rob["baselines"].items():
+            rows.append((name, "-", str(b["n"]), f"{_pct(b['acc'])} [{_pct(b['ci'][0])}, {_pct(b['ci'][1])}]", "-", "-", "-", ""))
+        for c in rob["conditions"]:
+            if not c.get("n"):
+                rows.append((c["name"], c["baseline"], "0", "-", "-", "-", "-", c.get("skipped", "")))
+                continue
+            rows.append((c["name"], c["baseline"], str(c["n"]),
+                         f"{_pct(c['acc_orig'])} [{_pct(c['ci_orig'][0])}, {_pct(c['ci_orig'][1])}]",
+                         f"{_pct(c['acc_pert'])} [{_pct(c['ci_pert'][0])}, {_pct(c['ci_pert'][1])}]",
+                         f"{_pts(-c['drop'])} [{_pts(-c['drop_ci'][1])}, {_pts(-c['drop_ci'][0])}]",
+                         _p(c["p_mcnemar"] if c["p_mcnemar"] is not None else c["p_bootstrap"]),
+                         "*" if c["significant"] else ""))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for j, r in enumerate(rows):
+            lines.append("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip())
+            if j == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        cov = rob.get("coverage", {})
+        if "numbers_coverage" in cov:
+            nc = cov["numbers_coverage"]
+            lines.append(f"numbers: rebuilt {nc['rebuilt']}/{nc['total']}, new numbers for {nc['substituted']} "
+                         f"({_pct(nc['coverage'])}); skipped {nc['skipped']}")
+        if "symbolic_templates" in cov:
+            st = cov["symbolic_templates"]
+            lines.append(f"symbolic: {st['usable']}/{st['templates']} templates usable, {st['items_with_template']} audited items have one")
+        mem = rob.get("memorisation", {}).get("original")
+        if mem:
+            for ex in mem.get("examples", [])[:3]:
+                lines.append(f"  memorised? item {ex['item']}: {ex['question'][:110]!r} (variants right {ex['variants_right']})")
+    lines.append("")
+    lines.append("verdicts (flagged = the signal's rule fired; numbers behind each):")
+    for v in result.get("verdicts", []):
+        lines.append(f"  [{'FLAGGED' if v['flag'] else 'not flagged'}] {v['signal']}: {v['verdict']}")
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> Path | None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    rob = result.get("robustness")
+    mk = result.get("contamination", {}).get("mink")
+    pm = result.get("contamination", {}).get("permutation")
+    panels = [k for k, ok in (("rob", bool(rob)), ("mink", bool(mk and mk.get("per_item"))),
+                              ("perm", bool(pm and pm.get("per_shard")))) if ok]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, kind in zip(axes[0], panels):
+        if kind == "rob":
+            names, acc, lo, hi, colors = [], [], [], [], []
+            for n, b in rob["baselines"].items():
+                names.append(n)
+                acc.append(b["acc"])
+                lo.append(b["acc"] - b["ci"][0])
+                hi.append(b["ci"][1] - b["acc"])
+                colors.append("0.5")
+            for c in rob["conditions"]:
+                if not c.get("n"):
+                    continue
+                names.append(c["name"])
+                acc.append(c["acc_pert"])
+                lo.append(c["acc_pert"] - c["ci_pert"][0])
+                hi.append(c["ci_pert"][1] - c["acc_pert"])
+                colors.append("tab:red" if c["significant"] and c["drop"] > 0 else "tab:blue")
+            x = range(len(names))
+            ax.bar(x, [100 * a for a in acc], yerr=[[100 * v for v in lo], [100 * v for v in hi]], color=colors, capsize=3)
+            ax.set_xticks(list(x), names, rotation=40, ha="right")
+            ax.set_ylabel(f"{rob['metric']} (%)")
+            ax.set_title(f"{result['task']}: originals vs perturbations\n(red: significant drop, 95% paired CI)", fontsize=9)
+        elif kind == "mink":
+            o = [p["orig"] for p in mk["per_item"]]
+            q = [p["pert"] for p in mk["per_item"]]
+            ax.scatter(q, o, s=14, color="tab:purple")
+            lo_, hi_ = min(o + q), max(o + q)
+            ax.plot([lo_, hi_], [lo_, hi_], "k--", lw=0.8)
+            ax.set_xlabel("Min-K%++ of the perturbed copy")
+            ax.set_ylabel("Min-K%++ of the original")
+            ax.set_title(f"Min-K%++: above the diagonal = original likelier\np={_p(mk['p_value'])}", fontsize=9)
+        else:
+            s = pm["per_shard"][0]
+            ax.axvline(0, color="0.4", lw=0.8)
+            diffs = [sh["diff"] for sh in pm["per_shard"]]
+            ax.bar(range(len(diffs)), diffs, color="tab:green")
+            ax.set_xlabel("shard")
+            ax.set_ylabel("canonical - mean shuffled log-lik")
+            ax.set_title(f"permutation test ({pm['permutations']} orders/shard)\np={_p(pm['p_value'])}; "
+                         f"shard 0 shuffled sd {s['shuffled_std']:.1f}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write(result: dict[str, Any], out: Path) -> dict[str, str]:
+    """audit.json and audit.png into `out`; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": str(out / "audit.json")}
+    png = plot(result, out / "audit.png")
+    if png is not None:
+        files["plot"] = str(png)
+    (out / "audit.json").write_text(json.dumps({**result, "files": files}, indent=2, default=_default, allow_nan=True))
+    return files
+
+
+def _default(x):
+    if hasattr(x, "item"):
+        return x.item()
+    if isinstance(x, (set, tuple)):
+        return list(x)
+    return str(x)

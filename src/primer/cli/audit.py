@@ -1,0 +1,49 @@
+"""`primer audit`: does the score survive new numbers and formats, and is the test set in the training data?"""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    from primer.audit.run import AuditConfig
+    from primer.config import add_arguments
+
+    p = sub.add_parser(
+        "audit",
+        help="perturbation robustness (new numbers, names, formats, option order) and contamination evidence "
+        "(n-gram overlap, Min-K%%++, verbatim completion, permutation test); a verdict per signal",
+    )
+    p.add_argument("model", help="'bundled', a .gguf file, an HF model dir or a primer checkpoint dir")
+    add_arguments(p, AuditConfig)
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
+    p.add_argument("--max-length", type=int, default=2048, help="context window used for scoring, in tokens")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default=None, help="torch device (default: cpu, or cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from primer.audit.report import table
+    from primer.audit.run import SIGNALS, AuditConfig, audit
+    from primer.config import from_args
+    from primer.errors import PrimerError
+    from primer.eval.tasks import get_task
+
+    cfg = from_args(AuditConfig, args)
+    get_task(cfg.task)  # an unknown task fails before the model loads
+    bad = sorted(set(cfg.signals) - set(SIGNALS))
+    if bad:
+        raise PrimerError(f"unknown signal(s) {bad}; choose from {', '.join(SIGNALS)}")
+    import torch
+
+    from primer.eval.lm import PrimerLM
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    lm = PrimerLM.load(args.model, max_length=args.max_length, batch_size=args.batch_size, device=device)
+    res = audit(lm, cfg, progress=not args.quiet)
+    print(table(res))
+    if res.get("files"):
+        print("written: " + ", ".join(res["files"].values()))
+    return 0
