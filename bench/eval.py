@@ -122,7 +122,8 @@ def main(argv=None) -> int:
                 entry[metric] = {"primer": round(a, 2), "lm_eval": round(b, 2), "diff": round(a - b, 2)}
                 rows.append((task.name, metric, len(docs), a, b, a - b, t_theirs / t_ours))
         summary["tasks"][task.name] = entry
-        print(f"{task.name}: done ({len(docs)} docs, ours {t_ours:.1f}s, lm-eval {t_theirs:.1f}s)", file=sys.stderr)
+        print(f"{task.name}: done ({len(docs)} docs, ours {t_ours:.1f}s, lm-eval {t_theirs:.1f}s) {json.dumps(entry)}",
+              file=sys.stderr, flush=True)
     print(f"{'task':<16}{'metric':<10}{'n':>6}{'primer':>9}{'lm-eval':>9}{'diff':>7}{'speed ours/theirs':>19}")
     for name, metric, n, a, b, d, speed in rows:
         print(f"{name:<16}{metric:<10}{n:>6}{a:>9.2f}{b:>9.2f}{d:>7.2f}{speed:>19.2f}")
