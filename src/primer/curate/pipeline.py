@@ -1,0 +1,489 @@
+"""`primer curate run`: the curation pipeline, its sharded executor, and resume.
+
+Three passes, each shard by shard (a shard = one input file, see `document.list_shards`):
+  1. per shard, in parallel: read -> heuristic filters -> decontamination -> educational-value
+     filter -> write survivors to `work/stage1/` with their MinHash band keys and exact hashes;
+  2. once, globally: cluster the band keys (`dedup.find_duplicates`), keep the earliest document
+     of each exact group / near-duplicate cluster, write `work/dedup.npz`;
+  3. per shard, in parallel: drop the duplicates, write `data/<shard>-00000.jsonl.gz` ...
+Without dedup, pass 1 writes `data/` directly. Every finished shard of a pass writes a done-marker
+last, atomically (write to a temp name, then rename), so a killed run resumes with the shards not
+yet done and never redoes a finished one; a rerun with different settings is refused.
+
+Engines: `local` (a multiprocessing pool, the default), or datatrove's executors for clusters --
+`datatrove` (its LocalPipelineExecutor, what the tests run here), `slurm` (SlurmPipelineExecutor)
+and `ray` (RayPipelineExecutor) run the very same shard functions as datatrove tasks
+(rank r takes shards r, r+W, ...). Counts per step and reason are merged from the shards into
+`stats.json` and printed; with `write_dropped` every dropped document is kept with its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from primer.curate.document import BadInput, Shard, ShardWriter, check_text_field, list_shards, read_jsonl, read_shard
+from primer.curate.steps import Context, Stats, Step, run_steps
+from primer.errors import PrimerError
+
+
+@dataclass
+class CurateConfig:
+    """Settings of `primer curate run`."""
+
+    input: str = ""
+    """input: a JSONL/.jsonl.gz/Parquet file, a folder of them or of .txt files, or hf:NAME[:SPLIT]."""
+    out: str = "curated"
+    """output folder: data/ (kept documents), stats.json, work/ (resume state), dropped/."""
+    text_key: str = "text"
+    """field that holds the text."""
+    id_key: str = "id"
+    """field that holds the document id (absent: file:line)."""
+    heuristics: bool = True
+    """run the Gopher / C4 / FineWeb heuristic filters (thresholds in curate/filters.py)."""
+    strip_boilerplate: bool = False
+    """C4 line edit: delete boilerplate lines (javascript, cookies, terms of use...) before filtering."""
+    benchmarks: str | None = None
+    """benchmark directory (e.g. ../shared/benchmarks): decontaminate against every eval task in it."""
+    decontam_index: str | None = None
+    """a saved n-gram index (.npz) to decontaminate against, instead of building one."""
+    ngram: int = 13
+    """decontamination n-gram size in words (13 as GPT-3/lm-eval; 10 with --similarity as Cosmopedia)."""
+    min_item_words: int = 8
+    """benchmark items shorter than n but with at least this many words are matched whole."""
+    min_matches: int = 1
+    """distinct n-grams of one item a document must contain to count as contaminated."""
+    similarity: float | None = None
+    """also require difflib similarity >= this between the item and the matched region (Cosmopedia: 0.5)."""
+    scorer: str | None = None
+    """educational-value scorer dir (from `primer curate train-scorer`); none = no edu filter."""
+    scorer_kind: str | None = None
+    """which scorer in that dir: embed or hash (default: the best one on held-out data)."""
+    edu_threshold: float | None = None
+    """keep documents the scorer rates at least this (default: the scorer's threshold, 3)."""
+    dedup: bool = True
+    """remove exact and MinHash near-duplicates (keeps the earliest document of each cluster)."""
+    shingle: int = 5
+    """words per MinHash shingle."""
+    bands: int = 25
+    """LSH bands (Jaccard threshold (1/bands)^(1/rows) = 0.447 by default)."""
+    rows: int = 4
+    """rows per LSH band."""
+    seed: int = 1
+    """seed of the MinHash functions."""
+    workers: int = 0
+    """parallel processes (0 = one per CPU core, at most the number of shards)."""
+    engine: Literal["local", "datatrove", "slurm", "ray"] = "local"
+    """executor: local processes, or datatrove's Local / Slurm / Ray executors (clusters)."""
+    slurm_partition: str | None = None
+    """slurm engine: partition to submit to."""
+    out_format: Literal["jsonl.gz", "jsonl", "parquet"] = "jsonl.gz"
+    """format of the output shards."""
+    shard_docs: int = 100_000
+    """documents per output file."""
+    write_dropped: bool = False
+    """write every dropped document with its step and reason to dropped/."""
+    restart: bool = False
+    """discard the resume state of a previous run in the same --out."""
+
+
+# ------------------------------------------------------------------------------ paths and markers
+
+
+def _fingerprint(cfg: CurateConfig) -> str:
+    keys = {k: v for k, v in vars(cfg).items() if k not in ("workers", "engine", "slurm_partition", "restart", "out")}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class _Layout:
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.work = self.out / "work"
+        self.s1 = self.work / "stage1"
+        self.s3 = self.work / "stage3"
+        self.data = self.out / "data"
+        self.dropped = self.out / "dropped"
+        self.index = self.work / "decontam_index.npz"
+        self.dedup = self.work / "dedup.npz"
+        self.dedup_done = self.work / "dedup.done"
+        self.config = self.work / "config.json"
+
+    def done(self, stage: Path, shard: Shard) -> Path:
+        return stage / f"{shard.name}.done"
+
+
+# ------------------------------------------------------------------------------ per-process caches
+
+_CACHE: dict[str, Any] = {}
+
+
+def _steps(cfg: CurateConfig, lay: _Layout) -> list[Step]:
+    """The per-document steps of pass 1 (built once per worker process)."""
+    key = _fingerprint(cfg)
+    if _CACHE.get("key") == key:
+        return _CACHE["steps"]
+    from primer.curate import filters
+
+    steps: list[Step] = []
+    if cfg.strip_boilerplate:
+        steps.append(filters.StripBoilerplate())
+    if cfg.heuristics:
+        steps.extend(filters.default_filters())
+    if cfg.benchmarks or cfg.decontam_index:
+        from primer.curate.decontam import DecontamFilter, NgramIndex
+
+        steps.append(DecontamFilter(NgramIndex.load(lay.index), cfg.min_matches, cfg.similarity))
+    if cfg.scorer:
+        from primer.curate.edu import EduFilter, EduScorer
+
+        steps.append(EduFilter(EduScorer.load(cfg.scorer, cfg.scorer_kind), cfg.edu_threshold))
+    _CACHE.update(key=key, steps=steps)
+    return steps
+
+
+def _hasher(cfg: CurateConfig):
+    from primer.curate.dedup import MinHashConfig, MinHasher
+
+    return MinHasher(MinHashConfig(cfg.shingle, cfg.bands, cfg.rows, cfg.seed))
+
+
+def _clear_shard_outputs(shard: Shard, dirs: list[Path], dropped_dir: Path, tag: str) -> None:
+    """A shard that is (re)started removes whatever a killed attempt of this pass left (and nothing else)."""
+    own = re.compile(re.escape(shard.name) + r"(-\d{5}\.(jsonl|jsonl\.gz|parquet)(\.tmp)?|\.keys(\.tmp)?\.npz|\.stats\.json)")
+    drop = re.compile(re.escape(f"{shard.name}.{tag}") + r"-\d{5}\.jsonl\.gz(\.tmp)?")
+    for d, pat in [(d, own) for d in dirs] + [(dropped_dir, drop)]:
+        if d.is_dir():
+            for p in d.iterdir():
+                if p.is_file() and pat.fullmatch(p.name):
+                    p.unlink()
+
+
+# ------------------------------------------------------------------------------ pass 1
+
+
+def stage1(cfg: CurateConfig, shard: Shard) -> None:
+    """Filter one shard; write survivors (+ MinHash keys when deduplicating), stats, done-marker."""
+    lay = _Layout(cfg.out)
+    done = lay.done(lay.s1, shard)
+    if done.exists():
+        return
+    target = lay.s1 if cfg.dedup else lay.data
+    _clear_shard_outputs(shard, [lay.s1, lay.data], lay.dropped, "s1")
+    bad = BadInput()
+    ctx = Context()
+    n_read = 0
+    t0 = time.perf_counter()
+
+    def counted():
+        nonlocal n_read
+        for d in read_shard(shard, cfg.text_key, cfg.id_key, bad):
+            n_read += 1
+            yield d
+
+    dropped = ShardWriter(lay.dropped, f"{shard.name}.s1", "jsonl.gz", cfg.shard_docs) if cfg.write_dropped else None
+    ctx.dropped = dropped
+    fmt = "jsonl.gz" if cfg.dedup else cfg.out_format  # stage-1 files are read back by pass 3
+    writer = ShardWriter(target, shard.name, fmt, cfg.shard_docs if not cfg.dedup else 1 << 40)
+    texts: list[str] = []
+    ids: list[str] = []
+    with writer:
+        for doc in run_steps(counted(), _steps(cfg, lay), ctx):
+            writer.write(doc)
+            if cfg.dedup:
+                texts.append(doc.text)
+                ids.append(doc.id)
+    if dropped is not None:
+        dropped.close()
+    if cfg.dedup:
+        h = _hasher(cfg)
+        bands = np.zeros((0, cfg.bands), np.uint64)
+        exact = np.zeros(0, np.uint64)
+        if texts:
+            parts = [h.signatures_and_exact(texts[i : i + 256]) for i in range(0, len(texts), 256)]
+            bands = h.band_keys(np.concatenate([p[0] for p in parts]))
+            exact = np.concatenate([p[1] for p in parts])
+        order = (np.int64(shard.index) << np.int64(32)) + np.arange(len(texts), dtype=np.int64)
+        tmp = lay.s1 / f"{shard.name}.keys.tmp.npz"
+        np.savez(tmp, order=order, bands=bands, exact=exact, ids=np.array(ids, dtype=object).astype(str))
+        os.replace(tmp, lay.s1 / f"{shard.name}.keys.npz")
+    info = {"shard": shard.name, "read": n_read, "kept": writer.count, "stats": ctx.stats.to_dict(),
+            "bad_input": bad.to_dict(), "seconds": round(time.perf_counter() - t0, 3),
+            "files": [str(p) for p in writer.files]}
+    _write_atomic(lay.s1 / f"{shard.name}.stats.json", json.dumps(info))
+    _write_atomic(done, "ok\n")
+
+
+# ------------------------------------------------------------------------------ pass 2
+
+
+def stage2(cfg: CurateConfig, shards: list[Shard]) -> None:
+    """Global clustering over every shard's MinHash keys; writes which documents to drop."""
+    from primer.curate.dedup import find_duplicates
+
+    lay = _Layout(cfg.out)
+    if lay.dedup_done.exists():
+        return
+    orders, bands, exact, ids = [], [], [], []
+    for sh in shards:
+        with np.load(lay.s1 / f"{sh.name}.keys.npz") as z:
+            orders.append(z["order"])
+            bands.append(z["bands"])
+            exact.append(z["exact"])
+            ids.append(z["ids"])
+    order = np.concatenate(orders) if orders else np.zeros(0, np.int64)
+    id_arr = np.concatenate(ids) if ids else np.zeros(0, str)
+    drop = find_duplicates(order, np.concatenate(bands) if bands else None,
+                           np.concatenate(exact) if exact else None)
+    pos = {int(o): i for i, o in enumerate(order.tolist())}
+    keys = np.array(sorted(drop), dtype=np.int64)
+    kept_ids = np.array([id_arr[pos[drop[k][0]]] for k in keys.tolist()], dtype=str)
+    kinds = np.array([drop[k][1] for k in keys.tolist()], dtype=str)
+    tmp = lay.work / "dedup.tmp.npz"
+    np.savez(tmp, drop=keys, kept_ids=kept_ids, kinds=kinds, n=np.array([order.size]))
+    os.replace(tmp, lay.dedup)
+    _write_atomic(lay.dedup_done, "ok\n")
+
+
+# ------------------------------------------------------------------------------ pass 3
+
+
+def stage3(cfg: CurateConfig, shard: Shard) -> None:
+    lay = _Layout(cfg.out)
+    done = lay.done(lay.s3, shard)
+    if done.exists():
+        return
+    _clear_shard_outputs(shard, [lay.data], lay.dropped, "dedup")
+    with np.load(lay.dedup) as z:
+        drop_keys, kept_ids, kinds = z["drop"], z["kept_ids"], z["kinds"]
+    lo = np.searchsorted(drop_keys, np.int64(shard.index) << np.int64(32))
+    hi = np.searchsorted(drop_keys, np.int64(shard.index + 1) << np.int64(32))
+    mine = {int(k) & 0xFFFFFFFF: (str(kept_ids[i]), str(kinds[i])) for i, k in zip(range(lo, hi), drop_keys[lo:hi])}
+    stats = Stats()
+    dropped = ShardWriter(lay.dropped, f"{shard.name}.dedup", "jsonl.gz", cfg.shard_docs) if cfg.write_dropped else None
+    writer = ShardWriter(lay.data, shard.name, cfg.out_format, cfg.shard_docs)
+    src = lay.s1 / f"{shard.name}-00000.jsonl.gz"
+    with writer:
+        for j, doc in enumerate(read_jsonl(str(src), "text", "id") if src.exists() else ()):
+            stats.seen("dedup")
+            if j in mine:
+                kept, kind = mine[j]
+                stats.dropped("dedup", f"{kind}_duplicate")
+                if dropped is not None:
+                    dropped.write(doc, {"dropped_by": "dedup", "reason": f"{kind}_duplicate", "duplicate_of": kept})
+            else:
+                stats.kept("dedup")
+                writer.write(doc)
+    if dropped is not None:
+        dropped.close()
+    _write_atomic(lay.s3 / f"{shard.name}.stats.json", json.dumps({"stats": stats.to_dict(), "kept": writer.count}))
+    _write_atomic(done, "ok\n")
+
+
+# ------------------------------------------------------------------------------ engines
+
+
+class ShardTask:
+    """A datatrove pipeline step: rank r of W runs `stage` on shards r, r+W, r+2W, ..."""
+
+    def __init__(self, stage: str, cfg: CurateConfig, shards: list[Shard]):
+        self.stage, self.cfg, self.shards = stage, cfg, shards
+
+    def __call__(self, data: Any, rank: int = 0, world_size: int = 1) -> Any:
+        fn = {"stage1": stage1, "stage3": stage3}.get(self.stage)
+        if fn is None:
+            stage2(self.cfg, self.shards)
+        else:
+            for sh in self.shards[rank::world_size]:
+                fn(self.cfg, sh)
+        return iter(())
+
+
+def _call_stage(args: tuple[str, CurateConfig, Shard]) -> str:
+    stage, cfg, shard = args
+    (stage1 if stage == "stage1" else stage3)(cfg, shard)
+    return shard.name
+
+
+def _run_local(stage: str, cfg: CurateConfig, shards: list[Shard], workers: int) -> None:
+    todo = [sh for sh in shards if not _Layout(cfg.out).done(_Layout(cfg.out).s1 if stage == "stage1" else
+                                                             _Layout(cfg.out).s3, sh).exists()]
+    if not todo:
+        return
+    if workers <= 1 or len(todo) == 1:
+        for sh in todo:
+            _call_stage((stage, cfg, sh))
+        return
+    with mp.get_context("spawn").Pool(min(workers, len(todo))) as pool:
+        for _ in pool.imap_unordered(_call_stage, [(stage, cfg, sh) for sh in todo]):
+            pass
+
+
+def _run_datatrove(cfg: CurateConfig, shards: list[Shard], workers: int, dedup: bool) -> bool:
+    """Run the passes as datatrove executors; returns False when jobs were submitted (slurm), not run."""
+    try:
+        from datatrove.executor import LocalPipelineExecutor
+    except ImportError as e:
+        raise PrimerError("engine datatrove/slurm/ray needs `pip install datatrove`") from e
+    lay = _Layout(cfg.out)
+    logs = lay.work / "datatrove"
+    tasks = max(1, min(workers, len(shards)))
+    common: dict[str, Any] = {}
+    if cfg.engine == "slurm":
+        from datatrove.executor import SlurmPipelineExecutor as Exec
+
+        if not cfg.slurm_partition:
+            raise PrimerError("engine slurm needs --slurm-partition")
+        common = {"partition": cfg.slurm_partition, "time": "24:00:00", "venv_path": sys.prefix + "/bin/activate"}
+    elif cfg.engine == "ray":
+        from datatrove.executor import RayPipelineExecutor as Exec
+    else:
+        Exec = LocalPipelineExecutor
+        common = {"start_method": "spawn"}
+    s1 = Exec([ShardTask("stage1", cfg, shards)], tasks=tasks, workers=workers, logging_dir=str(logs / "stage1"),
+              **common)
+    if not dedup:
+        s1.run()
+        return cfg.engine != "slurm"
+    s2 = Exec([ShardTask("stage2", cfg, shards)], tasks=1, workers=1, logging_dir=str(logs / "stage2"), depends=s1,
+              **common)
+    s3 = Exec([ShardTask("stage3", cfg, shards)], tasks=tasks, workers=workers, logging_dir=str(logs / "stage3"),
+              depends=s2, **common)
+    s3.run()  # runs (local/ray) or submits (slurm) its dependencies first
+    return cfg.engine != "slurm"
+
+
+# ------------------------------------------------------------------------------ driver
+
+
+def _prepare_index(cfg: CurateConfig, lay: _Layout) -> dict[str, Any] | None:
+    if not (cfg.benchmarks or cfg.decontam_index):
+        return None
+    from primer.curate.decontam import NgramIndex
+
+    if not lay.index.exists():
+        if cfg.decontam_index:
+            idx = NgramIndex.load(cfg.decontam_index)
+            shutil.copyfile(cfg.decontam_index, lay.index)
+        else:
+            idx = NgramIndex.from_benchmarks(cfg.benchmarks, n=cfg.ngram, min_words=cfg.min_item_words,
+                                             keep_texts=cfg.similarity is not None)
+            idx.save(lay.index)
+    else:
+        idx = NgramIndex.load(lay.index)
+    if cfg.similarity is not None and not idx.keep_texts:
+        raise PrimerError("--similarity needs an index built with item texts; build it with --benchmarks "
+                          "and --similarity, not from a saved 13-gram index")
+    return idx.summary()
+
+
+def curate(cfg: CurateConfig, quiet: bool = False) -> dict[str, Any]:
+    """Run (or resume) the pipeline; returns the report also saved as `<out>/stats.json`."""
+    if not cfg.input:
+        raise PrimerError("no input given (--input FILE|DIR|hf:NAME)")
+    t0 = time.perf_counter()
+    lay = _Layout(cfg.out)
+    if cfg.restart and lay.work.exists():
+        for p in (lay.work, lay.data, lay.dropped):
+            shutil.rmtree(p, ignore_errors=True)
+    shards = list_shards(cfg.input)
+    for d in (lay.s1, lay.s3, lay.data):
+        d.mkdir(parents=True, exist_ok=True)
+    fp = _fingerprint(cfg)
+    if lay.config.exists():
+        old = json.loads(lay.config.read_text())
+        if old.get("fingerprint") != fp:
+            raise PrimerError(f"{cfg.out} holds a run with other settings; use another --out, or --restart to discard it")
+    else:
+        _write_atomic(lay.config, json.dumps({"fingerprint": fp, "config": vars(cfg),
+                                              "shards": [s.name for s in shards]}, indent=2, default=str))
+    index_summary = _prepare_index(cfg, lay)
+    if cfg.scorer:
+        from primer.curate.edu import EduScorer
+
+        EduScorer.load(cfg.scorer, cfg.scorer_kind)  # fail early on a bad path
+    workers = cfg.workers or os.cpu_count() or 1
+    resumed = sum(lay.done(lay.s1, s).exists() for s in shards)
+    if cfg.engine == "local":
+        _run_local("stage1", cfg, shards, workers)
+        if cfg.dedup:
+            stage2(cfg, shards)
+            _run_local("stage3", cfg, shards, workers)
+    elif not _run_datatrove(cfg, shards, workers, cfg.dedup):
+        msg = f"submitted to slurm; when the jobs finish, rerun the same command to merge the counts into {cfg.out}/stats.json"
+        if not quiet:
+            print(msg)
+        return {"submitted": True, "message": msg}
+    report = _merge(cfg, shards, lay)
+    report.update(decontam_index=index_summary, resumed_shards=resumed, seconds=round(time.perf_counter() - t0, 2),
+                  engine=cfg.engine, workers=workers)
+    if cfg.dedup:
+        from primer.curate.dedup import MinHashConfig
+
+        report["dedup"] = MinHashConfig(cfg.shingle, cfg.bands, cfg.rows, cfg.seed).describe()
+    _write_atomic(lay.out / "stats.json", json.dumps(report, indent=2))
+    if not quiet:
+        print(format_report(report))
+    return report
+
+
+def _merge(cfg: CurateConfig, shards: list[Shard], lay: _Layout) -> dict[str, Any]:
+    stats, bad = Stats(), BadInput()
+    read = 0
+    for sh in shards:
+        info = json.loads((lay.s1 / f"{sh.name}.stats.json").read_text())
+        read += info["read"]
+        stats.merge(Stats.from_dict(info["stats"]))
+        b = info["bad_input"]
+        bad.merge(BadInput(b["count"], b["examples"]))
+    check_text_field(read, bad, cfg.input, cfg.text_key)
+    kept = 0
+    if cfg.dedup:
+        for sh in shards:
+            info = json.loads((lay.s3 / f"{sh.name}.stats.json").read_text())
+            stats.merge(Stats.from_dict(info["stats"]))
+            kept += info["kept"]
+    else:
+        kept = sum(json.loads((lay.s1 / f"{sh.name}.stats.json").read_text())["kept"] for sh in shards)
+    out_files = sorted(str(p) for p in lay.data.iterdir() if p.is_file() and ".tmp" not in p.name)
+    d = stats.to_dict()
+    return {"input": cfg.input, "out": cfg.out, "shards": len(shards), "documents_read": read,
+            "documents_kept": kept, "steps": d["steps"], "benchmark_items_matched": d["matches"],
+            "bad_input": bad.to_dict(), "output_files": out_files}
+
+
+def format_report(r: dict[str, Any], max_items: int = 20) -> str:
+    lines = [f"primer curate: {r['documents_read']} documents read from {r['shards']} shard(s), "
+             f"{r['documents_kept']} kept -> {r['out']}/data"]
+    st = Stats.from_dict({"steps": r["steps"]})
+    lines.append(st.table())
+    b = r["bad_input"]
+    if b["count"]:
+        lines.append(f"bad input records: {b['count']} (skipped; first ones below)")
+        lines.extend(f"    {e}" for e in b["examples"][:10])
+    m = r.get("benchmark_items_matched") or {}
+    if m:
+        lines.append(f"benchmark items found in the input ({len(m)}):")
+        for k, v in sorted(m.items(), key=lambda kv: (-kv[1], kv[0]))[:max_items]:
+            lines.append(f"    {k}: {v} document(s)")
+        if len(m) > max_items:
+            lines.append(f"    ... {len(m) - max_items} more in stats.json")
+    if r.get("dedup"):
+        lines.append(r["dedup"])
+    return "\n".join(lines)
