@@ -61,12 +61,37 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
         return torch.optim.AdamW(groups, foreach=True, **kw)
 
 
+def keep_freed_memory() -> bool:
+    """glibc: keep freed blocks in the process instead of unmapping them (Linux CPU training).
+
+    Every step frees and reallocates the same large activation and gradient buffers; by default
+    glibc returns blocks over its mmap threshold to the kernel, which then zero-fills fresh pages
+    on the next step. Raising the mmap and trim thresholds removes most of those page faults
+    (about a fifth of a small model's CPU step time here); the cost is that the process keeps its
+    peak memory until it exits. Returns whether the setting took.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if platform.system() != "Linux" or not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, dist: Dist):
         self.cfg, self.dist = cfg, dist
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         dev = dist.device
+        if dev.type == "cpu":
+            keep_freed_memory()
         self.device = dev
         self.data = TokenDataset(cfg.data)
         self.tokenizer = self.data.tokenizer()
