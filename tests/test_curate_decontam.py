@@ -89,6 +89,7 @@ def bench_index(data_dir, tmp_path_factory):
     return idx, path
 
 
+@pytest.mark.slow
 def test_clean_c4_is_not_flagged(bench_index, data_dir):
     idx, _ = bench_index
     s = idx.summary()
@@ -142,6 +143,7 @@ def _inject(data_dir, out_dir, seed=7):
     return expect_item, extra, {d.id for d in docs}
 
 
+@pytest.mark.slow
 def test_must_show_c4_with_injected_duplicates_and_test_items(bench_index, data_dir, tmp_path):
     """Injected exact/near duplicates and GSM8K/HellaSwag items in C4: dups found, items dropped and named."""
     import sys
