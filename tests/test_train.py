@@ -186,3 +186,11 @@ progress = false
     recipe.write_text(recipe.read_text() + "lerning_rate = 1.0\n")
     assert cli_main(["train", "--recipe", str(recipe)]) == 2
     assert "unknown config field(s) ['lerning_rate'] in section 'train'" in capsys.readouterr().err
+
+
+def test_no_validation_split_trains_without_eval(tmp_path):
+    tok = byte_tokenizer()
+    rng = np.random.default_rng(1)
+    write_token_dir(tmp_path / "t", tok, {"train": rng.integers(0, 259, 3000)})
+    s = train(cfg_for(tmp_path / "t", tmp_path / "run", max_steps=2))
+    assert s["steps"] == 2 and s["val_loss"] is None and s["val_curve"] == []

@@ -120,8 +120,10 @@ class Trainer:
 
         self.batches = TrainBatches(self.data, seq_len=self.seq_len, batch_size=cfg.batch_size,
                                     micro_batch_size=self.micro, rank=dist.rank, world_size=W, seed=cfg.seed)
+        # No held-out split (val_fraction = 0 at tokenize time): train without validation.
         self.val = ValBatches(self.data, seq_len=self.seq_len, micro_batch_size=self.micro,
-                              max_windows=cfg.eval_batches * cfg.batch_size, rank=dist.rank, world_size=W)
+                              max_windows=cfg.eval_batches * cfg.batch_size, rank=dist.rank,
+                              world_size=W) if self.data.num_tokens("val") else None
 
         torch.manual_seed(cfg.seed)
         with torch.device(dev):
@@ -326,7 +328,7 @@ class Trainer:
                 last_t, last_step = now, s
             bar.update(1)
             paused = False
-            if (cfg.eval_every and s % cfg.eval_every == 0) or last:
+            if self.val is not None and ((cfg.eval_every and s % cfg.eval_every == 0) or last):
                 v = self.evaluate()
                 self.val_curve.append((s, v))
                 log.write(step=s, val_loss=round(v, 6), tokens=s * self.tokens_per_step)
