@@ -129,9 +129,10 @@ def mink_test(lm, originals: Sequence[str], perturbed: Sequence[str], *, k: floa
               alpha: float = 0.01, min_effect: float = 0.65, iters: int = 2000, seed: int = 0) -> dict:
     """Min-K%++ of each original vs its matched perturbed copy (aligned lists).
 
-    Flag when originals score higher than their copies in a one-sided sign test at `alpha` AND in
-    at least `min_effect` of the pairs (an effect size, so a large benchmark does not flag a tiny
-    systematic difference between original and perturbed wording).
+    Flag when the paired difference is above 0 in a one-sided paired t-test at `alpha` AND the
+    original scores higher in at least `min_effect` of the pairs (an effect size, so a large
+    benchmark does not flag a tiny systematic difference between original and perturbed wording).
+    The sign-test p-value is reported beside it.
     """
     if len(originals) != len(perturbed):
         raise ValueError("originals and perturbed must be aligned")
@@ -145,7 +146,8 @@ def mink_test(lm, originals: Sequence[str], perturbed: Sequence[str], *, k: floa
     lp_ = np.array([min_k(s, k) for s in stats[n:]])
     d = so - sp
     wins, losses = int((d > 0).sum()), int((d < 0).sum())
-    p = _sign_test_greater(wins, losses)
+    p_sign = _sign_test_greater(wins, losses)
+    p = t_test_greater(d)
     rng = np.random.default_rng(seed)
     boot = d[rng.integers(0, n, size=(iters, n))].mean(1)
     frac = wins / max(1, wins + losses)
@@ -153,11 +155,11 @@ def mink_test(lm, originals: Sequence[str], perturbed: Sequence[str], *, k: floa
     return {
         "n": n, "k": k, "orig_mean": float(so.mean()), "pert_mean": float(sp.mean()),
         "diff_mean": float(d.mean()), "diff_ci": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-        "orig_higher": wins, "pert_higher": losses, "frac_orig_higher": frac, "p_value": p,
+        "orig_higher": wins, "pert_higher": losses, "frac_orig_higher": frac, "p_value": p, "p_sign": p_sign,
         "min_k_diff_mean": float((lo_ - lp_).mean()),
         "per_item": [{"orig": round(float(a), 4), "pert": round(float(b), 4)} for a, b in zip(so, sp)],
         "flag": flag,
-        "rule": f"originals above their perturbed copies in >= {min_effect:.0%} of pairs, sign test p < {alpha}",
+        "rule": f"paired t-test p < {alpha} and originals above their perturbed copies in >= {min_effect:.0%} of pairs",
     }
 
 
@@ -224,6 +226,12 @@ def verbatim_completion(lm, texts: Sequence[str], *, near: float = 0.8, min_word
         return {"n": 0, "flag": False, "rule": "no item long enough"}
     tok = getattr(lm, "tok", None)
     budget = max_tokens or max(len(tok.encode(r, add_special_tokens=False)) if tok else 4 * len(_words(r)) for r in refs)
+    max_len = getattr(lm, "max_length", None)
+    if max_len:
+        budget = min(budget, max_len // 2)  # leave room for the prompt in the context
+    if tok is not None:
+        # Compare with as much of the reference as the budget can produce.
+        refs = [tok.decode(tok.encode(r, add_special_tokens=False)[:budget]) for r in refs]
     gens = lm.generate(prompts, stop=[], max_tokens=budget, temperature=0.0)
     per = []
     for i, g, r in zip(keep, gens, refs):

@@ -78,7 +78,8 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                 f"Min-K%++ (k={mk['k']:.0%}) originals {mk['orig_mean']:.3f} vs matched perturbed copies "
                 f"({'/'.join(mk.get('perturbation', []))}) {mk['pert_mean']:.3f}: mean paired difference "
                 f"{mk['diff_mean']:+.3f} [{mk['diff_ci'][0]:+.3f}, {mk['diff_ci'][1]:+.3f}], originals higher in "
-                f"{mk['orig_higher']}/{mk['n']} pairs, sign test p={_p(mk['p_value'])} (flag: {mk['rule']})")})
+                f"{mk['orig_higher']}/{mk['n']} pairs (sign test p={_p(mk.get('p_sign'))}), paired t-test p={_p(mk['p_value'])} "
+                f"(flag: {mk['rule']})")})
     vb = con.get("verbatim")
     if vb is not None:
         if not vb.get("n"):

@@ -1,0 +1,129 @@
+"""Fast checks of the audit's statistics, perturbations and contamination helpers (no model training)."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from primer.audit import contamination as C
+from primer.audit import perturb as P
+from primer.audit import stats as S
+
+
+def test_paired_bootstrap_detects_a_real_drop_and_not_noise():
+    rng = np.random.default_rng(0)
+    orig = (rng.random(300) < 0.6).astype(float)
+    pert = orig.copy()
+    flip = rng.choice(np.flatnonzero(orig == 1), 40, replace=False)
+    pert[flip] = 0  # 40 of the right answers lost: a 13-point drop
+    r = S.paired_bootstrap(orig, pert, iters=1000)
+    assert r.drop == pytest.approx(40 / 300)
+    assert r.significant and r.drop_ci[0] > 0 and r.p_mcnemar < 1e-9
+    assert r.ci_orig[0] < r.acc_orig < r.ci_orig[1]
+    same = S.paired_bootstrap(orig, orig, iters=500)
+    assert not same.significant and same.drop == 0 and same.p_mcnemar == 1.0
+    # Discordant pairs in both directions, balanced: not significant.
+    pert2 = orig.copy()
+    pert2[flip[:10]] = 0
+    pert2[np.flatnonzero(orig == 0)[:10]] = 1
+    assert not S.paired_bootstrap(orig, pert2, iters=1000).significant
+
+
+def test_mcnemar_and_t_test_values():
+    # 10 discordant pairs all one way: 2 * 0.5**10
+    a, b = np.ones(10), np.zeros(10)
+    assert S.mcnemar_exact(a, b) == pytest.approx(2 / 1024)
+    # scipy.stats.t.cdf(2.0, 5) = 0.94903026; ttest_1samp([.3,1.2,-.1,.8,.5], greater) p = 0.035242
+    assert C.student_t_cdf(2.0, 5) == pytest.approx(0.9490302605850708, abs=1e-9)
+    assert C.t_test_greater(np.array([0.3, 1.2, -0.1, 0.8, 0.5])) == pytest.approx(0.03524199845510996, abs=1e-9)
+
+
+def test_memorisation_signature_counts_flips_both_ways():
+    orig = [1, 1, 1, 0, 0, 1]
+    variants = [[0, 0], [1, 0, 0], [1, 1], [1, 1], [0], []]
+    sig = S.memorisation_signature(orig, variants)
+    assert sig.memorised == [0, 1] and sig.mirror == [3] and sig.n_items == 5 and sig.n_right_orig == 3
+
+
+def test_names_swap_is_consistent_and_keeps_numbers():
+    doc = {"question": "James has 5 apples. James gives Mary 2 apples. How many apples does Mary have?",
+           "answer": "Mary has 2 apples.\n#### 2"}
+    v = P.swap_names(doc, random.Random(0))
+    assert "James" not in v["question"] and "Mary" not in v["question"]
+    new_james, new_mary = v["_names"]["James"], v["_names"]["Mary"]
+    assert v["question"].count(new_james) == 2 and new_mary in v["answer"]
+    assert new_james in P.MALE and new_mary in P.FEMALE
+    assert "apples" not in v["question"] and v["answer"].endswith("#### 2")
+
+
+def test_noop_and_format_perturbations():
+    doc = {"question": "A box has 12 pens. Sam takes 3 pens. How many pens are left?"}
+    v = P.noop_clause(doc, random.Random(0))
+    sents = v["question"].split(". ")
+    assert v["question"].endswith("How many pens are left?") and v["_noop"] in v["question"]
+    assert len(sents) == 4
+    assert P.linebreaks(doc, random.Random(0))["question"].count("\n") == 2
+    assert P.reframe("Question: hi\nAnswer:") == "Q: hi\nA:"
+    assert P.spacing(doc, random.Random(0))["question"].startswith("  A  box")
+
+
+def test_option_shuffle_keeps_the_gold_answer():
+    from primer.eval.tasks import get_task
+
+    task = get_task("arc_easy")
+    doc = {"question": "Which is a gas?", "choices": {"text": ["rock", "oxygen", "iron", "wood"],
+                                                      "label": list("ABCD")}, "answerKey": "B", "_n_choices": 4}
+    v = P.shuffle_options(doc, random.Random(3))
+    t = P.wrap_mc_task(task)
+    assert t.doc_to_choice(v)[t.doc_to_target(v)] == "oxygen" and v["_perm"] != [0, 1, 2, 3]
+    lt = P.wrap_mc_task(task, lettered=True, labels="1234")
+    text = lt.doc_to_text(v)
+    assert text.startswith("Question: Which is a gas?\n1. ") and text.endswith("\nAnswer:")
+    assert lt.doc_to_choice(v) == ["1", "2", "3", "4"]
+    gold = lt.doc_to_target(v)
+    assert f"{gold + 1}. oxygen" in text
+
+
+def test_symbolic_templates_reproduce_gsm8k_and_draw_new_items(data_dir):
+    from primer.audit.symbolic import load_templates
+
+    test = [json.loads(line) for line in open(data_dir / "gsm8k" / "test.jsonl")]
+    templates, stats = load_templates(data_dir, test)
+    print("GSM-Symbolic templates:", stats)
+    assert stats["templates"] == 100 and stats["usable"] >= 40
+    rng = random.Random(0)
+    for idx, t in list(templates.items())[:10]:
+        v = t.draw(rng)
+        assert v is not None and v["answer"].startswith("#### ")
+        assert "{" not in v["question"]
+
+
+def test_verbatim_metrics_and_min_k_plus_plus():
+    assert C.rouge_l("a b c d".split(), "a b c d".split()) == 1.0
+    assert C.rouge_l("a x c d".split(), "a b c d".split()) == pytest.approx(0.75)
+    a, b = C.split_half("one two three four five six")
+    assert a == "one two three " and b == "four five six"
+    stats = {"logp": np.array([-1.0, -2.0, -0.5, -3.0, -0.1]), "mu": np.zeros(5), "sigma": np.ones(5)}
+    assert C.min_k_plus_plus(stats, k=0.4) == pytest.approx(-2.5)
+
+
+def test_token_stats_match_a_direct_computation():
+    from primer.bpe import byte_tokenizer
+    from primer.eval.lm import PrimerLM
+    from primer.model import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig.from_name("debug", vocab_size=320))
+    tok = byte_tokenizer()
+    lm = PrimerLM(m, tok, name="t")
+    st = C.token_stats(lm, ["hello world", "ab"])
+    ids = [lm.prefix_token_id] + tok.encode("hello world", add_special_tokens=False)
+    with torch.no_grad():
+        logp = torch.log_softmax(m(torch.tensor([ids[:-1]])).float(), -1)[0]
+    assert np.allclose(st[0]["logp"], logp.gather(-1, torch.tensor(ids[1:]).unsqueeze(-1)).squeeze(-1).numpy(), atol=1e-5)
+    mu = (logp.exp() * logp).sum(-1).numpy()
+    assert np.allclose(st[0]["mu"], mu, atol=1e-5) and len(st[1]["logp"]) == 2
+    # The rolling log-likelihood the permutation test uses agrees with the token stats.
+    assert lm.loglikelihood_rolling(["hello world"])[0] == pytest.approx(float(st[0]["logp"].sum()), abs=1e-3)
