@@ -21,6 +21,7 @@ LEAVES = [
     "chat",
     "topics",
     "synth",
+    "curate",
     "eval",
     "tokenize",
     "train",
