@@ -255,10 +255,14 @@ def section_overview(run: dict, stages: dict[str, dict]) -> str:
         status = st.get("status") or rec.get("status") or "not run"
         if status == "skipped":
             status = "cached (done earlier)"
-        rows.append([name, status, rec.get("seconds", st.get("seconds")), rec.get("fingerprint", st.get("fingerprint")),
-                     rec.get("finished")])
+        rows.append([name, status, rec.get("seconds", st.get("seconds")), rec.get("cpu_seconds", st.get("cpu_seconds")),
+                     rec.get("fingerprint", st.get("fingerprint")), rec.get("finished")])
     if rows:
-        out.append(table(["stage", "status", "seconds", "fingerprint", "finished"], rows, num_cols={2}))
+        out.append(table(["stage", "status", "wall seconds", "CPU seconds", "fingerprint", "finished"], rows,
+                         num_cols={2, 3}))
+        total = sum(r[2] or 0 for r in rows)
+        out.append(f"<p>Total: {fmt(round(total, 1))} s of stage time ({fmt(round(total / 60, 1))} min). Cached "
+                   "stages show the time they took when they ran.</p>")
         timed = [{"name": r[0], "seconds": r[2]} for r in rows if r[2]]
         if timed:
             out.append(time_plot(timed))

@@ -316,6 +316,14 @@ def hardware() -> dict[str, Any]:
     return hw
 
 
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children (e.g. curate's workers)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -404,7 +412,8 @@ def run_recipe(
 
         if fp is not None and prev and prev.get("status") == "done" and prev.get("fingerprint") == fp:
             log(f"{tag}: up to date (fingerprint {fp}), skipped")
-            entry.update(status="skipped", seconds=prev.get("seconds"), finished=prev.get("finished"))
+            entry.update(status="skipped", seconds=prev.get("seconds"), cpu_seconds=prev.get("cpu_seconds"),
+                         finished=prev.get("finished"))
             fps[spec.name] = fp
             summaries[spec.name] = prev.get("summary") or {}
             record["stages"].append(entry)
@@ -442,7 +451,7 @@ def run_recipe(
             run_dir=rd, out_dir=out, inputs={n: rd / n for n in spec.inputs},
             summaries={n: summaries[n] for n in spec.inputs}, recipe=recipe, log=log,
         )
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_seconds()
         try:
             summary = spec.execute(cfg, ctx) or {}
         except BaseException as e:  # noqa: BLE001 - record every way a stage can stop, then re-raise
@@ -469,10 +478,11 @@ def run_recipe(
                 f"  fix the cause, then resume with: {hint}",
             ) from e
         secs = time.perf_counter() - t0
-        stage_rec.update(status="done", seconds=round(secs, 2), finished=_now(), summary=summary)
+        cpu = round(_cpu_seconds() - c0, 2)
+        stage_rec.update(status="done", seconds=round(secs, 2), cpu_seconds=cpu, finished=_now(), summary=summary)
         _write_json(out / STAGE_FILE, stage_rec)
         log(f"{tag}: done in {secs:.1f} s")
-        entry.update(status="done", seconds=round(secs, 2), finished=stage_rec["finished"])
+        entry.update(status="done", seconds=round(secs, 2), cpu_seconds=cpu, finished=stage_rec["finished"])
         fps[spec.name] = fp
         summaries[spec.name] = summary
         record["stages"].append(entry)
