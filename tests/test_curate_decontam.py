@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from primer.curate.decontam import DecontamFilter, NgramIndex, normalize
+from primer.curate.decontam import DecontamFilter, NgramIndex
 from primer.curate.document import Document, read_documents
 from primer.curate.filters import default_filters
 from primer.curate.pipeline import CurateConfig, curate
@@ -46,7 +46,7 @@ def test_items_shorter_than_n_are_matched_whole():
     item = "the boy runs down the track and jumps over it"  # 10 words < 13
     idx = NgramIndex.build([("hellaswag", 0, item)])
     assert idx.lengths == [10]
-    assert idx.contaminated(f"Video caption: The boy runs down the track, and jumps over it! Great.")[0].item_id == "0"
+    assert idx.contaminated("Video caption: The boy runs down the track, and jumps over it! Great.")[0].item_id == "0"
     assert idx.contaminated("the boy runs down the track and then jumps over it") == []
 
 

@@ -19,7 +19,6 @@ reasons are stable strings so counts can be compared across runs.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
