@@ -154,10 +154,18 @@ def test_http_teacher_against_real_llama_cpp_server(tmp_path):
     assert all(o.finish_reason in ("stop", "length") for o in outs)
 
 
-def test_gguf_and_bundled_teachers_generate():
+def test_gguf_and_bundled_teachers_generate_the_same_greedy_text():
+    """The bundled teacher (primer's decoder, batched) and llama.cpp agree on greedy answers."""
+    prompts = ["Name a color.", "What is 2+2?", "Write one sentence about the Moon."]
+    greedy = Sampling(max_tokens=10, temperature=0.0)
     with load_teacher(str(bundled_gguf_path()), n_threads=1) as t:
-        (c,) = t.complete(["Name a color."], Sampling(max_tokens=4, temperature=0.0))
-    assert c.text.strip() and c.completion_tokens <= 4 and c.prompt_tokens > 0
-    with load_teacher("bundled") as t:
-        (c,) = t.complete(["Name a color."], Sampling(max_tokens=4, temperature=0.0))
-    assert t.name.startswith("bundled") and c.text.strip() and c.completion_tokens <= 4
+        ref = t.complete(prompts, greedy)
+    assert all(c.text.strip() and c.completion_tokens <= 10 and c.prompt_tokens > 0 for c in ref)
+    with load_teacher("bundled", batch_size=3) as t:
+        outs = t.complete(prompts, greedy)
+        sampled = t.complete(prompts[:2], Sampling(max_tokens=10, temperature=0.8, seed=3))
+    assert t.name.startswith("bundled")
+    assert [c.text for c in outs] == [c.text for c in ref]
+    assert [(c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in outs] == \
+        [(c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in ref]
+    assert all(c.text.strip() for c in sampled)

@@ -1,7 +1,8 @@
 """Teachers: the LLMs that write synthetic data (synth) and annotate it (curate), behind one API.
 
-    teacher = load_teacher("bundled")                       # SmolLM2-135M-Instruct, in-process
+    teacher = load_teacher("bundled")                       # SmolLM2-135M-Instruct, primer's decoder, batched
     teacher = load_teacher("path/to/model.gguf")            # any GGUF via llama-cpp-python
+    teacher = load_teacher("runs/x/train/final")            # a primer checkpoint or HF dir, primer's decoder
     teacher = load_teacher("http://host:8000/v1", model="NAME", concurrency=32)  # OpenAI-compatible
     outs = teacher.complete(["Explain rainbows.", [{"role": "user", "content": "Hi"}]],
                             Sampling(max_tokens=200, temperature=0.7))
@@ -217,61 +218,133 @@ class LlamaCppTeacher(Teacher):
             self.llm = None
 
 
-# ---------------------------------------------------------------------------- bundled, in-process
+# ---------------------------------------------------------------------------- in-process (primer's decoder)
 
 
-class BundledTeacher(Teacher):
-    """The bundled SmolLM2-135M-Instruct run by primer's own decoder (batched), in-process.
-
-    Uses `primer.load.load_model` + `primer.generate.generate` (the foundation). Where those are
-    not available the same GGUF runs through llama-cpp-python instead, and `name` says so.
+class TorchTeacher(Teacher):
+    """A model primer loads (`primer.load.load_model`: 'bundled', a GGUF, an HF dir, a checkpoint)
+    run by primer's own decoder in-process, `batch_size` prompts per left-padded batch with a KV
+    cache, sampled with temperature / top-p / repeat penalty (one seed per batch: its first prompt's).
     """
 
-    def __init__(self, batch_size: int = 8, device: str = "cpu", n_threads: int | None = None) -> None:
+    def __init__(self, spec: str = "bundled", batch_size: int = 8, device: str = "cpu",
+                 n_threads: int | None = None) -> None:
+        import torch
+
+        from primer.load import load_model
+
+        if n_threads:
+            torch.set_num_threads(n_threads)
         self.batch_size = batch_size
-        self._fallback: LlamaCppTeacher | None = None
-        try:
-            from primer.generate import generate  # noqa: F401
-            from primer.load import load_model
-        except ImportError:
-            self._fallback = LlamaCppTeacher(bundled_gguf_path(), n_threads=n_threads)
-            self.name = "bundled:SmolLM2-135M-Instruct(llama-cpp)"
-            self.batch_size = 1
-            return
-        self.model = load_model("bundled", device=device)
-        self.name = "bundled:SmolLM2-135M-Instruct"
+        self.device = torch.device(device)
+        self.model, self.tok, _ = load_model(spec, device=self.device)
+        self.model.eval()
+        label = "SmolLM2-135M-Instruct" if spec == "bundled" else Path(spec).name
+        self.name = f"{'bundled' if spec == 'bundled' else 'primer'}:{label}"
+        self.stop_ids = set(getattr(self.tok, "stop_ids", None) or ({self.tok.eos_id} - {None}))
+
+    @staticmethod
+    def _pick(logits, sampling: Sampling, gen):
+        import torch
+
+        if sampling.temperature <= 0:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits / sampling.temperature, dim=-1)
+        if sampling.top_p < 1.0:
+            sp, si = probs.sort(dim=-1, descending=True)
+            drop = sp.cumsum(-1) - sp > sampling.top_p
+            sp = sp.masked_fill(drop, 0.0)
+            choice = torch.multinomial(sp, 1, generator=gen)
+            return si.gather(-1, choice).squeeze(-1)
+        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
     def _complete_batch(self, prompts: list[Prompt], samplings: list[Sampling]) -> list[Completion]:
-        if self._fallback is not None:
-            return self._fallback._complete_batch(prompts, samplings)
-        sampling = samplings[0]  # one batch samples together; its first prompt's seed seeds it
-        from primer.generate import generate
+        import torch
 
+        with torch.inference_mode():
+            return self._generate(prompts, samplings[0])
+
+    def _generate(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
+        import torch
+
+        from primer.model import KVCache
+
+        m, dev = self.model, self.device
         t0 = time.perf_counter()
-        results = generate(
-            self.model,
-            [as_messages(p) for p in prompts],
-            max_new_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            seed=sampling.seed,
-            stop=list(sampling.stop),
-        )
-        share = (time.perf_counter() - t0) / max(1, len(prompts))
-        return [
-            Completion(
-                text=r.text,
-                finish_reason=r.finish_reason,
-                prompt_tokens=r.prompt_tokens,
-                completion_tokens=r.completion_tokens,
-                seconds=share,
-            )
-            for r in results
-        ]
+        block = m.cfg.block_size
+        rows = [list(self.tok.apply_chat_template(as_messages(p), add_generation_prompt=True, tokenize=True))
+                for p in prompts]
+        outs: list[Completion | None] = [None] * len(rows)
+        live = []
+        for i, r in enumerate(rows):
+            if len(r) + 1 > block:
+                outs[i] = Completion("", "error", len(r), 0, error=f"prompt of {len(r)} tokens exceeds the context of {block}")
+            else:
+                live.append(i)
+        if live:
+            B, T = len(live), max(len(rows[i]) for i in live)
+            steps = max(1, min(sampling.max_tokens, block - T))
+            idx = torch.zeros(B, T, dtype=torch.long)
+            pos = torch.zeros(B, T, dtype=torch.long)
+            valid = torch.ones(B, T + steps, dtype=torch.bool)
+            for b, i in enumerate(live):
+                pad = T - len(rows[i])
+                idx[b, pad:] = torch.tensor(rows[i])
+                pos[b, pad:] = torch.arange(len(rows[i]))
+                valid[b, :pad] = False
+            dtype = next(m.parameters()).dtype
+            cache = KVCache(m.cfg, B, T + steps, dtype=dtype, device=dev)
+            causal = torch.ones(T, T, dtype=torch.bool).tril()
+            mask = (causal.unsqueeze(0) & valid[:, None, :T]).unsqueeze(1)  # (B, 1, T, T)
+            mask |= (~valid[:, None, None, :T]) & torch.eye(T, dtype=torch.bool)  # pad rows see themselves
+            logits = m(idx.to(dev), pos=pos.to(dev), attn_mask=mask.to(dev), cache=cache, last_only=True)[:, -1].float()
+            gen = torch.Generator(device=dev).manual_seed(sampling.seed if sampling.seed is not None else 0)
+            seen = torch.zeros(B, logits.size(-1), dtype=torch.bool, device=dev)
+            tokens: list[list[int]] = [[] for _ in range(B)]
+            done = [False] * B
+            finish = ["length"] * B
+            next_pos = torch.tensor([len(rows[i]) for i in live])
+            for step in range(steps):
+                if sampling.repeat_penalty != 1.0:
+                    pen = torch.where(logits > 0, logits / sampling.repeat_penalty, logits * sampling.repeat_penalty)
+                    logits = torch.where(seen, pen, logits)
+                nxt = self._pick(logits, sampling, gen)
+                seen[torch.arange(B, device=dev), nxt] = True
+                for b, t in enumerate(nxt.tolist()):
+                    if done[b]:
+                        continue
+                    if t in self.stop_ids:
+                        done[b], finish[b] = True, "stop"
+                        continue
+                    tokens[b].append(t)
+                    if sampling.stop and step % 4 == 3 and any(x in self.tok.decode(tokens[b]) for x in sampling.stop):
+                        done[b], finish[b] = True, "stop"
+                if all(done) or step == steps - 1:
+                    break
+                S = T + step + 1
+                logits = m(nxt.view(B, 1), pos=next_pos.view(B, 1).to(dev),
+                           attn_mask=valid[:, None, None, :S].to(dev), cache=cache)[:, -1].float()
+                next_pos += 1
+            share = (time.perf_counter() - t0) / B
+            for b, i in enumerate(live):
+                text = self.tok.decode(tokens[b], skip_special_tokens=True)
+                for x in sampling.stop:
+                    if x and x in text:
+                        text, finish[b] = text.split(x)[0], "stop"
+                outs[i] = Completion(text, finish[b], len(rows[i]), len(tokens[b]), seconds=share)
+        return outs  # type: ignore[return-value]
 
-    def close(self) -> None:
-        if self._fallback is not None:
-            self._fallback.close()
+
+def BundledTeacher(batch_size: int = 8, device: str = "cpu", n_threads: int | None = None) -> Teacher:
+    """The bundled SmolLM2-135M-Instruct, in-process: primer's decoder (`TorchTeacher`), or, where
+    primer's GGUF loader is not installed, the same file through llama-cpp-python (named so)."""
+    try:
+        import primer.load  # noqa: F401
+    except ImportError:
+        t = LlamaCppTeacher(bundled_gguf_path(), n_threads=n_threads)
+        t.name = "bundled:SmolLM2-135M-Instruct(llama-cpp)"
+        return t
+    return TorchTeacher("bundled", batch_size=batch_size, device=device, n_threads=n_threads)
 
 
 # ---------------------------------------------------------------------------- OpenAI-compatible HTTP
@@ -495,15 +568,19 @@ def load_teacher(
     batch_size: int = 8,
     n_ctx: int = 2048,
     n_threads: int | None = None,
+    device: str = "cpu",
 ) -> Teacher:
-    """'bundled', a .gguf path, or an http(s)://host:port/v1 base URL (with `model`)."""
+    """'bundled', a .gguf path (llama-cpp), a primer checkpoint or HF model dir (primer's decoder),
+    or an http(s)://host:port/v1 base URL (with `model`)."""
     if spec == "bundled":
-        return BundledTeacher(batch_size=batch_size, n_threads=n_threads)
+        return BundledTeacher(batch_size=batch_size, device=device, n_threads=n_threads)
     if spec.startswith(("http://", "https://")):
         return HttpTeacher(spec, model, options)
     if spec.endswith(".gguf"):
         return LlamaCppTeacher(spec, n_ctx=n_ctx, n_threads=n_threads)
+    if Path(spec).is_dir():
+        return TorchTeacher(spec, batch_size=batch_size, device=device, n_threads=n_threads)
     raise PrimerError(
-        f"unknown teacher '{spec}': use 'bundled', a .gguf file, or an OpenAI-compatible base URL "
-        "like http://127.0.0.1:8000/v1 (with --model NAME)"
+        f"unknown teacher '{spec}': use 'bundled', a .gguf file, a primer checkpoint / HF model dir, "
+        "or an OpenAI-compatible base URL like http://127.0.0.1:8000/v1 (with --model NAME)"
     )

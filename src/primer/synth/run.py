@@ -72,6 +72,8 @@ class SynthConfig:
     """prompts per batch for the in-process teacher"""
     threads: int | None = None
     """CPU threads for an in-process teacher (default: the backend's choice)"""
+    device: str = "cpu"
+    """device for the in-process teacher (cpu, cuda)"""
     concurrency: int = 8
     """requests in flight for an HTTP teacher"""
     timeout: float = 120.0
@@ -286,7 +288,8 @@ def make_teacher(cfg: SynthConfig):
 
     opts = HttpOptions(concurrency=cfg.concurrency, timeout=cfg.timeout, retries=cfg.retries,
                        backoff=cfg.backoff, rate_limit=cfg.rate_limit, api_key_env=cfg.api_key_env)
-    return load_teacher(cfg.teacher, cfg.model, options=opts, batch_size=cfg.batch_size, n_threads=cfg.threads)
+    return load_teacher(cfg.teacher, cfg.model, options=opts, batch_size=cfg.batch_size, n_threads=cfg.threads,
+                        device=cfg.device)
 
 
 def _versions() -> dict[str, str]:
