@@ -123,15 +123,23 @@ class Template:
         except Exception:  # noqa: BLE001 - any failure means the template cannot be used
             return False
 
-    def draw(self, rng: random.Random, tries: int = 3000) -> dict | None:
+    def draw(self, rng: random.Random, tries: int = 2000) -> dict | None:
         base = _env(rng)
+        domains: dict[int, object] = {}  # init lines without randomness (range(...)) evaluated once
         for _ in range(tries):
             env = dict(base)
             try:
-                for line in self.init:
+                for k, line in enumerate(self.init):
                     lhs, _, rhs = line.partition("=")
                     names = [n.strip().lstrip("$") for n in lhs.split(",")]
-                    val = _eval(rhs.strip(), env)
+                    rhs = rhs.strip()
+                    if k in domains:
+                        val = domains[k]
+                    else:
+                        val = _eval(rhs, env)
+                        if re.fullmatch(r"(range|frange|list|np\.arange|fix_floats|numbers_within)\([\d\s.,()a-z_]*\)", rhs) \
+                                and "sample" not in rhs and "shuffle" not in rhs:
+                            domains[k] = val
                     if len(names) == 1:
                         if isinstance(val, (list, tuple)):
                             val = rng.choice(list(val))
@@ -142,6 +150,8 @@ class Template:
                 if all(_eval(c, env) for c in self.conditions):
                     ans = _eval(self.answer, env)
                     break
+            except NameError:
+                return None  # refers to a list or helper we do not know: no draw will ever work
             except Exception:  # noqa: BLE001 - a draw that fails a helper is just rejected
                 continue
         else:
@@ -174,7 +184,7 @@ def load_templates(data_dir: Path | str, gsm_test: list[Doc]) -> tuple[dict[int,
         if gold is None or gsm_test[t.id_orig]["question"].strip() != t.data["question"].strip() or not t.check(gold):
             stats["skipped_check"] += 1
             continue
-        if t.draw(random.Random(0)) is None:  # refers to a list we do not know, or conditions never hold
+        if t.draw(random.Random(0), tries=400) is None:  # an unknown list, or conditions that rarely hold
             stats["skipped_draw"] += 1
             continue
         out[t.id_orig] = t
