@@ -65,6 +65,12 @@ OBJECTS = [
     ("candies", "lollipops", "chocolates", "gumdrops"),
 ]
 
+_SUBJECT = re.compile(r"\b([A-Z][a-z]{2,})(?='s\b| (?:has|had|is|was|wants|buys|bought|goes|went|needs|sells|sold|"
+                      r"makes|made|gets|got|earns|decides|decided|spends|spent|pays|paid|runs|takes|took|can|will)\b)")
+_NOT_NAMES = {"The", "This", "That", "There", "Each", "Every", "One", "She", "Her", "His", "They", "Their", "It", "What",
+              "How", "Which", "Who", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
+              "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+              "November", "December", "School", "Company", "Store", "Team", "Class", "Grandma", "Grandpa", "Mom", "Dad"}
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
 
 
@@ -115,6 +121,15 @@ def swap_names(doc: Doc, rng: random.Random, fields: tuple[str, ...] = ("questio
         for n in names:
             if n not in mapping and free:
                 mapping[n] = free.pop()
+    # Names not in the lists ("Kylar has ..."): a capitalised word acting as a subject; gender from
+    # the pronouns of the text when they are unambiguous.
+    low = text.lower()
+    she, he = bool(re.search(r"\b(she|her|hers)\b", low)), bool(re.search(r"\b(he|him|his)\b", low))
+    for n in sorted(set(_SUBJECT.findall(text)) - set(mapping) - _NOT_NAMES - set(MALE) - set(FEMALE)):
+        pool = FEMALE if she and not he else MALE if he and not she else (MALE + FEMALE)
+        free = [x for x in pool if x not in present and x not in mapping.values() and x not in PLACEHOLDER_FREE]
+        if free:
+            mapping[n] = rng.choice(free)
     words = set(re.findall(r"\b[a-z]+\b", text))
     for group in OBJECTS:
         have = [w for w in group if w in words]
@@ -140,6 +155,8 @@ def _sentence_word_only(name: str, text: str) -> bool:
     return name in PLACEHOLDER_FREE and re.search(rf"\b{name.lower()}\b", text) is not None
 
 
+_UNITS = set("times minutes hours days weeks months years seconds dollars cents miles feet inches pounds ounces "
+             "meters kilometers gallons liters percent points degrees pages".split())
 _NOOP_NOUN = [
     "Note that {k} of the {noun} were a little smaller than the others.",
     "{k} of the {noun} had been bought on a rainy day.",
@@ -160,7 +177,7 @@ def noop_clause(doc: Doc, rng: random.Random, field_name: str = "question") -> D
     sents = _SENT.split(q.strip())
     if len(sents) < 2:
         return None
-    nouns = re.findall(r"\b\d+\s+([a-z]{3,}s)\b", q)
+    nouns = [w for w in re.findall(r"\b\d+\s+([a-z]{3,}s)\b", q) if w not in _UNITS]
     k = rng.randint(2, 9)
     if nouns:
         clause = rng.choice(_NOOP_NOUN).format(k=k, noun=rng.choice(nouns))
