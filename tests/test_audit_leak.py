@@ -83,7 +83,7 @@ def test_audit_flags_the_leaked_run_and_not_the_clean_one(data_dir, tmp_path):
         path.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus))
         lm = PrimerLM(_train(corpus, tok), tok, name=name, batch_size=16)
         cfg = AuditConfig(task="gsm8k", data_dir=tmp_path / "bench", limit=None, corpus=[str(path)], cache="none",
-                          signals=["ngram", "mink", "verbatim", "permutation"], permutations=40,
+                          signals=["ngram", "mink", "verbatim", "permutation"], permutations=30,
                           out=tmp_path / f"audit_{name}")
         res = audit(lm, cfg, progress=False)
         flags[name] = {v["signal"]: v["flag"] for v in res["verdicts"]}
