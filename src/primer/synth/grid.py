@@ -5,7 +5,7 @@ audiences and styles to keep 25B tokens diverse. Here each axis is a plain dict,
 `PromptSpec`, and `plan()` walks the grid in a fixed, seeded order:
 
   round r, topics in a seeded shuffle, each topic taking its r-th (format, audience, style)
-  combination from its own seeded permutation of the allowed ones,
+  combination in its own seeded order of the allowed ones (a stride permutation, O(1) a prompt),
 
 so the first N prompts cover N different topics before any topic repeats, and a rerun with the
 same arguments yields the same sequence. `PromptSpec.id` is a hash of everything that goes into
@@ -182,6 +182,19 @@ def _rng(*parts: object) -> random.Random:
     return random.Random(hashlib.sha1(repr(parts).encode()).hexdigest())
 
 
+def _stride(n: int, *key: object) -> tuple[int, int]:
+    """(a, b) with gcd(a, n) = 1, from `key`: r -> (a*r + b) % n walks all n combinations once, in
+    an order of the unit's own, without materializing a shuffled list per unit."""
+    import math
+
+    h = int(hashlib.sha1(repr(key).encode()).hexdigest(), 16)
+    b = h % n
+    a = (h // n) % n or 1
+    while math.gcd(a, n) != 1:
+        a = a % n + 1
+    return a, b
+
+
 def plan(
     topics: Sequence[Topic] = (),
     extracts: Sequence[Extract] = (),
@@ -202,7 +215,7 @@ def plan(
     order = list(range(len(units)))
     _rng("order", seed).shuffle(order)
     by_subject: dict[str | None, list] = {}
-    per_unit: dict[int, list[int]] = {}
+    per_unit: dict[int, tuple[int, int]] = {}
     rnd = 0
     while True:
         emitted = False
@@ -212,18 +225,17 @@ def plan(
             if subject not in by_subject:
                 by_subject[subject] = combos(formats, audiences, subject)
             cs = by_subject[subject]
-            if i not in per_unit:
-                idx = list(range(len(cs)))
-                _rng("combos", seed, unit.id if extracts else unit.text).shuffle(idx)
-                per_unit[i] = idx
             if rnd >= len(cs):
                 continue
-            f, a, s = cs[per_unit[i][rnd]]
+            if i not in per_unit:
+                per_unit[i] = _stride(len(cs), "combos", seed, unit.id if extracts else unit.text)
+            a, b = per_unit[i]
+            f, a_, s = cs[(a * rnd + b) % len(cs)]
             emitted = True
             if extracts:
-                yield make(None, f, a, s, extract=unit)
+                yield make(None, f, a_, s, extract=unit)
             else:
-                yield make(unit, f, a, s)
+                yield make(unit, f, a_, s)
         if not emitted:
             return
         rnd += 1
