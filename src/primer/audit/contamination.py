@@ -292,7 +292,8 @@ def permutation_test(lm, items: Sequence[str], *, shards: int = 1, permutations:
         canon, shuf = lls[0], np.array(lls[1:])
         p = (1 + int((shuf >= canon).sum())) / (len(shuf) + 1)
         per_shard.append({"items": len(part), "canonical": float(canon), "shuffled_mean": float(shuf.mean()),
-                          "shuffled_std": float(shuf.std()), "diff": float(canon - shuf.mean()), "p_value": p})
+                          "shuffled_std": float(shuf.std()), "diff": float(canon - shuf.mean()), "p_value": p,
+                          "shuffled": [round(float(x), 3) for x in shuf]})
     if shards == 1:
         p_value = per_shard[0]["p_value"]
         test = f"rank of the canonical order among {permutations} shuffles"

@@ -187,6 +187,7 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
             ax.bar(x, [100 * a for a in acc], yerr=[[100 * v for v in lo], [100 * v for v in hi]], color=colors, capsize=3)
             ax.set_xticks(list(x), names, rotation=40, ha="right")
             ax.set_ylabel(f"{rob['metric']} (%)")
+            ax.set_ylim(0, max(10.0, 100 * max(a + h for a, h in zip(acc, hi)) * 1.1))
             ax.set_title(f"{result['task']}: originals vs perturbations\n(red: significant drop, 95% paired CI)", fontsize=9)
         elif kind == "mink":
             o = [p["orig"] for p in mk["per_item"]]
@@ -199,11 +200,19 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
             ax.set_title(f"Min-K%++: above the diagonal = original likelier\np={_p(mk['p_value'])}", fontsize=9)
         else:
             s = pm["per_shard"][0]
-            ax.axvline(0, color="0.4", lw=0.8)
-            diffs = [sh["diff"] for sh in pm["per_shard"]]
-            ax.bar(range(len(diffs)), diffs, color="tab:green")
-            ax.set_xlabel("shard")
-            ax.set_ylabel("canonical - mean shuffled log-lik")
+            if pm["shards"] == 1 and s.get("shuffled"):
+                ax.hist(s["shuffled"], bins=min(20, len(s["shuffled"])), color="tab:green", alpha=0.7,
+                        label="shuffled orders")
+                ax.axvline(s["canonical"], color="tab:red", lw=2, label="canonical order")
+                ax.set_xlabel("log-likelihood of the items concatenated")
+                ax.set_ylabel("orders")
+                ax.legend(fontsize=8)
+            else:
+                ax.axvline(0, color="0.4", lw=0.8)
+                diffs = [sh["diff"] for sh in pm["per_shard"]]
+                ax.bar(range(len(diffs)), diffs, color="tab:green")
+                ax.set_xlabel("shard")
+                ax.set_ylabel("canonical - mean shuffled log-lik")
             ax.set_title(f"permutation test ({pm['permutations']} orders/shard)\np={_p(pm['p_value'])}; "
                          f"shard 0 shuffled sd {s['shuffled_std']:.1f}", fontsize=9)
     fig.tight_layout()
