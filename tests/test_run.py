@@ -272,3 +272,18 @@ def test_failing_real_stage_names_itself(tmp_path):
     assert "Traceback" not in out.stderr
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["failed_stage"] == "synth"
+
+
+def test_two_runs_on_one_dir_are_refused(tmp_path):
+    from primer.run import _lock_run_dir
+
+    rd = tmp_path / "run"
+    rd.mkdir()
+    fd = _lock_run_dir(rd)
+    try:
+        r, p = _recipe(tmp_path, "")
+        with pytest.raises(PrimerError, match="another `primer run` is using"):
+            run_recipe(r, rd, stages=FAKE, log=lambda s: None, write_report=False)
+    finally:
+        os.close(fd)
+    run_recipe(r, rd, stages=FAKE, log=lambda s: None, write_report=False)  # free again

@@ -320,6 +320,11 @@ def section_data(stages: dict[str, dict]) -> str:
                                    c.get("edu_threshold")))
         if plots:
             out.append('<div class="grid">' + "".join(f"<div>{p}</div>" for p in plots) + "</div>")
+        if not (c.get("edu_scores") or c.get("edu_hist")):
+            out.append('<p class="muted">educational-value filter off (no <code>[curate] scorer</code>; train one with '
+                       '<code>primer curate annotate</code> + <code>train-scorer</code>): no score histogram.</p>')
+        if c.get("decontam") is None:
+            out.append('<p class="muted">decontamination off (no benchmark data given to curate).</p>')
         matches = (c.get("decontam") or {}).get("matches") or {}
         if matches:
             out.append("<p>Benchmark items found in the corpus (document dropped):</p>")

@@ -373,7 +373,27 @@ def run_recipe(
     explicit = run_dir is not None or recipe.run.run_dir is not None
     rd = Path(run_dir or recipe.run.run_dir or Path("runs") / recipe.run.name)
     rd.mkdir(parents=True, exist_ok=True)
-    hint = resume_hint or resume_command(recipe_path, rd, explicit)
+    lock = _lock_run_dir(rd)
+    try:
+        return _run_locked(recipe, rd, recipe_path=recipe_path, stages=stages, log=log, write_report=write_report,
+                           hint=resume_hint or resume_command(recipe_path, rd, explicit))
+    finally:
+        os.close(lock)
+
+
+def _lock_run_dir(rd: Path) -> int:
+    import fcntl
+
+    fd = os.open(rd / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PrimerError(f"another `primer run` is using {rd}; wait for it to finish or use another --run-dir") from None
+    return fd
+
+
+def _run_locked(recipe: Any, rd: Path, *, recipe_path, stages: list[StageSpec], log, write_report, hint: str) -> dict:
     only = list(recipe.run.stages)
     names = [s.name for s in stages]
     bad = [s for s in only if s not in names]

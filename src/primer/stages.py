@@ -214,7 +214,7 @@ def run_curate(cfg, ctx: StageContext) -> dict:
     matches = r.get("benchmark_items_matched") or {}
     per_bench: dict[str, int] = {}
     for item, n in matches.items():
-        bench = str(item).split(":")[0].split("/")[0]
+        bench = str(item).split("/")[0]
         per_bench[bench] = per_bench.get(bench, 0) + n
     return {
         "web_input": web_input or None,
