@@ -57,3 +57,17 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert shot.is_file()
     partial = make_run_dir(tmp_path / "partial", failed="eval")
     check_in_chromium(write_report(partial), "report-fixture-failed-eval")
+
+
+def test_skipped_eval_and_audit_say_why(tmp_path):
+    import json
+
+    rd = make_run_dir(tmp_path / "run")
+    for stage in ("eval", "audit"):
+        p = rd / stage / "stage.json"
+        rec = json.loads(p.read_text())
+        rec["summary"] = {"skipped": "no benchmark data found: set PRIMER_DATA", "gaps": [], "tasks": {}}
+        p.write_text(json.dumps(rec))
+    html = render(rd)
+    assert "benchmarks skipped: no benchmark data found" in html
+    assert "audit skipped: no benchmark data found" in html

@@ -410,6 +410,8 @@ def section_audit(stages: dict[str, dict]) -> str:
     s = _summary(stages, "audit")
     if s is None:
         return missing("audit", stages.get("audit"))
+    if s.get("skipped"):
+        return f'<div class="missing">audit skipped: {esc(s["skipped"])}</div>'
     out = []
     gaps = s.get("gaps") or []
     if gaps:

@@ -395,9 +395,14 @@ def run_audit(cfg, ctx: StageContext) -> dict:
     from primer.audit.run import audit
     from primer.eval.lm import PrimerLM
 
-    if cfg.data_dir is None or not Path(cfg.data_dir).is_dir():
-        raise PrimerError(f"[audit] needs benchmark data ({cfg.data_dir or 'none found'}): set PRIMER_DATA to a folder "
-                          "laid out like shared/benchmarks, or [audit] data_dir")
+    if cfg.data_dir is None:
+        reason = ("no benchmark data found: set PRIMER_DATA to a folder laid out like shared/benchmarks "
+                  "(or [audit] data_dir in the recipe) and re-run")
+        ctx.log(f"  audit: {reason}")
+        return {"skipped": reason, "gaps": [], "contamination": []}
+    if not Path(cfg.data_dir).is_dir():
+        raise PrimerError(f"[audit] data_dir {cfg.data_dir} is not a directory (expected a folder laid out like "
+                          "shared/benchmarks)")
     ckpt = ctx.summaries["train"].get("checkpoint")
     if not ckpt or not Path(ckpt).exists():
         raise PrimerError(f"the train stage's checkpoint is missing ({ckpt}); re-run the train stage")
