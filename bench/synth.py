@@ -49,6 +49,7 @@ body = json.dumps({"choices": [{"message": {"role": "assistant", "content": text
                    "usage": {"prompt_tokens": 60, "completion_tokens": 200}}).encode()
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else headers and body in two writes meet delayed ACKs (+40 ms)
     def log_message(self, *a): pass
     def do_GET(self):
         self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"{}")

@@ -503,28 +503,33 @@ class HttpTeacher(Teacher):
         timeout = httpx.Timeout(self.opts.timeout, connect=min(10.0, self.opts.timeout))
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-            pending: dict[asyncio.Task, Any] = {}
-            exhausted = False
-            try:
+
+            async def worker() -> None:  # `concurrency` of these pull prompts until none are left
                 while not stop.is_set():
-                    while not exhausted and len(pending) < self.concurrency:
-                        try:
-                            key, prompt, samp = _item(next(items), sampling)
-                        except StopIteration:
-                            exhausted = True
-                            break
-                        pending[asyncio.create_task(self._one(client, prompt, samp))] = key
-                    if not pending:
-                        break
-                    done, _ = await asyncio.wait(pending, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        key = pending.pop(task)
-                        out.put(("item", (key, task.result())))
+                    try:
+                        key, prompt, samp = _item(next(items), sampling)
+                    except StopIteration:
+                        return
+                    out.put(("item", (key, await self._one(client, prompt, samp))))
+
+            async def watch() -> None:  # the caller went away (Ctrl-C, closed generator): stop
+                while not stop.is_set():
+                    await asyncio.sleep(0.2)
+
+            workers = [asyncio.create_task(worker()) for _ in range(self.concurrency)]
+            everything = asyncio.gather(*workers)
+            watcher = asyncio.create_task(watch())
+            try:
+                await asyncio.wait([everything, watcher], return_when=asyncio.FIRST_COMPLETED)
+                if everything.done():
+                    everything.result()  # raises TeacherUnavailable & co.
             finally:
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    await asyncio.gather(*pending, return_exceptions=True)
+                watcher.cancel()
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, watcher, return_exceptions=True)
+                if everything.done() and not everything.cancelled():
+                    everything.exception()  # retrieved: no "never retrieved" warning
 
     def imap(self, items: Iterable[tuple], sampling: Sampling | None = None) -> Iterator[tuple[Any, Completion]]:
         sampling = sampling or Sampling()
