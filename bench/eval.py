@@ -124,9 +124,10 @@ def main(argv=None) -> int:
         summary["tasks"][task.name] = entry
         print(f"{task.name}: done ({len(docs)} docs, ours {t_ours:.1f}s, lm-eval {t_theirs:.1f}s) {json.dumps(entry)}",
               file=sys.stderr, flush=True)
-    print(f"{'task':<16}{'metric':<10}{'n':>6}{'primer':>9}{'lm-eval':>9}{'diff':>7}{'speed ours/theirs':>19}")
+    w = max([len("task")] + [len(r[0]) for r in rows]) + 2
+    print(f"{'task':<{w}}{'metric':<10}{'n':>6}{'primer':>9}{'lm-eval':>9}{'diff':>7}{'speed ours/theirs':>19}")
     for name, metric, n, a, b, d, speed in rows:
-        print(f"{name:<16}{metric:<10}{n:>6}{a:>9.2f}{b:>9.2f}{d:>7.2f}{speed:>19.2f}")
+        print(f"{name:<{w}}{metric:<10}{n:>6}{a:>9.2f}{b:>9.2f}{d:>7.2f}{speed:>19.2f}")
     summary["max_abs_diff"] = max((abs(r[5]) for r in rows), default=None)
     summary["ours"] = {t: {m: e[m]["primer"] for m in ("acc", "acc_norm") if m in e} for t, e in summary["tasks"].items()}
     summary["ref"] = {t: {m: e[m]["lm_eval"] for m in ("acc", "acc_norm") if m in e} for t, e in summary["tasks"].items()}
