@@ -280,6 +280,39 @@ def dequantize(tensor) -> torch.Tensor:
     return out.reshape(shape)
 
 
+def block_codes(tensor, heads: int = 0, rows: slice | None = None):
+    """The integer codes and block scales of a Q4_0 / Q4_1 / Q8_0 tensor, rows in our order.
+
+    Returns ("q4", q uint8 (N, K) in 0..15, d (N, K/32), m (N, K/32)) with w = d * q + m, or
+    ("q8", q int8 (N, K), d (N, K/32), None) with w = d * q; None for other types. `heads` > 0
+    un-permutes llama Q/K rows, `rows` selects a row range (phi2's fused qkv). The fast CPU
+    decoder packs these for its int4 kernels, so it runs the file's own weights.
+    """
+    import gguf
+
+    Q = gguf.GGMLQuantizationType
+    t = tensor.tensor_type
+    if t not in (Q.Q4_0, Q.Q4_1, Q.Q8_0):
+        return None
+    N = int(np.prod(tensor.shape[1:])) if len(tensor.shape) > 1 else 1
+    K = int(tensor.shape[0])
+    nb = {Q.Q4_0: 18, Q.Q4_1: 20, Q.Q8_0: 34}[t]
+    b = _blocks(tensor, nb)  # (N * K/32, nb)
+    d = _f16(b[:, :2]).view(N, K // 32)
+    if t == Q.Q8_0:
+        kind, q, m = "q8", b[:, 2:].contiguous().view(torch.int8).view(N, K), None
+    else:
+        qs = b[:, nb - 16:]
+        kind, q = "q4", torch.cat([qs & 0x0F, qs >> 4], dim=1).view(N, K)
+        m = -8 * d if t == Q.Q4_0 else _f16(b[:, 2:4]).view(N, K // 32)
+    parts = [q, d] + ([m] if m is not None else [])
+    if heads:
+        parts = [unpermute_rope(x, heads) for x in parts]
+    if rows is not None:
+        parts = [x[rows] for x in parts]
+    return (kind, parts[0], parts[1], parts[2] if m is not None else None)
+
+
 def _llama_names(cfg: ModelConfig) -> dict[str, str]:
     m = {"token_embd.weight": "embed.weight", "output_norm.weight": "norm.weight", "output.weight": "lm_head.weight"}
     for i in range(cfg.n_layer):
@@ -332,29 +365,44 @@ def _phi2_names(cfg: ModelConfig) -> dict[str, str]:
     return m
 
 
-def state_dict_from_gguf(reader, cfg: ModelConfig, path: str | Path = "") -> dict[str, torch.Tensor]:
-    """Dequantized weights under our parameter names (Q/K un-permuted for llama)."""
+def state_dict_from_gguf(reader, cfg: ModelConfig, path: str | Path = "",
+                         sources: dict | None = None) -> dict[str, torch.Tensor]:
+    """Dequantized weights under our parameter names (Q/K un-permuted for llama).
+
+    `sources`, when given, is filled with our name -> (GGUF tensor, heads to un-permute, row slice)
+    so `block_codes` can recover the quantized blocks later.
+    """
     arch = architecture(reader)
     names = _llama_names(cfg) if arch == "llama" else _phi2_names(cfg)
     sd: dict[str, torch.Tensor] = {}
+    sources = {} if sources is None else sources
     for t in reader.tensors:
         if arch == "phi2" and t.name.endswith(("attn_qkv.weight", "attn_qkv.bias")):
             w = dequantize(t)
             q, k, v = w.split([cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim])
             base = t.name.replace("blk.", "blocks.").replace("attn_qkv.", "attn.{}_proj.")
+            lo = 0
             for part, val in zip("qkv", (q, k, v)):
                 sd[base.format(part)] = val.clone()
+                sources[base.format(part)] = (t, 0, slice(lo, lo + val.shape[0]))
+                lo += val.shape[0]
             continue
         if t.name not in names:
             if t.name.startswith("rope_") or t.name.endswith("rope_freqs.weight"):
                 continue  # precomputed rope tables; we compute our own
             raise PrimerError(f"{path}: unexpected tensor '{t.name}' for architecture '{arch}'")
         w = dequantize(t)
+        heads = 0
         if arch == "llama" and ".attn_q." in t.name:
-            w = unpermute_rope(w, cfg.n_head)
+            heads = cfg.n_head
         elif arch == "llama" and ".attn_k." in t.name:
-            w = unpermute_rope(w, cfg.n_kv_head)
+            heads = cfg.n_kv_head
+        if heads:
+            w = unpermute_rope(w, heads)
         sd[names[t.name]] = w
+        sources[names[t.name]] = (t, heads, None)
+    if cfg.tie_embeddings and "embed.weight" in sources:
+        sources["lm_head.weight"] = sources["embed.weight"]
     return sd
 
 
@@ -364,8 +412,11 @@ def load_gguf_model(path: str | Path, dtype: torch.dtype = torch.float32, reader
 
     reader = reader if reader is not None else open_gguf(path)
     cfg = config_from_gguf(reader, path)
-    sd = state_dict_from_gguf(reader, cfg, path)
+    sources: dict = {}
+    sd = state_dict_from_gguf(reader, cfg, path, sources)
     model = model_from_state_dict(cfg, sd, source=f"tensors in {path}", config_source="its GGUF metadata", dtype=dtype)
+    # where each weight came from, so primer.quant can pack the file's own quantized blocks
+    model.gguf_sources = sources
     return model.eval()
 
 

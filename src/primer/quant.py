@@ -33,90 +33,68 @@ def has_cpu_int_kernels() -> bool:
     return hasattr(torch, "_weight_int4pack_mm_for_cpu") and hasattr(torch, "_weight_int8pack_mm")
 
 
-def int4_codes(w: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric 4-bit codes per `group` inputs: w ~= q * d + m, q in 0..15 (GGUF Q4_1's rule).
-
-    Exact for weights that came from Q4_1 (min and max of each block are codes 0 and 15) and Q4_0.
-    Returns q (N, K) int32, d (N, K/group), m (N, K/group) fp32.
-    """
-    N, K = w.shape
-    g = w.float().view(N, K // group, group)
-    lo, hi = g.amin(-1), g.amax(-1)
-    d = (hi - lo) / 15
-    safe = torch.where(d == 0, torch.ones_like(d), d)
-    q = ((g - lo[..., None]) / safe[..., None]).round().clamp(0, 15)
-    return q.view(N, K).to(torch.int32), d, lo
+def _int4_scales(d: torch.Tensor, m: torch.Tensor, act_dtype) -> torch.Tensor:
+    """(K/group, N, 2) [scale, zero] for w = d * q + m; the kernel computes (q - 8) * scale + zero."""
+    return torch.stack([d.t(), (m + 8 * d).t()], dim=-1).contiguous().to(act_dtype)
 
 
-def int8_block_codes(w: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric 8-bit codes per `group` inputs: w ~= d * q, q in -127..127 (GGUF Q8_0's rule)."""
-    N, K = w.shape
-    g = w.float().view(N, K // group, group)
-    d = g.abs().amax(-1) / 127
-    safe = torch.where(d == 0, torch.ones_like(d), d)
-    q = (g / safe[..., None]).round().clamp(-127, 127)
-    return q.view(N, K).to(torch.int32), d
+def _codes(part) -> tuple | None:
+    """GGUF block codes of one (weight, bias, source) part, or None."""
+    src = part[2]
+    if src is None:
+        return None
+    from primer.gguf_io import block_codes
+
+    tensor, heads, rows = src
+    return block_codes(tensor, heads, rows)
 
 
 class PackedLinear:
-    """y = x @ W.T + b with W held three ways: int4 or int8 packed (few rows), dense fp32 (many rows)."""
+    """y = x @ W.T + b for W = the row-wise concatenation of `parts` [(weight (N_i, K), bias, source)].
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, *, bits: int | None = None,
-                 act_dtype: torch.dtype = torch.bfloat16):
-        w = weight.detach().float().contiguous()
-        self.dense = w
-        self.bias = None if bias is None else bias.detach().float()
+    Few rows (decoding) run a weight-only kernel on packed codes with bf16 activations:
+      int4    GGUF Q4_0/Q4_1 blocks as they are in the file (group 32, scale d, zero m + 8d);
+      int4x2  GGUF Q8_0 blocks, exact, as two int4 planes: q8 = 16 h + l, h = q8 >> 4, l = q8 & 15;
+      int8    anything else (fp32/bf16 weights, k-quants), per-output-channel symmetric int8.
+    Many rows (prefill, big batches) run dense fp32 sgemm on the model's own weight tensors.
+    """
+
+    def __init__(self, parts: list[tuple], act_dtype: torch.dtype = torch.bfloat16, packing: str = "auto"):
+        self.dense = [(w.detach(), None if b is None else b.detach()) for w, b, _ in parts]
+        self.in_features = parts[0][0].shape[1]
+        self.out_features = sum(p[0].shape[0] for p in parts)
         self.act_dtype = act_dtype
-        self.out_features, self.in_features = w.shape
-        self.kind = "dense"
-        if bits is None:
-            bits = 4 if self._exact(w, 4) else (48 if self._exact(w, 8) else 8)
-        if self.in_features % GROUP:
-            bits = 8
-        if bits == 4:
-            q, d, m = int4_codes(w)
+        bias = [b for _, b, _ in parts]
+        self.bias_act = None if bias[0] is None else torch.cat([b.detach().float() for b in bias]).to(act_dtype)
+        codes = [_codes(p) for p in parts] if packing == "auto" else [None]
+        kinds = {c[0] if c is not None else None for c in codes}
+        if kinds == {"q4"}:
+            q = torch.cat([c[1] for c in codes]).to(torch.int32)
             self.packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)
-            # the kernel computes (q - 8) * scale + zero, so zero = m + 8d; layout (K/group, N, 2)
-            self.scales = torch.stack([d.t(), (m + 8 * d).t()], dim=-1).contiguous().to(act_dtype)
+            self.scales = _int4_scales(torch.cat([c[2] for c in codes]), torch.cat([c[3] for c in codes]), act_dtype)
             self.kind = "int4"
-        elif bits == 48:
-            # Q8_0-style blocks (w = d * q8, q8 in -127..127) held exactly as two int4 planes:
-            # q8 = 16 h + l with h = q8 >> 4 in -8..7 and l = q8 & 15; planes stacked along N.
-            q8, d = int8_block_codes(w)
-            hi, lo = (q8 >> 4) + 8, q8 & 15
-            self.packed = torch._convert_weight_to_int4pack_for_cpu(torch.cat([hi, lo]).to(torch.int32), 1)
-            dt = d.t()
-            hs = torch.stack([16 * dt, torch.zeros_like(dt)], dim=-1)
-            ls = torch.stack([dt, 8 * dt], dim=-1)
-            self.scales = torch.cat([hs, ls], dim=1).contiguous().to(act_dtype)
+        elif kinds == {"q8"}:
+            q8 = torch.cat([c[1] for c in codes]).to(torch.int32)
+            d = torch.cat([c[2] for c in codes])
+            self.packed = torch._convert_weight_to_int4pack_for_cpu(torch.cat([(q8 >> 4) + 8, q8 & 15]), 1)
+            self.scales = torch.cat([_int4_scales(16 * d, -128 * d, act_dtype),  # (h+8-8)*16d + 0
+                                     _int4_scales(d, torch.zeros_like(d), act_dtype)], dim=1)  # l*d
             self.kind = "int4x2"
         else:
+            w = torch.cat([p[0].detach().float() for p in parts])
             s = w.abs().amax(1).clamp_min(1e-12) / 127
-            self.packed = (w / s[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
+            self.packed = (w / s[:, None]).round_().clamp_(-127, 127).to(torch.int8)
             self.scales = s.to(act_dtype)
             self.kind = "int8"
-        self.bias_act = None if self.bias is None else self.bias.to(act_dtype)
-
-    @staticmethod
-    def _exact(w: torch.Tensor, bits: int) -> bool:
-        """Is `w` exactly a GGUF Q4_0/Q4_1 (bits=4) or Q8_0 (bits=8) block layout along its rows?"""
-        N, K = w.shape
-        if K % GROUP:
-            return False
-        if bits == 4:
-            q, d, m = int4_codes(w)
-            back = q.float().view(N, K // GROUP, GROUP) * d[..., None] + m[..., None]
-        else:
-            q, d = int8_block_codes(w)
-            back = q.float().view(N, K // GROUP, GROUP) * d[..., None]
-        return bool((back.view(N, K) - w).abs().max() <= 1e-6 * max(1.0, float(w.abs().max())))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., K) -> (..., N); act dtype for few rows, fp32 for many."""
+        """x (..., K) -> (..., N): act dtype for few rows, fp32 for many."""
         shape = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if x2.shape[0] > INT_MAX_ROWS:
-            y = F.linear(x2.float(), self.dense, self.bias)
+            xf = x2.float()
+            ys = [F.linear(xf, w.float(), None if b is None else b.float()) for w, b in self.dense]
+            y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=-1)
             return y.view(*shape, self.out_features)
         x2 = x2.to(self.act_dtype)
         if self.kind == "int4":
@@ -140,7 +118,7 @@ class FastDecoder:
     Holds no autograd state; build it once per model (`fast_decoder(model)` caches it).
     """
 
-    def __init__(self, model: Transformer, *, bits: int | None = None, act_dtype: torch.dtype = torch.bfloat16):
+    def __init__(self, model: Transformer, *, packing: str = "auto", act_dtype: torch.dtype = torch.bfloat16):
         cfg = model.cfg
         self.cfg = cfg
         self.act_dtype = act_dtype
@@ -151,29 +129,28 @@ class FastDecoder:
         self.rope_sign = torch.cat([-torch.ones(half), torch.ones(half)])
         self.layers = []
         hs, nh, nkv = cfg.head_dim, cfg.n_head, cfg.n_kv_head
-        self.split = (nh * hs, nkv * hs, nkv * hs)
+        sources = getattr(model, "gguf_sources", {}) if packing == "auto" else {}
+        names = {id(p): n for n, p in model.named_parameters()}
+
+        def lin(*mods):
+            parts = [(m.weight, m.bias, sources.get(names.get(id(m.weight)))) for m in mods]
+            return PackedLinear(parts, act_dtype, packing)
+
         for blk in model.blocks:
             a, m = blk.attn, blk.mlp
-            qkv_w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
-            qkv_b = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]) if cfg.bias else None
             layer = {
                 "n1": self._norm(blk.attn_norm),
                 "n2": self._norm(blk.mlp_norm) if blk.mlp_norm is not None else None,
-                "qkv": PackedLinear(qkv_w, qkv_b, bits=bits, act_dtype=act_dtype),
-                "o": PackedLinear(a.o_proj.weight, a.o_proj.bias, bits=bits, act_dtype=act_dtype),
+                "qkv": lin(a.q_proj, a.k_proj, a.v_proj),
+                "o": lin(a.o_proj),
             }
             if cfg.mlp == "swiglu":
-                layer["up"] = PackedLinear(torch.cat([m.gate_proj.weight, m.up_proj.weight]),
-                                           torch.cat([m.gate_proj.bias, m.up_proj.bias]) if cfg.bias else None,
-                                           bits=bits, act_dtype=act_dtype)
-                layer["down"] = PackedLinear(m.down_proj.weight, m.down_proj.bias, bits=bits, act_dtype=act_dtype)
+                layer["up"], layer["down"] = lin(m.gate_proj, m.up_proj), lin(m.down_proj)
             else:
-                layer["up"] = PackedLinear(m.fc1.weight, m.fc1.bias, bits=bits, act_dtype=act_dtype)
-                layer["down"] = PackedLinear(m.fc2.weight, m.fc2.bias, bits=bits, act_dtype=act_dtype)
+                layer["up"], layer["down"] = lin(m.fc1), lin(m.fc2)
             self.layers.append(layer)
         self.norm = self._norm(model.norm)
-        head_bits = bits if bits is not None else None
-        self.head = PackedLinear(model.lm_head.weight, model.lm_head.bias, bits=head_bits, act_dtype=act_dtype)
+        self.head = lin(model.lm_head)
 
     def _norm(self, mod):
         w = mod.weight.detach().float()
@@ -264,14 +241,14 @@ class FastDecoder:
 _CACHE: dict[int, tuple] = {}
 
 
-def fast_decoder(model: Transformer, bits: int | None = None) -> FastDecoder:
-    """The (cached) FastDecoder of `model`; rebuilt if the model's weights object changed."""
-    key = (id(model), bits)
+def fast_decoder(model: Transformer, packing: str = "auto") -> FastDecoder:
+    """The (cached) FastDecoder of `model` ("auto": GGUF blocks as they are, else int8; "int8": always int8)."""
+    key = (id(model), packing)
     hit = _CACHE.get(key)
     if hit is not None and hit[0]() is model:
         return hit[1]
     import weakref
 
-    dec = FastDecoder(model, bits=bits)
+    dec = FastDecoder(model, packing=packing)
     _CACHE[key] = (weakref.ref(model), dec)
     return dec

@@ -1,15 +1,67 @@
-"""`primer chat`: multi-turn chat with a model using its chat template (bundled SmolLM2 by default)."""
+"""`primer chat`: multi-turn chat with a model through its chat template (bundled SmolLM2 by default).
+
+Reads one user message per line from stdin (interactive or piped), streams each reply to stdout,
+and keeps the conversation as context. `/exit` (or end of input) leaves, `/reset` starts over.
+"""
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("chat", help="multi-turn chat REPL (reads stdin; /exit to leave)")
-    p.add_argument("--model", default="bundled", help="'bundled', a .gguf file, an HF dir or a primer checkpoint")
+    from primer.cli.generate import add_sampling_args
+
+    p = sub.add_parser("chat", help="multi-turn chat REPL on stdin/stdout (/exit to leave)",
+                       description="Chat with a model: one message per line on stdin; /exit leaves, /reset forgets.")
+    p.add_argument("--system", default=None, help="system message (default: the template's own)")
+    add_sampling_args(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from primer.errors import PrimerError
+    import sys
 
-    raise PrimerError("chat is not implemented yet")
+    from primer.errors import PrimerError
+    from primer.generate import generate
+    from primer.load import load_model
+
+    lm = load_model(args.model)
+    if lm.tokenizer is None or not getattr(lm.tokenizer, "chat_template", None):
+        raise PrimerError(f"model '{args.model}' has no chat template; use `primer generate` instead")
+    interactive = sys.stdin.isatty()
+    history: list[dict] = [{"role": "system", "content": args.system}] if args.system else []
+    ctx = lm.model.cfg.block_size
+
+    def show(_row: int, piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    while True:
+        if interactive:
+            sys.stdout.write("> ")
+            sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            break
+        if text == "/reset":
+            history = history[:1] if args.system else []
+            continue
+        history.append({"role": "user", "content": text})
+        # drop the oldest turns when the conversation no longer fits the context
+        while True:
+            n = len(lm.tokenizer.apply_chat_template(history, add_generation_prompt=True, tokenize=True))
+            first = 1 if args.system else 0
+            if n + min(args.max_tokens, 64) < ctx or len(history) - first <= 1:
+                break
+            del history[first: first + 2]
+        [r] = generate(lm, [history], max_new_tokens=args.max_tokens, temperature=args.temperature,
+                       top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop, on_token=show,
+                       fast=False if args.exact else "auto")
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        history.append({"role": "assistant", "content": r.text})
+    return 0

@@ -1,16 +1,50 @@
-"""`primer generate`: complete a prompt with a model (the bundled SmolLM2 by default), streaming."""
+"""`primer generate`: continue a prompt with a model (the bundled SmolLM2 by default), streaming to stdout."""
 
 from __future__ import annotations
 
 
+def add_sampling_args(p) -> None:
+    p.add_argument("--model", default="bundled",
+                   help="'bundled' (SmolLM2-135M-Instruct, offline), a .gguf file, an HF model dir or a primer checkpoint dir")
+    p.add_argument("--max-tokens", type=int, default=256, help="most tokens to generate (default: 256)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: 0)")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens; 0 = off (default: 0)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1 = off (default: 1)")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling (default: random)")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop when this text appears (repeatable); it is not printed")
+    p.add_argument("--exact", action="store_true",
+                   help="decode with the fp32 reference forward instead of the fast int4/int8 CPU path")
+
+
 def register(sub) -> None:
-    p = sub.add_parser("generate", help="complete a prompt, streaming tokens to stdout")
+    p = sub.add_parser("generate", help="continue a prompt, streaming tokens to stdout",
+                       description="Continue PROMPT with a model, streaming the text to stdout. Offline by default.")
     p.add_argument("prompt", help="text to continue")
-    p.add_argument("--model", default="bundled", help="'bundled', a .gguf file, an HF dir or a primer checkpoint")
+    p.add_argument("--chat", action="store_true",
+                   help="send PROMPT as a user message through the model's chat template")
+    add_sampling_args(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from primer.errors import PrimerError
+    import sys
 
-    raise PrimerError("generate is not implemented yet")
+    from primer.errors import PrimerError
+    from primer.generate import generate
+    from primer.load import load_model
+
+    if args.max_tokens < 1:
+        raise PrimerError(f"--max-tokens must be at least 1, got {args.max_tokens}")
+    lm = load_model(args.model)
+    prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
+
+    def show(_row: int, piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    generate(lm, [prompt], max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
+             top_p=args.top_p, seed=args.seed, stop=args.stop, on_token=show,
+             fast=False if args.exact else "auto")
+    sys.stdout.write("\n")
+    return 0
