@@ -491,8 +491,14 @@ def to_toml(d: dict, prefix: str = "") -> str:
 
     lines, subs = [], []
     for k, v in d.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and v and all(not isinstance(x, dict) for x in v.values()) and prefix and k not in ("run",):
             subs.append((k, v))
+        elif isinstance(v, dict) and (not prefix):
+            subs.append((k, v))
+        elif isinstance(v, dict):
+            lines.append(f"{k} = {{ " + ", ".join(f"{a} = {val(b)}" for a, b in v.items()) + " }")
+        elif v is None:
+            lines.append(f"# {k} = (unset)")
         else:
             lines.append(f"{k} = {val(v)}")
     for k, v in subs:

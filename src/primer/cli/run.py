@@ -24,14 +24,13 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from primer.report import to_toml
-    from primer.config import to_dict
-    from primer.run import load_recipe, run_recipe
+    from primer.run import default_stages, load_recipe, recipe_record, run_recipe
 
     recipe = load_recipe(args.recipe)
     if args.stages:
         recipe.run.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     if args.print_recipe:
-        print(to_toml(to_dict(recipe)))
+        print(to_toml(recipe_record(recipe, default_stages())))
         return 0
     hint = ["primer", "run"] + ([args.recipe] if args.recipe else []) + (
         ["--run-dir", args.run_dir] if args.run_dir else []) + (["--stages", args.stages] if args.stages else [])
