@@ -107,8 +107,8 @@ def read_topics(path: str | Path) -> list[Topic]:
 # ---------------------------------------------------------------------------- expansion
 
 EXPAND_PROMPT = (
-    "List {k} specific subtopics of \"{topic}\" that a {subject}textbook would teach. "
-    "Write one short subtopic name per line, with no numbers and no explanations."
+    "Give a numbered list of {k} short subtopics of \"{topic}\" for a {subject}course. "
+    "Only names, two to five words each."
 )
 
 
