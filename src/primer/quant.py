@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from primer.model import KVCache, Transformer
 
 GROUP = 32
-# Rows at or below which the weight-only kernels beat dense fp32 sgemm on a 2-core AVX-512 CPU.
+# Batch rows at or below which decode steps use the weight-only kernels (above it dense fp32
+# sgemm is faster on a 2-core AVX-512 CPU).
 INT_MAX_ROWS = int(os.environ.get("PRIMER_INT_MAX_ROWS", "8"))
 
 
@@ -87,11 +88,11 @@ class PackedLinear:
             self.scales = s.to(act_dtype)
             self.kind = "int8"
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., K) -> (..., N): act dtype for few rows, fp32 for many."""
+    def __call__(self, x: torch.Tensor, packed: bool = True) -> torch.Tensor:
+        """x (..., K) -> (..., N): packed kernel in act dtype, or (packed=False) dense fp32."""
         shape = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        if x2.shape[0] > INT_MAX_ROWS:
+        if not packed:
             xf = x2.float()
             ys = [F.linear(xf, w.float(), None if b is None else b.float()) for w, b in self.dense]
             y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=-1)
@@ -190,11 +191,15 @@ class FastDecoder:
         sin = (self.rope_sin[pos] * self.rope_sign).unsqueeze(2)
         nh, nkv, hs = cfg.n_head, cfg.n_kv_head, cfg.head_dim
         rep = nh // nkv
+        # Decode steps of small batches use the packed kernels; prompts (T > 1) and big batches use
+        # dense fp32. The choice depends on B only through the threshold, so a prompt decodes the
+        # same alone or in any batch of up to INT_MAX_ROWS rows.
+        pk = T == 1 and B <= INT_MAX_ROWS
         x = F.embedding(idx, self.embed)  # (B, T, C) fp32 residual stream
         for li, L in enumerate(self.layers):
             h = L["n1"](x)
             # attention runs in fp32 (the cache is fp32); the int kernels' bf16 output is widened once
-            qkv = L["qkv"](h).float().view(B, T, nh + 2 * nkv, hs)  # (B, T, nh+2nkv, hs)
+            qkv = L["qkv"](h, pk).float().view(B, T, nh + 2 * nkv, hs)  # (B, T, nh+2nkv, hs)
             qk = self._rope(qkv[:, :, : nh + nkv], cos, sin)
             q = qk[:, :, :nh].transpose(1, 2)  # (B, nh, T, hs)
             k = qk[:, :, nh:].transpose(1, 2)  # (B, nkv, T, hs)
@@ -218,24 +223,24 @@ class FastDecoder:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                                    is_causal=causal and T > 1, enable_gqa=rep > 1)
                 y = y.transpose(1, 2).reshape(B, T, nh * hs)
-            attn = L["o"](y)
+            attn = L["o"](y, pk)
             if cfg.parallel_residual:
-                x = x + attn + self._mlp(L, h)
+                x = x + attn + self._mlp(L, h, pk)
             else:
                 x = x + attn
-                x = x + self._mlp(L, L["n2"](x))
+                x = x + self._mlp(L, L["n2"](x), pk)
         if cache is not None:
             cache.length = start + T
         if last_only:
             x = x[:, -1:]
-        return self.head(self.norm(x)).float()
+        return self.head(self.norm(x), pk).float()
 
-    def _mlp(self, L, h):
-        u = L["up"](h)
+    def _mlp(self, L, h, pk: bool):
+        u = L["up"](h, pk)
         if self.cfg.mlp == "swiglu":
             g, u = u.chunk(2, dim=-1)
-            return L["down"](F.silu(g) * u)
-        return L["down"](F.gelu(u, approximate="tanh" if self.cfg.mlp == "gelu_tanh" else "none"))
+            return L["down"](F.silu(g) * u, pk)
+        return L["down"](F.gelu(u, approximate="tanh" if self.cfg.mlp == "gelu_tanh" else "none"), pk)
 
 
 _CACHE: dict[int, tuple] = {}

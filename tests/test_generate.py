@@ -1,0 +1,171 @@
+"""Generation: KV-cached batches vs one-by-one and vs full forwards, sampling, stops, streaming, errors, fast path."""
+
+import pytest
+import torch
+
+from primer.errors import PrimerError
+from primer.generate import generate, sample
+from primer.model import KVCache, ModelConfig, Transformer
+
+
+@pytest.fixture(scope="module")
+def debug_model():
+    torch.manual_seed(0)
+    return Transformer(ModelConfig.from_name("debug", n_kv_head=2)).eval()
+
+
+@pytest.fixture(scope="module")
+def bundled_lm():
+    from primer.load import load_model
+
+    try:
+        return load_model("bundled")
+    except PrimerError as e:
+        pytest.skip(str(e))
+
+
+PROMPTS = [[5, 17, 99, 3, 250, 7, 8], [42], [300, 301, 302, 1, 2], [9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 11]]
+
+
+def greedy_by_full_forward(model, ids, n):
+    ids = list(ids)
+    out = []
+    with torch.no_grad():
+        for _ in range(n):
+            t = int(model(torch.tensor([ids]))[0, -1].argmax())
+            out.append(t)
+            ids.append(t)
+    return out
+
+
+def test_kv_cached_greedy_equals_full_forward(debug_model):
+    [r] = generate(debug_model, [PROMPTS[0]], max_new_tokens=10, fast=False)
+    assert r.token_ids == greedy_by_full_forward(debug_model, PROMPTS[0], 10)
+    assert (r.finish_reason, r.prompt_tokens, r.completion_tokens) == ("length", 7, 10)
+
+
+def test_batched_equals_one_by_one_greedy(debug_model):
+    batched = generate(debug_model, PROMPTS, max_new_tokens=12, fast=False)
+    single = [generate(debug_model, [p], max_new_tokens=12, fast=False)[0] for p in PROMPTS]
+    assert [r.token_ids for r in batched] == [r.token_ids for r in single]
+
+
+def test_rows_that_stop_early_leave_the_others_unchanged(debug_model):
+    free = generate(debug_model, PROMPTS, max_new_tokens=12, fast=False)
+    stop_id = free[0].token_ids[3]  # row 0 ends at step 3; rows are dropped from the batch as they end
+    batched = generate(debug_model, PROMPTS, max_new_tokens=12, fast=False, stop_token_ids={stop_id})
+    single = [generate(debug_model, [p], max_new_tokens=12, fast=False, stop_token_ids={stop_id})[0] for p in PROMPTS]
+    assert [r.token_ids for r in batched] == [r.token_ids for r in single]
+    assert batched[0].finish_reason == "stop" and len(batched[0].token_ids) <= 3
+    for r, f in zip(batched, free):
+        cut = f.token_ids.index(stop_id) if stop_id in f.token_ids else len(f.token_ids)
+        assert r.token_ids == f.token_ids[:cut]
+
+
+def test_seeded_sampling_is_reproducible(debug_model):
+    kw = dict(max_new_tokens=16, temperature=1.0, top_p=0.9, top_k=50, fast=False)
+    a = generate(debug_model, PROMPTS, seed=123, **kw)
+    b = generate(debug_model, PROMPTS, seed=123, **kw)
+    c = generate(debug_model, PROMPTS, seed=7, **kw)
+    assert [r.token_ids for r in a] == [r.token_ids for r in b]
+    assert [r.token_ids for r in a] != [r.token_ids for r in c]
+    # row i draws from its own generator: a row's sample does not depend on the rest of the batch
+    [alone] = generate(debug_model, [PROMPTS[0]], seed=123, **kw)
+    assert alone.token_ids == a[0].token_ids
+
+
+def test_sampling_filters():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 100)
+    assert torch.equal(sample(logits, 0.0, 0, 1.0, None), logits.argmax(-1))
+    assert torch.equal(sample(logits, 1.0, 1, 1.0, None), logits.argmax(-1))  # top-k 1 = greedy
+    assert torch.equal(sample(logits, 1.0, 0, 1e-6, None), logits.argmax(-1))  # tiny nucleus = greedy
+    top5 = logits.topk(5, dim=-1).indices
+    for _ in range(20):
+        s = sample(logits, 2.0, 5, 1.0, None)
+        assert all(int(s[i]) in top5[i].tolist() for i in range(3))
+    # top-p keeps the smallest set of most likely tokens whose mass reaches p
+    peaked = torch.tensor([[10.0, 9.0, 0.0, 0.0, 0.0]])
+    probs = torch.softmax(peaked, -1)[0]
+    assert probs[0] < 0.9 < probs[0] + probs[1]
+    seen = {int(sample(peaked, 1.0, 0, 0.9, None)) for _ in range(50)}
+    assert seen == {0, 1}
+
+
+def test_prompt_longer_than_context_names_the_limit(debug_model):
+    with pytest.raises(PrimerError, match="prompt 0 is 200 tokens; the model's context is 128 tokens"):
+        generate(debug_model, [[1] * 200], max_new_tokens=4)
+
+
+def test_generation_stops_at_the_context(debug_model):
+    [r] = generate(debug_model, [[1] * 120], max_new_tokens=50, fast=False)
+    assert r.completion_tokens == 8 and r.finish_reason == "length"
+
+
+def test_bad_prompt_kinds(debug_model):
+    with pytest.raises(PrimerError, match="need a tokenizer"):
+        generate(debug_model, ["text without a tokenizer"])
+    with pytest.raises(PrimerError, match="empty"):
+        generate(debug_model, [[]])
+
+
+# ------------------------------------------------------------------ the bundled real model
+
+
+def test_stop_strings_and_streaming(bundled_lm):
+    pieces: dict[int, list[str]] = {}
+    prompts = ["Count from one to ten: one, two, three,", "List of fruits: apple, banana,"]
+    rs = generate(bundled_lm, prompts, max_new_tokens=24, stop=[","],
+                  on_token=lambda row, piece: pieces.setdefault(row, []).append(piece))
+    for i, r in enumerate(rs):
+        assert r.finish_reason == "stop" and "," not in r.text and r.text.strip()
+        assert "".join(pieces.get(i, [])) == r.text
+    # streaming without stop strings reproduces the text piece by piece
+    got: list[str] = []
+    [r] = generate(bundled_lm, ["Photosynthesis is"], max_new_tokens=20, on_token=lambda _, p: got.append(p))
+    assert "".join(got) == r.text and len(got) > 5
+
+
+def test_multi_character_stop_string_is_not_streamed(bundled_lm):
+    got: list[str] = []
+    [free] = generate(bundled_lm, ["The capital of France is"], max_new_tokens=16)
+    words = free.text.split()
+    stop = " ".join(words[2:4])  # two words in the middle of what greedy decoding writes
+    [r] = generate(bundled_lm, ["The capital of France is"], max_new_tokens=16, stop=[stop],
+                   on_token=lambda _, p: got.append(p))
+    assert r.finish_reason == "stop" and r.text == free.text[: free.text.index(stop)]
+    assert "".join(got) == r.text
+
+
+def test_chat_prompt_ends_with_end_of_turn(bundled_lm):
+    [r] = generate(bundled_lm, [[{"role": "user", "content": "What is 2+2? Answer in one sentence."}]],
+                   max_new_tokens=64)
+    assert r.finish_reason == "stop" and r.completion_tokens < 64 and "4" in r.text
+    assert r.prompt_tokens > 10  # the chat template (system turn + markers) was applied
+
+
+def test_fast_decoder_tracks_the_fp32_reference(bundled_lm):
+    from primer.quant import fast_decoder
+
+    model, tok = bundled_lm.model, bundled_lm.tokenizer
+    dec = fast_decoder(model)
+    assert dec.kinds() == {"int4": 120, "int4x2": 1}  # the file's Q4_1 / Q8_0 blocks, not a re-quantization
+    ids = torch.tensor([tok.encode("The quick brown fox jumps over the lazy dog because it wanted to see "
+                                   "what was on the other side of the river, where the grass was greener.")])
+    T = ids.shape[1]
+    with torch.no_grad():
+        ref = model(ids)[0]
+        cache = KVCache(model.cfg, 1, T)
+        dec(ids[:, :4], cache=cache)  # prefill (dense fp32), then one token at a time (int kernels)
+        steps = torch.cat([dec(ids[:, i: i + 1], cache=cache)[0] for i in range(4, T)])
+    agree = (steps.argmax(-1) == ref[4:].argmax(-1)).float().mean()
+    assert agree >= 0.9
+    p, q = torch.softmax(steps, -1), torch.softmax(ref[4:], -1)
+    assert 0.5 * (p - q).abs().sum(-1).mean() < 0.03  # mean total-variation distance
+
+
+def test_fast_path_batched_equals_one_by_one(bundled_lm):
+    prompts = ["The sun is a", "Water boils at", "My favourite book is about a"]
+    batched = generate(bundled_lm, prompts, max_new_tokens=12)
+    single = [generate(bundled_lm, [p], max_new_tokens=12)[0] for p in prompts]
+    assert [r.token_ids for r in batched] == [r.token_ids for r in single]
