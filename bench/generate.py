@@ -81,6 +81,9 @@ def _llama(conn, model: str, threads: int, max_batch: int, ctx_per_seq: int) -> 
     import llama_cpp
     import numpy as np
 
+    # keep llama.cpp's loader chatter off the report
+    _quiet = llama_cpp.ggml_log_callback(lambda level, text, user: None)
+    llama_cpp.llama_log_set(_quiet, ctypes.c_void_p())
     llama_cpp.llama_backend_init()
     mp_ = llama_cpp.llama_model_default_params()
     lmodel = llama_cpp.llama_model_load_from_file(model.encode(), mp_)

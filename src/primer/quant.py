@@ -159,7 +159,11 @@ class FastDecoder:
         eps = getattr(mod, "eps", self.cfg.norm_eps)
         if self.cfg.norm == "layernorm":
             return lambda x: F.layer_norm(x, (x.shape[-1],), w, b, eps)
-        return lambda x: F.rms_norm(x, (x.shape[-1],), w, eps)
+        # RMSNorm as one native LayerNorm over [x, -x] (mean 0, variance mean(x^2)): 2 ops instead
+        # of F.rms_norm's ~7 small ones, which matters at one token per step.
+        C = w.shape[0]
+        w2, pm = torch.cat([w, w]), torch.tensor([[1.0], [-1.0]])
+        return lambda x: F.layer_norm((x.unsqueeze(-2) * pm).flatten(-2), (2 * C,), w2, None, eps)[..., :C]
 
     def weight_bytes(self) -> int:
         mats = [lin for layer in self.layers for k, lin in layer.items() if isinstance(lin, PackedLinear)]
