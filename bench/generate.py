@@ -82,7 +82,7 @@ def _llama(conn, model: str, threads: int, max_batch: int, ctx_per_seq: int) -> 
     import numpy as np
 
     # keep llama.cpp's loader chatter off the report
-    _quiet = llama_cpp.ggml_log_callback(lambda level, text, user: None)
+    _quiet = llama_cpp.llama_log_callback(lambda level, text, user: None)
     llama_cpp.llama_log_set(_quiet, ctypes.c_void_p())
     llama_cpp.llama_backend_init()
     mp_ = llama_cpp.llama_model_default_params()
