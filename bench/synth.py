@@ -1,7 +1,11 @@
 """Synth throughput: the bundled teacher in-process vs the same GGUF behind llama.cpp's server.
 
     python bench/synth.py                       # 8 docs x 64 tokens each way, concurrency 1,2,4
-    python bench/synth.py --n 16 --max-tokens 128 --concurrency 1,2,4,8 --threads 2
+    python bench/synth.py --n 16 --max-tokens 128 --concurrency 1,4,1 --threads 2
+    python bench/synth.py --slots-only --slots 1,8,64,256 --latency 0.5
+
+Run it on a quiet machine: with other work on the cores, llama.cpp's threads wait on each other
+and one measurement can be several times another (repeat a setting, as "1,4,1" does, to see it).
 
 Both sides run `primer synth` (the library function) over the same prompts with quality
 rejection off, so the figure is generated tokens per second of the whole pipeline (prompting,
@@ -153,9 +157,10 @@ def main() -> int:
         results.append(ours)
         server = LlamaServer(bundled_gguf_path(), n_threads=args.threads, log=tmp / "server.log")
         with server:
-            for c in [int(x) for x in args.concurrency.split(",")]:
+            for k, c in enumerate(int(x) for x in args.concurrency.split(",")):  # "1,4,1" repeats c=1
                 print(f"llama.cpp server, {c} request(s) in flight ...", flush=True)
-                results.append(row(f"llama.cpp server c={c}", run_synth(tmp / f"srv{c}", server.base_url, args, c, "smollm2")))
+                results.append(row(f"llama.cpp server c={c}",
+                                   run_synth(tmp / f"srv{k}-c{c}", server.base_url, args, c, "smollm2")))
     theirs = max(results[1:], key=lambda r: r["tok_s"] or 0)
     print(f"\nteacher: {teacher_name}; machine: {os.cpu_count()} CPUs, {args.threads} threads used")
     print(f"{'':28s} {'docs':>5s} {'tokens':>7s} {'sec':>8s} {'tok/s':>8s} {'docs/h':>9s} {'tokens/h':>10s}")
