@@ -154,6 +154,7 @@ def test_http_teacher_against_real_llama_cpp_server(tmp_path):
     assert all(o.finish_reason in ("stop", "length") for o in outs)
 
 
+@pytest.mark.slow
 def test_gguf_and_bundled_teachers_generate_the_same_greedy_text():
     """The bundled teacher (primer's decoder, batched) and llama.cpp agree on greedy answers."""
     prompts = ["Name a color.", "What is 2+2?", "Write one sentence about the Moon."]
