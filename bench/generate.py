@@ -164,6 +164,14 @@ def _llama(conn, model: str, threads: int, max_batch: int, ctx_per_seq: int) -> 
 # ----------------------------------------------------------------------------------- driver
 
 
+def _recv(side: str, proc, conn):
+    """The worker's next message; an error (not a hang) if it died."""
+    while not conn.poll(1.0):
+        if not proc.is_alive():
+            raise SystemExit(f"bench: the {side} worker exited with code {proc.exitcode}; see its traceback above")
+    return conn.recv()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="bundled", help="'bundled' or a .gguf path (default: bundled)")
@@ -188,8 +196,8 @@ def main(argv=None) -> int:
         proc = ctx.Process(target=target, args=(b, path if side == "llama.cpp" else args.model, args.threads) + extra)
         proc.start()
         workers[side] = (proc, a)
-    for side, (_, conn) in workers.items():
-        kind, _ = conn.recv()
+    for side, (proc, conn) in workers.items():
+        kind, _ = _recv(side, proc, conn)
         assert kind == "ready", side
 
     cases = [("single", 1)] + [(f"batch{B}", B) for B in args.batch]
@@ -199,14 +207,14 @@ def main(argv=None) -> int:
             texts = prompts_for(B)
             order = list(workers) if rep % 2 == 0 else list(reversed(workers))
             for side in order:
-                conn = workers[side][1]
+                proc, conn = workers[side]
                 conn.send((texts, args.new))
-                kind, dt = conn.recv()
+                kind, dt = _recv(side, proc, conn)
                 times[case][side].append(dt)
     rss = {}
     for side, (proc, conn) in workers.items():
         conn.send(None)
-        rss[side] = conn.recv()[1]
+        rss[side] = _recv(side, proc, conn)[1]
         proc.join()
 
     result = {"model": Path(path).name, "threads": args.threads, "new_tokens": args.new, "repeats": args.repeats,

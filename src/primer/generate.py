@@ -158,8 +158,9 @@ def _forward_fn(model: Transformer, fast: bool | str):
             raise PrimerError("the fast (int4/int8) decode path runs on CPU; pass fast=False on GPU")
         from primer.quant import fast_decoder
 
-        return fast_decoder(model)
-    return model
+        return fast_decoder(model), torch.float32, torch.device("cpu")
+    p = next(model.parameters())
+    return model, p.dtype, p.device
 
 
 @torch.inference_mode()
@@ -215,7 +216,7 @@ def generate(
         raise PrimerError(f"top_p must be in (0, 1], got {top_p}")
     if (stop or on_token is not None) and tok is None:
         raise PrimerError("generate: stop strings and streaming need a tokenizer")
-    forward = _forward_fn(model, fast)
+    forward = _forward_fn(model, fast)  # (callable, cache dtype, device)
     results: list[GenerationResult | None] = [None] * len(encoded)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     for b in range(0, len(order), max(1, batch_size)):
@@ -226,8 +227,14 @@ def generate(
     return results  # type: ignore[return-value]
 
 
-def _generate_batch(forward, cfg, tok, rows, prompts, results, *, max_new_tokens, temperature, top_k, top_p,
+def _generate_batch(runner, cfg, tok, rows, prompts, results, *, max_new_tokens, temperature, top_k, top_p,
                     stop, seed, on_token, stop_ids):
+    run, cache_dtype, dev = runner
+
+    def forward(ids, pos, attn_mask, cache, last_only=False):
+        out = run(ids.to(dev), pos=pos.to(dev), attn_mask=attn_mask.to(dev), cache=cache, last_only=last_only)
+        return out.float().cpu()
+
     B = len(rows)
     T = max(len(p) for p in prompts)
     steps = max(0, min(max_new_tokens, cfg.block_size - T))
@@ -249,7 +256,7 @@ def _generate_batch(forward, cfg, tok, rows, prompts, results, *, max_new_tokens
         for i, r in enumerate(rows):
             results[r] = GenerationResult("", [], "length", len(prompts[i]), 0)
         return
-    cache = KVCache(cfg, B, T + steps)
+    cache = KVCache(cfg, B, T + steps, dtype=cache_dtype, device=dev)
     # Prefill in chunks of positions so (B, chunk, hidden) activations stay bounded.
     chunk = max(1, 16384 // B)
     logits = None
@@ -262,8 +269,7 @@ def _generate_batch(forward, cfg, tok, rows, prompts, results, *, max_new_tokens
         eye = torch.zeros(s1 - s0, s1, dtype=torch.bool)
         eye[:, s0:s1] = torch.eye(s1 - s0, dtype=torch.bool)
         mask |= ~q_valid[:, :, None] & eye
-        logits = forward(idx[:, s0:s1], pos=pos[:, s0:s1], attn_mask=mask.unsqueeze(1), cache=cache,
-                         last_only=True)[:, -1]
+        logits = forward(idx[:, s0:s1], pos[:, s0:s1], mask.unsqueeze(1), cache, last_only=True)[:, -1]
     active = list(range(B))  # batch slot -> local row
     next_pos = lens.clone()
     alive = [True] * B
@@ -289,12 +295,11 @@ def _generate_batch(forward, cfg, tok, rows, prompts, results, *, max_new_tokens
         if dead and len(dead) >= max(1, int(len(active) * _COMPACT_FRACTION)):
             keep = [slot for slot, a in enumerate(active) if alive[a]]
             ki = torch.tensor(keep)
-            cache.reorder(ki)
+            cache.reorder(ki.to(dev))
             valid, next_pos, nxt = valid[ki], next_pos[ki], nxt[ki]
             active = [active[s] for s in keep]
         S = cache.length + 1
-        logits = forward(nxt.view(-1, 1), pos=next_pos.view(-1, 1), attn_mask=valid[:, None, None, :S],
-                         cache=cache)[:, -1]
+        logits = forward(nxt.view(-1, 1), next_pos.view(-1, 1), valid[:, None, None, :S], cache)[:, -1]
         next_pos += 1
     for i, r in enumerate(rows):
         if detok is not None:
