@@ -74,6 +74,33 @@ def test_seeded_sampling_is_reproducible(debug_model):
     assert alone.token_ids == a[0].token_ids
 
 
+def test_per_prompt_seeds_follow_the_prompt_not_its_batch(debug_model):
+    kw = dict(max_new_tokens=12, temperature=1.0, fast=False)
+    both = generate(debug_model, PROMPTS[:2], seed=[11, 22], **kw)
+    [first] = generate(debug_model, [PROMPTS[0]], seed=[11], **kw)
+    [second] = generate(debug_model, [PROMPTS[1]], seed=[22], **kw)
+    assert [both[0].token_ids, both[1].token_ids] == [first.token_ids, second.token_ids]
+    with pytest.raises(PrimerError, match="2 seeds for 1 prompts"):
+        generate(debug_model, [PROMPTS[0]], seed=[1, 2], **kw)
+
+
+def test_repeat_penalty_matches_llama_cpp_rule(debug_model):
+    """Greedy with the penalty equals greedy over logits penalised by hand (llama.cpp's rule:
+    positive logits of already generated tokens divided by it, negative ones multiplied)."""
+    penalty, ids, out = 3.0, list(PROMPTS[2]), []
+    with torch.no_grad():
+        for _ in range(10):
+            logits = debug_model(torch.tensor([ids]))[0, -1]
+            for t in set(out):
+                logits[t] = logits[t] / penalty if logits[t] > 0 else logits[t] * penalty
+            out.append(int(logits.argmax()))
+            ids.append(out[-1])
+    [r] = generate(debug_model, [PROMPTS[2]], max_new_tokens=10, repeat_penalty=penalty, fast=False)
+    assert r.token_ids == out
+    [plain] = generate(debug_model, [PROMPTS[2]], max_new_tokens=10, fast=False)
+    assert r.token_ids != plain.token_ids  # unpenalised greedy repeats tokens this prompt avoids
+
+
 def test_sampling_filters():
     torch.manual_seed(0)
     logits = torch.randn(3, 100)

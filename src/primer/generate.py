@@ -174,7 +174,8 @@ def generate(
     top_k: int = 0,
     top_p: float = 1.0,
     stop: Sequence[str] = (),
-    seed: int | None = None,
+    seed: int | Sequence[int | None] | None = None,
+    repeat_penalty: float = 1.0,
     on_token: Callable[[int, str], None] | None = None,
     batch_size: int = 32,
     stop_token_ids: set[int] | None = None,
@@ -189,7 +190,10 @@ def generate(
     temperature <= 0 is greedy; top_k 0 and top_p 1 disable those filters.
     stop: strings that end a row (not included in its text); stop tokens default to the
         tokenizer's EOS / end-of-turn ids (`ignore_eos=True` disables them, for benchmarks).
-    seed: row i samples from torch.Generator seeded with seed + i (None: nondeterministic).
+    seed: row i samples from torch.Generator seeded with seed + i, or with seed[i] when one seed per
+        prompt is given (None: nondeterministic). Either way a row's text does not depend on its batch.
+    repeat_penalty: llama.cpp's penalty on tokens this row has already generated (1.0 = off):
+        positive logits are divided by it, negative ones multiplied.
     on_token(row, text_piece): called as text becomes final, row = the prompt's index.
     batch_size: prompts decoded together (sorted by length to limit padding).
     fast: "auto" uses the int4/int8 CPU decoder when available; False runs exact fp32 forward.
@@ -214,6 +218,14 @@ def generate(
             stop_token_ids = set(getattr(tok, "stop_ids", None) or ({tok.eos_id} - {None}))
     if top_p <= 0 or top_p > 1:
         raise PrimerError(f"top_p must be in (0, 1], got {top_p}")
+    if repeat_penalty <= 0:
+        raise PrimerError(f"repeat_penalty must be > 0, got {repeat_penalty}")
+    if seed is None or isinstance(seed, int):
+        seeds = [None if seed is None else int(seed) + i for i in range(len(encoded))]
+    else:
+        seeds = list(seed)
+        if len(seeds) != len(encoded):
+            raise PrimerError(f"generate: {len(seeds)} seeds for {len(encoded)} prompts (give one seed, or one per prompt)")
     if (stop or on_token is not None) and tok is None:
         raise PrimerError("generate: stop strings and streaming need a tokenizer")
     forward = _forward_fn(model, fast)  # (callable, cache dtype, device)
@@ -223,12 +235,13 @@ def generate(
         rows = order[b: b + batch_size]
         _generate_batch(forward, model.cfg, tok, rows, [encoded[i] for i in rows], results,
                         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                        stop=list(stop), seed=seed, on_token=on_token, stop_ids=stop_token_ids)
+                        stop=list(stop), seeds=[seeds[i] for i in rows], repeat_penalty=repeat_penalty,
+                        on_token=on_token, stop_ids=stop_token_ids)
     return results  # type: ignore[return-value]
 
 
 def _generate_batch(runner, cfg, tok, rows, prompts, results, *, max_new_tokens, temperature, top_k, top_p,
-                    stop, seed, on_token, stop_ids):
+                    stop, seeds, repeat_penalty, on_token, stop_ids):
     run, cache_dtype, dev = runner
 
     def forward(ids, pos, attn_mask, cache, last_only=False):
@@ -250,8 +263,8 @@ def _generate_batch(runner, cfg, tok, rows, prompts, results, *, max_new_tokens,
     finish = ["length"] * B
     detok = [_Detok(tok, stop) for _ in range(B)] if (stop or on_token is not None) else None
     gens = None
-    if temperature > 0 and seed is not None:
-        gens = [torch.Generator().manual_seed(int(seed) + r) for r in rows]
+    if temperature > 0 and any(s is not None for s in seeds):
+        gens = [torch.Generator().manual_seed(s) if s is not None else None for s in seeds]
     if steps == 0:
         for i, r in enumerate(rows):
             results[r] = GenerationResult("", [], "length", len(prompts[i]), 0)
@@ -273,7 +286,10 @@ def _generate_batch(runner, cfg, tok, rows, prompts, results, *, max_new_tokens,
     active = list(range(B))  # batch slot -> local row
     next_pos = lens.clone()
     alive = [True] * B
+    seen = torch.zeros(B, logits.shape[-1], dtype=torch.bool) if repeat_penalty != 1.0 else None
     for step in range(steps):
+        if seen is not None:
+            logits = torch.where(seen, torch.where(logits > 0, logits / repeat_penalty, logits * repeat_penalty), logits)
         nxt = sample(logits, temperature, top_k, top_p, [gens[a] for a in active] if gens else None)
         for slot, a in enumerate(active):
             if not alive[a]:
@@ -289,6 +305,8 @@ def _generate_batch(runner, cfg, tok, rows, prompts, results, *, max_new_tokens,
                         on_token(rows[a], piece)
                     if detok[a].hit:
                         alive[a], finish[a] = False, "stop"
+        if seen is not None:
+            seen[torch.arange(len(active)), nxt] = True
         if step == steps - 1 or not any(alive[a] for a in active):
             break
         dead = [slot for slot, a in enumerate(active) if not alive[a]]
@@ -297,6 +315,8 @@ def _generate_batch(runner, cfg, tok, rows, prompts, results, *, max_new_tokens,
             ki = torch.tensor(keep)
             cache.reorder(ki.to(dev))
             valid, next_pos, nxt = valid[ki], next_pos[ki], nxt[ki]
+            if seen is not None:
+                seen = seen[ki]
             active = [active[s] for s in keep]
         S = cache.length + 1
         logits = forward(nxt.view(-1, 1), next_pos.view(-1, 1), valid[:, None, None, :S], cache)[:, -1]

@@ -223,8 +223,9 @@ class LlamaCppTeacher(Teacher):
 
 class TorchTeacher(Teacher):
     """A model primer loads (`primer.load.load_model`: 'bundled', a GGUF, an HF dir, a checkpoint)
-    run by primer's own decoder in-process, `batch_size` prompts per left-padded batch with a KV
-    cache, sampled with temperature / top-p / repeat penalty (one seed per batch: its first prompt's).
+    run in-process by `primer.generate` (KV cache, left-padded batches of `batch_size`, the int4
+    decode kernels on CPU), sampled with temperature / top-p / repeat penalty and one seed per prompt,
+    so a prompt's text does not depend on what it was batched with.
     """
 
     def __init__(self, spec: str = "bundled", batch_size: int = 8, device: str = "cpu",
@@ -236,102 +237,31 @@ class TorchTeacher(Teacher):
         if n_threads:
             torch.set_num_threads(n_threads)
         self.batch_size = batch_size
-        self.device = torch.device(device)
-        self.model, self.tok, _ = load_model(spec, device=self.device)
+        self.model, self.tok, _ = load_model(spec, device=torch.device(device))
         self.model.eval()
         label = "SmolLM2-135M-Instruct" if spec == "bundled" else Path(spec).name
         self.name = f"{'bundled' if spec == 'bundled' else 'primer'}:{label}"
-        self.stop_ids = set(getattr(self.tok, "stop_ids", None) or ({self.tok.eos_id} - {None}))
-
-    @staticmethod
-    def _pick(logits, sampling: Sampling, gen):
-        import torch
-
-        if sampling.temperature <= 0:
-            return logits.argmax(-1)
-        probs = torch.softmax(logits / sampling.temperature, dim=-1)
-        if sampling.top_p < 1.0:
-            sp, si = probs.sort(dim=-1, descending=True)
-            drop = sp.cumsum(-1) - sp > sampling.top_p
-            sp = sp.masked_fill(drop, 0.0)
-            choice = torch.multinomial(sp, 1, generator=gen)
-            return si.gather(-1, choice).squeeze(-1)
-        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
     def _complete_batch(self, prompts: list[Prompt], samplings: list[Sampling]) -> list[Completion]:
-        import torch
+        from primer.generate import encode_prompt, generate
 
-        with torch.inference_mode():
-            return self._generate(prompts, samplings[0])
-
-    def _generate(self, prompts: list[Prompt], sampling: Sampling) -> list[Completion]:
-        import torch
-
-        from primer.model import KVCache
-
-        m, dev = self.model, self.device
-        t0 = time.perf_counter()
-        block = m.cfg.block_size
-        rows = [list(self.tok.apply_chat_template(as_messages(p), add_generation_prompt=True, tokenize=True))
-                for p in prompts]
-        outs: list[Completion | None] = [None] * len(rows)
-        live = []
-        for i, r in enumerate(rows):
-            if len(r) + 1 > block:
-                outs[i] = Completion("", "error", len(r), 0, error=f"prompt of {len(r)} tokens exceeds the context of {block}")
+        block = self.model.cfg.block_size
+        outs: list[Completion | None] = [None] * len(prompts)
+        groups: dict[tuple, list[tuple[int, list[int]]]] = {}  # same settings but the seed: one call
+        for i, (p, s) in enumerate(zip(prompts, samplings)):
+            ids = encode_prompt(self.tok, as_messages(p))
+            if len(ids) + 1 > block:
+                outs[i] = Completion("", "error", len(ids), 0, error=f"prompt of {len(ids)} tokens exceeds the context of {block}")
             else:
-                live.append(i)
-        if live:
-            B, T = len(live), max(len(rows[i]) for i in live)
-            steps = max(1, min(sampling.max_tokens, block - T))
-            idx = torch.zeros(B, T, dtype=torch.long)
-            pos = torch.zeros(B, T, dtype=torch.long)
-            valid = torch.ones(B, T + steps, dtype=torch.bool)
-            for b, i in enumerate(live):
-                pad = T - len(rows[i])
-                idx[b, pad:] = torch.tensor(rows[i])
-                pos[b, pad:] = torch.arange(len(rows[i]))
-                valid[b, :pad] = False
-            dtype = next(m.parameters()).dtype
-            cache = KVCache(m.cfg, B, T + steps, dtype=dtype, device=dev)
-            causal = torch.ones(T, T, dtype=torch.bool).tril()
-            mask = (causal.unsqueeze(0) & valid[:, None, :T]).unsqueeze(1)  # (B, 1, T, T)
-            mask |= (~valid[:, None, None, :T]) & torch.eye(T, dtype=torch.bool)  # pad rows see themselves
-            logits = m(idx.to(dev), pos=pos.to(dev), attn_mask=mask.to(dev), cache=cache, last_only=True)[:, -1].float()
-            gen = torch.Generator(device=dev).manual_seed(sampling.seed if sampling.seed is not None else 0)
-            seen = torch.zeros(B, logits.size(-1), dtype=torch.bool, device=dev)
-            tokens: list[list[int]] = [[] for _ in range(B)]
-            done = [False] * B
-            finish = ["length"] * B
-            next_pos = torch.tensor([len(rows[i]) for i in live])
-            for step in range(steps):
-                if sampling.repeat_penalty != 1.0:
-                    pen = torch.where(logits > 0, logits / sampling.repeat_penalty, logits * sampling.repeat_penalty)
-                    logits = torch.where(seen, pen, logits)
-                nxt = self._pick(logits, sampling, gen)
-                seen[torch.arange(B, device=dev), nxt] = True
-                for b, t in enumerate(nxt.tolist()):
-                    if done[b]:
-                        continue
-                    if t in self.stop_ids:
-                        done[b], finish[b] = True, "stop"
-                        continue
-                    tokens[b].append(t)
-                    if sampling.stop and step % 4 == 3 and any(x in self.tok.decode(tokens[b]) for x in sampling.stop):
-                        done[b], finish[b] = True, "stop"
-                if all(done) or step == steps - 1:
-                    break
-                S = T + step + 1
-                logits = m(nxt.view(B, 1), pos=next_pos.view(B, 1).to(dev),
-                           attn_mask=valid[:, None, None, :S].to(dev), cache=cache)[:, -1].float()
-                next_pos += 1
-            share = (time.perf_counter() - t0) / B
-            for b, i in enumerate(live):
-                text = self.tok.decode(tokens[b], skip_special_tokens=True)
-                for x in sampling.stop:
-                    if x and x in text:
-                        text, finish[b] = text.split(x)[0], "stop"
-                outs[i] = Completion(text, finish[b], len(rows[i]), len(tokens[b]), seconds=share)
+                groups.setdefault((s.max_tokens, s.temperature, s.top_p, tuple(s.stop), s.repeat_penalty), []).append((i, ids))
+        for (max_tokens, temperature, top_p, stop, penalty), rows in groups.items():
+            t0 = time.perf_counter()
+            res = generate((self.model, self.tok), [ids for _, ids in rows], max_new_tokens=max_tokens,
+                           temperature=temperature, top_p=top_p, stop=stop, repeat_penalty=penalty,
+                           seed=[samplings[i].seed for i, _ in rows], batch_size=self.batch_size)
+            share = (time.perf_counter() - t0) / len(rows)
+            for (i, _), r in zip(rows, res):
+                outs[i] = Completion(r.text, r.finish_reason, r.prompt_tokens, r.completion_tokens, seconds=share)
         return outs  # type: ignore[return-value]
 
 

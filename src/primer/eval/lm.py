@@ -197,76 +197,17 @@ class PrimerLM:
         return out
 
     # -- generation ------------------------------------------------------------------------------
-    @torch.inference_mode()
     def generate(self, prompts: Sequence[str], stop: Sequence[str] = (), max_tokens: int = 256,
                  temperature: float = 0.0, seed: int = 0) -> list[str]:
-        """Batched (left-padded) greedy or sampled decoding; each text cut at its first stop string."""
-        from primer.model import KVCache  # noqa: PLC0415
+        """Batched greedy or sampled decoding (`primer.generate`, the exact fp32 path the scores use);
+        a prompt longer than the context keeps its last tokens, as lm-eval does."""
+        from primer.generate import generate  # noqa: PLC0415
 
-        m = self.model
-        outs: list[str] = [""] * len(prompts)
-        enc = [self.tok.encode(p) for p in prompts]
         budget = max(1, self.max_length - max_tokens)
-        enc = [e[-budget:] if e else [self.prefix_token_id] for e in enc]
-        order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        stop_ids = set(getattr(self.tok, "stop_ids", set()) or ({self.eos_id} - {None}))
-        for b in range(0, len(order), self.batch_size):
-            chunk = order[b: b + self.batch_size]
-            rows = [enc[i] for i in chunk]
-            B, T = len(rows), max(len(r) for r in rows)
-            pads = [T - len(r) for r in rows]
-            idx = torch.zeros(B, T, dtype=torch.long)
-            pos = torch.zeros(B, T, dtype=torch.long)
-            for i, r in enumerate(rows):
-                idx[i, pads[i]:] = torch.tensor(r)
-                pos[i, pads[i]:] = torch.arange(len(r))
-            valid = torch.ones(B, T + max_tokens, dtype=torch.bool)
-            for i, p in enumerate(pads):
-                valid[i, :p] = False
-            steps = min(max_tokens, self.max_length - T)
-            cache = KVCache(m.cfg, B, T + steps, dtype=next(m.parameters()).dtype, device=self.device)
-            causal = torch.ones(T, T, dtype=torch.bool).tril()
-            mask = (causal.unsqueeze(0) & valid[:, None, :T]).unsqueeze(1)  # (B, 1, T, T)
-            mask |= ~valid[:, None, None, :T] & torch.eye(T, dtype=torch.bool)  # pad rows attend to themselves
-            logits = m(idx.to(self.device), pos=pos.to(self.device), attn_mask=mask.to(self.device),
-                       cache=cache, last_only=True)[:, -1].float()
-            tokens: list[list[int]] = [[] for _ in range(B)]
-            done = [False] * B
-            next_pos = torch.tensor([len(r) for r in rows])
-            for step in range(steps):
-                nxt = self._pick(logits, temperature, gen)
-                for i in range(B):
-                    if done[i]:
-                        continue
-                    t = int(nxt[i])
-                    if t in stop_ids:
-                        done[i] = True
-                        continue
-                    tokens[i].append(t)
-                    if stop and step % 4 == 3 and any(s in self.tok.decode(tokens[i]) for s in stop):
-                        done[i] = True
-                if all(done) or step == steps - 1:
-                    break
-                S = T + step + 1
-                mask = valid[:, None, None, :S].clone()
-                logits = m(nxt.view(B, 1).to(self.device), pos=next_pos.view(B, 1).to(self.device),
-                           attn_mask=mask.to(self.device), cache=cache)[:, -1].float()
-                next_pos += 1
-            for j, i in enumerate(chunk):
-                text = self.tok.decode(tokens[j])
-                for s in stop:
-                    if s and s in text:
-                        text = text.split(s)[0]
-                outs[i] = text
-        return outs
-
-    @staticmethod
-    def _pick(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
-        if temperature <= 0:
-            return logits.argmax(-1).cpu()
-        probs = torch.softmax(logits.cpu() / temperature, dim=-1)
-        return torch.multinomial(probs, 1, generator=gen).view(-1)
+        enc = [self.tok.encode(p)[-budget:] or [self.prefix_token_id] for p in prompts]
+        res = generate((self.model, self.tok), enc, max_new_tokens=max_tokens, temperature=temperature,
+                       stop=stop, seed=seed, batch_size=self.batch_size, fast=False)
+        return [r.text for r in res]
 
 
 def _load_any(spec: str):
