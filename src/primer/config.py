@@ -15,6 +15,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import json
 import textwrap
 import tomllib
 import types
@@ -100,12 +101,17 @@ def _convert(name: str, tp: Any, value: Any) -> Any:
             return (origin)(_convert(name, item, v) for v in value)
         if base is Path:
             return Path(value)
+        if origin is dict or base is dict:
+            value = json.loads(value) if isinstance(value, str) else value  # a flag gives JSON text
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return value
         if base in (int, float, str):
             if base is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return base(value)
         return value
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError) as e:  # json.JSONDecodeError is a ValueError
         raise PrimerError(f"config field '{name}' expects {getattr(base, '__name__', base)}, got {value!r}") from e
 
 
@@ -178,7 +184,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
     """
     docs = field_docs(cls)
     hints = _resolved_types(cls)
-    for f in dataclasses.fields(cls):
+    own = cls.__dict__.get("__annotations__", {})
+    # the class's own fields first, then inherited ones (e.g. SynthConfig's HttpOptions)
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         if f.name in skip or not f.init:
             continue
         base, _ = _base_type(hints[f.name])

@@ -287,6 +287,7 @@ class HttpOptions:
     """Knobs of the HTTP teacher (all have CLI flags in `primer synth`)."""
 
     concurrency: int = 8
+    """requests in flight at once"""
     timeout: float = 120.0
     """seconds for one request (read timeout); connect timeout is min(10, timeout)"""
     retries: int = 6
@@ -294,6 +295,7 @@ class HttpOptions:
     backoff: float = 0.5
     """first retry delay in seconds; doubles each try (with +-50% jitter), capped at backoff_max"""
     backoff_max: float = 30.0
+    """longest retry delay in seconds"""
     rate_limit: float | None = None
     """most requests started per second (None = unlimited)"""
     api_key_env: str = "OPENAI_API_KEY"

@@ -15,6 +15,7 @@ wanted in the directory, not "n more". A lock file keeps two runs from writing t
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import itertools
 import json
@@ -32,13 +33,15 @@ from typing import Any
 from primer.errors import PrimerError
 from primer.synth import grid, quality
 from primer.synth.quality import QualityRules
+from primer.teachers import HttpOptions
 
 SHARD = "data-{:05d}.jsonl"
 
 
 @dataclass
-class SynthConfig:
-    """`primer synth`: write textbook-style documents with a teacher over the prompt grid."""
+class SynthConfig(HttpOptions):
+    """`primer synth`: write textbook-style documents with a teacher over the prompt grid
+    (the HTTP teacher's options, `HttpOptions`, are fields of it too)."""
 
     out: Path = Path("runs/synth")
     """output directory (shards, rejects, summary); rerunning on it resumes"""
@@ -74,18 +77,6 @@ class SynthConfig:
     """CPU threads for an in-process teacher (default: the backend's choice)"""
     device: str = "cpu"
     """device for the in-process teacher (cpu, cuda)"""
-    concurrency: int = 8
-    """requests in flight for an HTTP teacher"""
-    timeout: float = 120.0
-    """seconds per HTTP request"""
-    retries: int = 6
-    """HTTP retries (connection errors, timeouts, 429, 5xx), exponential backoff with jitter"""
-    backoff: float = 0.5
-    """first HTTP retry delay in seconds (doubles per try, capped at 30 s)"""
-    rate_limit: float | None = None
-    """most HTTP requests per second (default unlimited)"""
-    api_key_env: str = "OPENAI_API_KEY"
-    """environment variable with the HTTP teacher's API key"""
     min_words: int = 50
     """reject documents with fewer words"""
     reject_truncated: bool = False
@@ -300,10 +291,9 @@ def build_plan(cfg: SynthConfig) -> Iterator[grid.PromptSpec]:
 
 
 def make_teacher(cfg: SynthConfig):
-    from primer.teachers import HttpOptions, load_teacher
+    from primer.teachers import load_teacher
 
-    opts = HttpOptions(concurrency=cfg.concurrency, timeout=cfg.timeout, retries=cfg.retries,
-                       backoff=cfg.backoff, rate_limit=cfg.rate_limit, api_key_env=cfg.api_key_env)
+    opts = HttpOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(HttpOptions)})
     return load_teacher(cfg.teacher, cfg.model, options=opts, batch_size=cfg.batch_size, n_threads=cfg.threads,
                         device=cfg.device)
 
