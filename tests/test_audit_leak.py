@@ -4,7 +4,9 @@ once clean. The audit must flag the leaked run on n-gram overlap, verbatim compl
 likelihood tests (Min-K%++, permutation), and flag none of them on the clean run.
 
 Training is a plain AdamW loop over `primer.model.Transformer` with a byte-level tokenizer, so the
-experiment is about the audit, not the training stack; ~65 s per model on 2 cores (the whole test ~2.5 min).
+experiment is about the audit, not the training stack; ~150 s per model on 2 quiet cores (the whole
+test ~5 min). Fewer steps were tried and rejected: at 250 steps verbatim completion no longer flags
+the leaked run (even with 10 repeats), and the clean run's permutation p fell under 0.05 by chance.
 """
 
 import json
