@@ -298,19 +298,24 @@ def rebuild(item: dict) -> Rebuilt:
     return Rebuilt(question, answer, qnums, leaves, variable, nodes, final, final_value, values)
 
 
+def _operands(node: Node, values: list[Fraction], new_leaf: dict[Fraction, Fraction]) -> dict[str, Fraction]:
+    """The values of a node's operands: earlier results, substituted question numbers, constants."""
+    out: dict[str, Fraction] = {}
+    for name, (kind, ref) in node.refs.items():
+        if kind == "node":
+            out[name] = values[ref]  # type: ignore[index]
+        elif kind == "leaf":
+            base, scale = ref  # type: ignore[misc]
+            out[name] = new_leaf.get(base, base) * scale
+        else:
+            out[name] = ref  # type: ignore[assignment]
+    return out
+
+
 def _compute(nodes: list[Node], new_leaf: dict[Fraction, Fraction]) -> list[Fraction]:
     values: list[Fraction] = []
     for node in nodes:
-        env = {}
-        for name, (kind, ref) in node.refs.items():
-            if kind == "node":
-                env[name] = values[ref]  # type: ignore[index]
-            elif kind == "leaf":
-                base, scale = ref  # type: ignore[misc]
-                env[name] = new_leaf.get(base, base) * scale
-            else:
-                env[name] = ref  # type: ignore[assignment]
-        values.append(evaluate(node.expr, env))
+        values.append(evaluate(node.expr, _operands(node, values, new_leaf)))
     return values
 
 
@@ -450,18 +455,6 @@ def _rewrite_answer(rb: Rebuilt, new_leaf: dict[Fraction, Fraction], values: lis
             clash.add(a)
         glob[a] = b
 
-    def new_literals(node: Node) -> dict[str, Fraction]:
-        out = {}
-        for name, (kind, ref) in node.refs.items():
-            if kind == "node":
-                out[name] = values[ref]  # type: ignore[index]
-            elif kind == "leaf":
-                base, scale = ref  # type: ignore[misc]
-                out[name] = new_leaf.get(base, base) * scale
-            else:
-                out[name] = ref  # type: ignore[assignment]
-        return out
-
     num = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\d.,])\d+(?:\.\d+)?|(?<![\w\d])\.\d+")
 
     def map_segment(text: str, local: dict[Fraction, Fraction], first: tuple[Fraction, Fraction] | None) -> str:
@@ -491,7 +484,7 @@ def _rewrite_answer(rb: Rebuilt, new_leaf: dict[Fraction, Fraction], values: lis
     for i, node in enumerate(rb.nodes):
         s, e = node.span
         olds = dict(_old_literals(node, rb.nodes))
-        news = new_literals(node)
+        news = _operands(node, values, new_leaf)
         local: dict[Fraction, Fraction] = {}
         for name, ov in olds.items():
             local.setdefault(ov, news[name])
