@@ -250,9 +250,17 @@ def _primary(task, cfg: AuditConfig) -> str:
     return task.metrics[0]
 
 
+_CHUNK_REQUESTS = 64  # per answer() call: batches stay full, the bar and the cache move often
+
+
 def score_docs(lm, task, docs: list[dict], *, shots: int, pool, cfg: AuditConfig, cache,
-               prompt_fn=None, metric: str) -> list[float]:
-    """Per-document metric under the task's prompt (optionally rewritten by `prompt_fn`)."""
+               prompt_fn=None, metric: str, progress: bool = False, label: str = "") -> list[float]:
+    """Per-document metric under the task's prompt (optionally rewritten by `prompt_fn`).
+
+    Requests are answered in chunks, each cached as soon as it is done, so a killed audit resumes
+    where it stopped; `progress` shows a bar over the requests."""
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
     from primer.eval.runner import Cache, EvalConfig, answer, build_requests, score_doc  # noqa: PLC0415
 
     ecfg = EvalConfig(tasks=[task.name], shots=shots, seed=cfg.seed, temperature=0.0, samples=1)
@@ -275,11 +283,17 @@ def score_docs(lm, task, docs: list[dict], *, shots: int, pool, cfg: AuditConfig
             if not fp or keys[(i, j)] not in have:
                 todo.setdefault(k, []).append((i, j))
     got: dict[tuple[int, int], Any] = {}
+    bar = tqdm(total=sum(map(len, todo.values())), desc=label or task.name, unit="req", leave=False,
+               disable=not progress or not todo)
     for kind, ij in todo.items():
-        for (i, j), a in zip(ij, answer(lm, kind, [built[i][1][j] for i, j in ij])):
-            got[(i, j)] = a
-    if fp:
-        cache.put_many({keys[ij]: a for ij, a in got.items()})
+        for c in range(0, len(ij), _CHUNK_REQUESTS):
+            part = ij[c: c + _CHUNK_REQUESTS]
+            done = dict(zip(part, answer(lm, kind, [built[i][1][j] for i, j in part])))
+            if fp:
+                cache.put_many({keys[k]: a for k, a in done.items()})
+            got.update(done)
+            bar.update(len(part))
+    bar.close()
     scores = []
     for i, d in enumerate(docs):
         resps = [got[(i, j)] if (i, j) in got else have[keys[(i, j)]] for j in range(len(built[i][1]))]
@@ -314,13 +328,15 @@ def robustness(lm, task, docs, suite, variants, cfg: AuditConfig, data_dir, log)
         if mcf is not None:
             base_tasks["mcf"] = P.wrap_mc_task(task, lettered=True, labels=mcf.extra["labels"])
     log(f"  original ({metric}, {shots}-shot)")
-    base_scores = {"original": score_docs(lm, task, docs, shots=shots, pool=pool, cfg=cfg, cache=cache, metric=metric)}
+    base_scores = {"original": score_docs(lm, task, docs, shots=shots, pool=pool, cfg=cfg, cache=cache, metric=metric,
+                                           progress=log.on, label="original")}
     conditions = []
     for p in suite:
         if p.name == "mcf":
             t = base_tasks["mcf"]
             log("  mcf")
-            base_scores["mcf"] = score_docs(lm, t, docs, shots=shots, pool=pool, cfg=cfg, cache=cache, metric=_mc_metric(t))
+            base_scores["mcf"] = score_docs(lm, t, docs, shots=shots, pool=pool, cfg=cfg, cache=cache,
+                                           metric=_mc_metric(t), progress=log.on, label="mcf")
             continue
         vs = variants[p.name]
         t = task
@@ -340,7 +356,7 @@ def robustness(lm, task, docs, suite, variants, cfg: AuditConfig, data_dir, log)
         log(f"  {p.name}: {len(flat)} variants of {len(set(owner))} items")
         m = _mc_metric(t) if t is not task else metric
         sc = score_docs(lm, t, flat, shots=shots if p.shots is None else p.shots, pool=pool, cfg=cfg, cache=cache,
-                        prompt_fn=p.prompt, metric=m)
+                        prompt_fn=p.prompt, metric=m, progress=log.on, label=p.name)
         per_item: dict[int, list[float]] = {}
         for i, s in zip(owner, sc):
             per_item.setdefault(i, []).append(s)
