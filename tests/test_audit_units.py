@@ -127,3 +127,24 @@ def test_token_stats_match_a_direct_computation():
     assert np.allclose(st[0]["mu"], mu, atol=1e-5) and len(st[1]["logp"]) == 2
     # The rolling log-likelihood the permutation test uses agrees with the token stats.
     assert lm.loglikelihood_rolling(["hello world"])[0] == pytest.approx(float(st[0]["logp"].sum()), abs=1e-3)
+
+
+def test_a_drop_against_a_chance_level_baseline_is_reported_but_not_counted():
+    """HellaSwag in lettered format is at chance for SmolLM2-135M; an option shuffle moved it 26.5% -> 17.0%
+    through position bias. The verdict shows that drop and does not flag it; above chance it flags."""
+    from primer.audit.report import table, verdicts
+
+    cond = {"name": "shuffle", "baseline": "mcf", "n": 200, "acc_orig": 0.265, "acc_pert": 0.17, "drop": 0.095,
+            "drop_ci": [0.015, 0.17], "ci_orig": [0.205, 0.33], "ci_pert": [0.12, 0.225], "significant": True,
+            "p_mcnemar": 0.023, "p_bootstrap": 0.02}
+    result = {"model": {"name": "m"}, "task": "hellaswag", "n_items": 200, "robustness": {
+        "metric": "acc_norm", "shots": 0, "chance": 0.25, "conditions": [{**cond, "baseline_at_chance": True}],
+        "baselines": {"mcf": {"n": 200, "acc": 0.265, "ci": [0.205, 0.33], "at_chance": True}}}}
+    [rob] = [v for v in verdicts(result) if v["signal"] == "robustness"]
+    assert not rob["flag"]
+    assert "0 of 0 content perturbations" in rob["verdict"] and "does not beat chance (25.0%)" in rob["verdict"]
+    assert "26.5%->17.0%" in rob["verdict"] and "not counted: its baseline (mcf)" in rob["verdict"]
+    assert "chance (guessing) 25.0%" in table(result)
+    result["robustness"]["conditions"][0]["baseline_at_chance"] = False
+    [rob] = [v for v in verdicts(result) if v["signal"] == "robustness"]
+    assert rob["flag"] and "1 of 1 content perturbations" in rob["verdict"]

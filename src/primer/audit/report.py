@@ -37,17 +37,21 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
     rob = result.get("robustness")
     if rob:
         sig = [c for c in rob["conditions"] if c.get("n") and c.get("significant") and c["drop"] > 0]
-        content = [c for c in sig if c["name"] in CONTENT]
+        content = [c for c in sig if c["name"] in CONTENT and not c.get("baseline_at_chance")]
         parts = []
         for c in rob["conditions"]:
             if not c.get("n"):
                 continue
+            note = ", significant" if c["significant"] else ""
+            if c.get("baseline_at_chance"):
+                note += f", not counted: its baseline ({c['baseline']}) does not beat chance"
             parts.append(f"{c['name']} {_pct(c['acc_orig'])}->{_pct(c['acc_pert'])} "
-                         f"({_pts(-c['drop'])} pts, CI [{_pts(-c['drop_ci'][1])}, {_pts(-c['drop_ci'][0])}], n={c['n']}"
-                         f"{', significant' if c['significant'] else ''})")
-        text = (f"{len(content)} of {sum(1 for c in rob['conditions'] if c.get('n') and c['name'] in CONTENT)} "
-                f"content perturbations drop the score significantly (paired bootstrap 95% CI of the drop excludes 0): "
-                + "; ".join(parts))
+                         f"({_pts(-c['drop'])} pts, CI [{_pts(-c['drop_ci'][1])}, {_pts(-c['drop_ci'][0])}], n={c['n']}{note})")
+        counted = sum(1 for c in rob["conditions"] if c.get("n") and c["name"] in CONTENT and not c.get("baseline_at_chance"))
+        chance = f" ({_pct(rob['chance'])})" if rob.get("chance") else ""
+        text = (f"{len(content)} of {counted} content perturbations drop the score significantly (paired bootstrap "
+                f"95% CI of the drop excludes 0; a condition whose baseline does not beat chance{chance} is not "
+                f"counted): " + "; ".join(parts))
         out.append({"signal": "robustness", "flag": bool(content), "verdict": text})
         mem = rob.get("memorisation", {}).get("original")
         if mem and mem["n_items"]:
@@ -117,7 +121,8 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"metric {rob['metric']}, {rob['shots']}-shot; paired bootstrap 95% CIs")
         rows = [("condition", "vs", "n", "baseline", "perturbed", "change (pts)", "p", "sig")]
         for name, b in rob["baselines"].items():
-            rows.append((name, "-", str(b["n"]), f"{_pct(b['acc'])} [{_pct(b['ci'][0])}, {_pct(b['ci'][1])}]", "-", "-", "-", ""))
+            rows.append((name, "-", str(b["n"]), f"{_pct(b['acc'])} [{_pct(b['ci'][0])}, {_pct(b['ci'][1])}]", "-", "-", "-",
+                         "chance" if b.get("at_chance") else ""))
         for c in rob["conditions"]:
             if not c.get("n"):
                 rows.append((c["name"], c["baseline"], "0", "-", "-", "-", "-", c.get("skipped", "")))
@@ -127,12 +132,15 @@ def table(result: dict[str, Any]) -> str:
                          f"{_pct(c['acc_pert'])} [{_pct(c['ci_pert'][0])}, {_pct(c['ci_pert'][1])}]",
                          f"{_pts(-c['drop'])} [{_pts(-c['drop_ci'][1])}, {_pts(-c['drop_ci'][0])}]",
                          _p(c["p_mcnemar"] if c["p_mcnemar"] is not None else c["p_bootstrap"]),
-                         "*" if c["significant"] else ""))
+                         ("*" if c["significant"] else "") + (" (chance)" if c.get("baseline_at_chance") else "")))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for j, r in enumerate(rows):
             lines.append("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip())
             if j == 0:
                 lines.append("  ".join("-" * w for w in widths))
+        if rob.get("chance") is not None:
+            lines.append(f"chance (guessing) {_pct(rob['chance'])}; a baseline marked 'chance' does not beat it, so a change "
+                         "against it is position bias, not evidence")
         cov = rob.get("coverage", {})
         if "numbers_coverage" in cov:
             nc = cov["numbers_coverage"]

@@ -367,9 +367,18 @@ def robustness(lm, task, docs, suite, variants, cfg: AuditConfig, data_dir, log)
         conditions.append({"name": p.name, "description": p.description, "baseline": p.baseline, **pr.to_dict(),
                            "variants": len(flat), "_per_item": per_item})
     out: dict[str, Any] = {"metric": metric, "shots": shots, "baselines": {}}
+    chance = None
+    if task.kind == "multiple_choice":  # accuracy of guessing, the floor a baseline must clear
+        chance = sum(1 / len(task.doc_to_choice(d)) for d in docs) / len(docs)
+        out["chance"] = chance
     for name, sc in base_scores.items():
         lo, hi = _ci(sc, cfg)
-        out["baselines"][name] = {"n": len(sc), "acc": sum(sc) / len(sc), "ci": [lo, hi]}
+        out["baselines"][name] = {"n": len(sc), "acc": sum(sc) / len(sc), "ci": [lo, hi],
+                                  "at_chance": chance is not None and lo <= chance}
+    for c in conditions:
+        # A model that cannot beat guessing in this format (e.g. lettered options for a 135M model)
+        # loses or gains points under a shuffle through its position bias alone: no evidence either way.
+        c["baseline_at_chance"] = out["baselines"][c["baseline"]]["at_chance"]
     out["conditions"] = [{k: v for k, v in c.items() if k != "_per_item"} for c in conditions]
     out["memorisation"] = _signature(task, docs, base_scores, conditions, variants)
     return out
