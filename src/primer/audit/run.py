@@ -286,8 +286,10 @@ def score_docs(lm, task, docs: list[dict], *, shots: int, pool, cfg: AuditConfig
     bar = tqdm(total=sum(map(len, todo.values())), desc=label or task.name, unit="req", leave=False,
                disable=not progress or not todo)
     for kind, ij in todo.items():
-        for c in range(0, len(ij), _CHUNK_REQUESTS):
-            part = ij[c: c + _CHUNK_REQUESTS]
+        # a generation batch takes as long as a chunk of many scoring requests
+        step = max(1, getattr(lm, "batch_size", 8)) if kind == "generate" else _CHUNK_REQUESTS
+        for c in range(0, len(ij), step):
+            part = ij[c: c + step]
             done = dict(zip(part, answer(lm, kind, [built[i][1][j] for i, j in part])))
             if fp:
                 cache.put_many({keys[k]: a for k, a in done.items()})
