@@ -148,3 +148,30 @@ def test_a_drop_against_a_chance_level_baseline_is_reported_but_not_counted():
     result["robustness"]["conditions"][0]["baseline_at_chance"] = False
     [rob] = [v for v in verdicts(result) if v["signal"] == "robustness"]
     assert rob["flag"] and "1 of 1 content perturbations" in rob["verdict"]
+
+
+def test_a_rerun_answers_from_the_cache(data_dir, tmp_path, monkeypatch):
+    """The audit caches model answers by default, in ~/.cache/primer (an interrupted audit resumes): a
+    second run asks the model nothing and reports the same conditions."""
+    from dataclasses import replace
+
+    from primer.audit.run import AuditConfig, audit
+    from primer.bpe import byte_tokenizer
+    from primer.eval.lm import PrimerLM
+    from primer.model import ModelConfig, Transformer
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    torch.manual_seed(0)
+    lm = PrimerLM(Transformer(ModelConfig.from_name("debug", vocab_size=320)), byte_tokenizer(), name="debug")
+    asked = []
+    real = lm.loglikelihood
+    lm.loglikelihood = lambda reqs: asked.append(len(reqs)) or real(reqs)
+    cfg = AuditConfig(task="arc_easy", data_dir=data_dir, limit=4, perturbations=["shuffle"], signals=["robustness"],
+                      bootstrap=100, out=tmp_path / "first")
+    first = audit(lm, cfg, progress=False)
+    assert sum(asked) >= 3 * 4 * 4  # original, lettered, shuffled: 4 items x 4 options
+    asked.clear()
+    second = audit(lm, replace(cfg, out=tmp_path / "second"), progress=False)
+    assert sum(asked) == 0
+    assert (tmp_path / ".cache" / "primer" / "eval-cache.sqlite").is_file()
+    assert second["robustness"]["conditions"] == first["robustness"]["conditions"]

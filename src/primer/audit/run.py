@@ -317,8 +317,9 @@ def _rewrite(kind: str, req: list, fn) -> list:
 def robustness(lm, task, docs, suite, variants, cfg: AuditConfig, data_dir, log) -> dict[str, Any]:
     from primer.eval.runner import Cache  # noqa: PLC0415
 
-    cache = Cache(None if str(cfg.cache).lower() == "none" else
-                  (cfg.cache or Path.home() / ".cache" / "primer" / "eval-cache.sqlite"))
+    # cache None = eval's default file; the string "none" turns caching off
+    off = cfg.cache is not None and str(cfg.cache).lower() == "none"
+    cache = Cache(None if off else Path(cfg.cache or Path.home() / ".cache" / "primer" / "eval-cache.sqlite"))
     shots = task.default_shots if cfg.shots is None else cfg.shots
     pool = None
     if shots > 0:
