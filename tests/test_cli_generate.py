@@ -4,20 +4,7 @@ import io
 import subprocess
 import sys
 
-import pytest
-
 from primer.cli import main
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    from primer.bundled import bundled_gguf_path
-    from primer.errors import PrimerError
-
-    try:
-        return bundled_gguf_path()
-    except PrimerError as e:
-        pytest.skip(str(e))
 
 
 def test_help_lists_generate_and_chat():
@@ -25,13 +12,13 @@ def test_help_lists_generate_and_chat():
     assert "generate" in out and "chat" in out
 
 
-def test_generate_streams_a_completion(bundled, capsys):
+def test_generate_streams_a_completion(bundled_gguf, capsys):
     assert main(["generate", "The capital of France is", "--max-tokens", "8"]) == 0
     out = capsys.readouterr().out
     assert "Paris" in out
 
 
-def test_generate_stop_and_sampling_flags(bundled, capsys):
+def test_generate_stop_and_sampling_flags(bundled_gguf, capsys):
     args = ["generate", "Count: one, two, three,", "--max-tokens", "16", "--stop", ",",
             "--temperature", "0.8", "--top-k", "20", "--top-p", "0.9", "--seed", "3"]
     assert main(args) == 0
@@ -41,7 +28,7 @@ def test_generate_stop_and_sampling_flags(bundled, capsys):
     assert capsys.readouterr().out == first  # seeded: the same text again
 
 
-def test_chat_reads_piped_turns(bundled, capsys, monkeypatch):
+def test_chat_reads_piped_turns(bundled_gguf, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("What is the capital of France?\nAnd of Italy?\n/exit\nignored\n"))
     assert main(["chat", "--max-tokens", "32"]) == 0
     out = capsys.readouterr().out
@@ -50,7 +37,7 @@ def test_chat_reads_piped_turns(bundled, capsys, monkeypatch):
     assert not out.startswith(">")  # no prompt marker when stdin is not a terminal
 
 
-def test_errors_are_one_line_without_traceback(bundled, tmp_path):
+def test_errors_are_one_line_without_traceback(bundled_gguf, tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\x00" * 10)
     long_prompt = "word " * 9000

@@ -21,16 +21,6 @@ from primer.model import ModelConfig, Transformer  # noqa: E402
 Q = gguf.GGMLQuantizationType
 
 
-@pytest.fixture(scope="module")
-def bundled():
-    from primer.bundled import bundled_gguf_path
-
-    try:
-        return bundled_gguf_path()
-    except PrimerError as e:
-        pytest.skip(str(e))
-
-
 def write_gguf(path, model: Transformer, arch: str = "llama", qtype=Q.F32, extra_tensor: str | None = None):
     """Write `model` as llama.cpp's converter would (llama Q/K rows permuted, phi2 qkv fused)."""
     cfg = model.cfg
@@ -93,8 +83,8 @@ def write_gguf(path, model: Transformer, arch: str = "llama", qtype=Q.F32, extra
     return path
 
 
-def test_fast_reader_matches_gguf_reader(bundled):
-    ours, theirs = open_gguf(bundled), gguf.GGUFReader(bundled)
+def test_fast_reader_matches_gguf_reader(bundled_gguf):
+    ours, theirs = open_gguf(bundled_gguf), gguf.GGUFReader(bundled_gguf)
     for key, f in theirs.fields.items():
         if key.startswith("GGUF."):
             continue
@@ -114,8 +104,8 @@ def test_fast_reader_matches_gguf_reader(bundled):
     assert seen == {Q.F32, Q.Q4_1, Q.Q8_0}
 
 
-def test_bundled_config_is_smollm2(bundled):
-    cfg = config_from_gguf(open_gguf(bundled))
+def test_bundled_config_is_smollm2(bundled_gguf):
+    cfg = config_from_gguf(open_gguf(bundled_gguf))
     ref = ModelConfig.from_name("smollm2-135m")
     for f in ("vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd", "head_dim", "intermediate_size",
               "block_size", "rope_base", "tie_embeddings", "norm", "mlp", "parallel_residual", "bias"):
@@ -170,9 +160,9 @@ def test_not_a_gguf_file(tmp_path):
         open_gguf(p)
 
 
-def test_truncated_gguf_is_a_clear_error(tmp_path, bundled):
+def test_truncated_gguf_is_a_clear_error(tmp_path, bundled_gguf):
     p = tmp_path / "cut.gguf"
-    with open(bundled, "rb") as f:
+    with open(bundled_gguf, "rb") as f:
         p.write_bytes(f.read(3_000_000))
     with pytest.raises(PrimerError, match="corrupt or truncated"):
         load_gguf_model(p)

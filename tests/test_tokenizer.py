@@ -38,29 +38,19 @@ def _read_lines(data_dir, n_wiki=250, n_stories=250):
 
 
 @pytest.fixture(scope="module")
-def gguf_path():
-    from primer.bundled import bundled_gguf_path
-
-    try:
-        return bundled_gguf_path()
-    except PrimerError as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
-def ours(gguf_path):
+def ours(bundled_gguf):
     try:  # the fast reader, when primer.gguf_io is there; gguf.GGUFReader exposes the same fields
         from primer.gguf_io import open_gguf as reader
     except ImportError:
         from gguf import GGUFReader as reader
-    return Tokenizer.from_gguf(reader(gguf_path))
+    return Tokenizer.from_gguf(reader(bundled_gguf))
 
 
 @pytest.mark.slow  # gguf.GGUFReader parses the 49k-entry arrays slowly (~10-25 s)
-def test_same_tokenizer_through_gguf_package_reader(ours, gguf_path):
+def test_same_tokenizer_through_gguf_package_reader(ours, bundled_gguf):
     import gguf
 
-    assert Tokenizer.from_gguf(gguf.GGUFReader(gguf_path)).hash() == ours.hash()
+    assert Tokenizer.from_gguf(gguf.GGUFReader(bundled_gguf)).hash() == ours.hash()
 
 
 class _Field:
@@ -100,9 +90,9 @@ def lines(data_dir):
 
 
 @pytest.fixture(scope="module")
-def llama_vocab(gguf_path):
+def llama_vocab(bundled_gguf):
     llama_cpp = pytest.importorskip("llama_cpp")
-    return llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+    return llama_cpp.Llama(model_path=str(bundled_gguf), vocab_only=True, verbose=False)
 
 
 def test_bundled_tokenizer_facts(ours):
@@ -136,9 +126,9 @@ def test_digit_split_matches_llama_cpp(ours, llama_vocab):
 
 
 @pytest.fixture(scope="module")
-def hf_gguf_tok(gguf_path):
+def hf_gguf_tok(bundled_gguf):
     transformers = pytest.importorskip("transformers")
-    return transformers.AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    return transformers.AutoTokenizer.from_pretrained(bundled_gguf.parent, gguf_file=bundled_gguf.name)
 
 
 # transformers' GGUF loader splits 'smollm' text with GPT-2's regex alone (no single-digit split), so
