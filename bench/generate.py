@@ -47,6 +47,20 @@ def prompts_for(n: int) -> list[str]:
 # ----------------------------------------------------------------------------------- workers
 
 
+def _serve(conn, run, encode) -> None:
+    """A worker's loop, the same for both engines: warm up, then time each (texts, new tokens)
+    request the driver sends until None, then report peak RSS (MB)."""
+    run([encode("Hello")], 4)
+    conn.send(("ready", None))
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        texts, new = msg
+        conn.send(("time", run([encode(t) for t in texts], new)))
+    conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
 def _ours(conn, model: str, threads: int) -> None:
     import torch
 
@@ -64,15 +78,7 @@ def _ours(conn, model: str, threads: int) -> None:
         assert all(r.completion_tokens == new for r in rs)
         return dt
 
-    run([tok.encode("Hello")], 4)  # build the packed decoder, warm caches
-    conn.send(("ready", None))
-    while True:
-        msg = conn.recv()
-        if msg is None:
-            break
-        texts, new = msg
-        conn.send(("time", run([tok.encode(t) for t in texts], new)))
-    conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    _serve(conn, run, tok.encode)  # the warm-up builds the packed decoder
 
 
 def _llama(conn, model: str, threads: int, max_batch: int, ctx_per_seq: int) -> None:
@@ -150,15 +156,7 @@ def _llama(conn, model: str, threads: int, max_batch: int, ctx_per_seq: int) -> 
             llama_cpp.llama_batch_free(batch)
         return time.perf_counter() - t0
 
-    run([tokenize("Hello")], 4)
-    conn.send(("ready", None))
-    while True:
-        msg = conn.recv()
-        if msg is None:
-            break
-        texts, new = msg
-        conn.send(("time", run([tokenize(t) for t in texts], new)))
-    conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    _serve(conn, run, tokenize)
 
 
 # ----------------------------------------------------------------------------------- driver
