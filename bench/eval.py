@@ -3,7 +3,7 @@
 For each task, the documents primer evaluates (its loaders turn the local files into each
 dataset's HF schema) are written to a JSONL file, and lm-eval's *own* task config (prompt,
 preprocessing, metrics) is pointed at that file with `dataset_path: json`. lm-eval scores a
-transformers model loaded from the same weights: an HF dir exported by `primer.hf.save_hf_dir`
+transformers model loaded from the same weights: an HF dir exported by `primer.weights.hf.save_hf_dir`
 when that exists, else transformers' own GGUF loader on the same .gguf file. Prints both
 accuracies per task, the difference, and items/s of each (ours / theirs), then one JSON line
 {"ours", "ref", "ratio" (items/s ours / lm-eval), "max_abs_diff" (accuracy points), ...}.
@@ -50,11 +50,11 @@ def hf_model_dir(model: str, work: Path) -> tuple[str, dict]:
     """(pretrained, extra HFLM kwargs) for the same weights primer evaluates."""
     src = Path(model)
     if model == "bundled":
-        from primer.bundled import bundled_gguf_path
+        from primer.weights.bundled import bundled_gguf_path
 
         src = bundled_gguf_path()
     try:
-        from primer.hf import save_hf_dir  # the model-IO stage's exporter, when present
+        from primer.weights.hf import save_hf_dir  # the model-IO stage's exporter, when present
         from primer.eval.lm import _load_any
 
         m, tok, _ = _load_any(model)
@@ -63,7 +63,7 @@ def hf_model_dir(model: str, work: Path) -> tuple[str, dict]:
         return str(out), {}
     except ImportError:
         if src.suffix != ".gguf":
-            raise SystemExit("primer.hf is not available and the model is not a .gguf file")
+            raise SystemExit("primer.weights.hf is not available and the model is not a .gguf file")
         return str(src.parent), {"gguf_file": src.name}
 
 

@@ -65,8 +65,8 @@ def _ours(conn, model: str, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from primer.generate import generate
-    from primer.load import load_model
+    from primer.model.generate import generate
+    from primer.weights.load import load_model
 
     lm = load_model(model)
     tok = lm.tokenizer
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     if args.model == "bundled":
-        from primer.bundled import bundled_gguf_path
+        from primer.weights.bundled import bundled_gguf_path
 
         path = str(bundled_gguf_path())
     else:

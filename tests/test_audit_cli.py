@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from primer.bpe import byte_tokenizer
-from primer.checkpoint import save_checkpoint
+from primer.tokens.bpe import byte_tokenizer
+from primer.weights.checkpoint import save_checkpoint
 from primer.cli import main
-from primer.model import ModelConfig, Transformer
+from primer.model.transformer import ModelConfig, Transformer
 
 
 @pytest.mark.slow

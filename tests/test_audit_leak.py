@@ -3,7 +3,7 @@ GSM8K test items leaked into it (repeated, in canonical order, as a data dump wo
 once clean. The audit must flag the leaked run on n-gram overlap, verbatim completion and the
 likelihood tests (Min-K%++, permutation), and flag none of them on the clean run.
 
-Training is a plain AdamW loop over `primer.model.Transformer` with a byte-level tokenizer, so the
+Training is a plain AdamW loop over `primer.model.transformer.Transformer` with a byte-level tokenizer, so the
 experiment is about the audit, not the training stack; ~150 s per model on 2 quiet cores (the whole
 test ~5 min). Fewer steps were tried and rejected: at 250 steps verbatim completion no longer flags
 the leaked run (even with 10 repeats), and the clean run's permutation p fell under 0.05 by chance.
@@ -18,9 +18,9 @@ import torch
 
 from primer.audit.gsm_numbers import RebuildError, rebuild, substitute
 from primer.audit.run import AuditConfig, audit
-from primer.bpe import byte_tokenizer
+from primer.tokens.bpe import byte_tokenizer
 from primer.eval.lm import PrimerLM
-from primer.model import ModelConfig, Transformer
+from primer.model.transformer import ModelConfig, Transformer
 
 N_ITEMS, REPEATS, N_STORIES, STEPS, SEQ, BATCH = 12, 6, 60, 500, 256, 16
 

@@ -110,9 +110,9 @@ def test_verbatim_metrics_and_min_k_plus_plus():
 
 
 def test_token_stats_match_a_direct_computation():
-    from primer.bpe import byte_tokenizer
+    from primer.tokens.bpe import byte_tokenizer
     from primer.eval.lm import PrimerLM
-    from primer.model import ModelConfig, Transformer
+    from primer.model.transformer import ModelConfig, Transformer
 
     torch.manual_seed(0)
     m = Transformer(ModelConfig.from_name("debug", vocab_size=320))
@@ -156,9 +156,9 @@ def test_a_rerun_answers_from_the_cache(data_dir, tmp_path, monkeypatch):
     from dataclasses import replace
 
     from primer.audit.run import AuditConfig, audit
-    from primer.bpe import byte_tokenizer
+    from primer.tokens.bpe import byte_tokenizer
     from primer.eval.lm import PrimerLM
-    from primer.model import ModelConfig, Transformer
+    from primer.model.transformer import ModelConfig, Transformer
 
     monkeypatch.setenv("HOME", str(tmp_path))
     torch.manual_seed(0)

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from primer.bpe import EOT, SPECIAL_TOKENS, byte_tokenizer, document_end_id, load_tokenizer, train_bpe
+from primer.tokens.bpe import EOT, SPECIAL_TOKENS, byte_tokenizer, document_end_id, load_tokenizer, train_bpe
 from primer.errors import PrimerError
-from primer.tokenizer import Tokenizer
+from primer.model.tokenizer import Tokenizer
 
 TEXTS = [
     "Once upon a time there was a little cat. The cat liked to play in the sun.",

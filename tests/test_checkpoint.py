@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from primer.checkpoint import META, WEIGHTS, is_checkpoint, load_checkpoint, save_checkpoint
+from primer.weights.checkpoint import META, WEIGHTS, is_checkpoint, load_checkpoint, save_checkpoint
 from primer.errors import PrimerError
-from primer.model import ModelConfig, Transformer
+from primer.model.transformer import ModelConfig, Transformer
 
 
 def _model(name="debug", **overrides):
@@ -20,7 +20,7 @@ def _tiny_tokenizer():
     import tokenizers
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
-    from primer.tokenizer import Tokenizer
+    from primer.model.tokenizer import Tokenizer
 
     tk = tokenizers.Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

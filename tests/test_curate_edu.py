@@ -156,7 +156,7 @@ def test_embedding_scorer_trains_offline(data_dir, tmp_path):
 @pytest.mark.slow
 def test_bundled_teacher_annotates_a_real_sample(data_dir, tmp_path):
     """End to end with the real (weak) bundled teacher: a handful of C4 pages, scores or honest nulls."""
-    from primer.teachers import bundled_gguf_path
+    from primer.weights.bundled import bundled_gguf_path
 
     try:
         bundled_gguf_path()

@@ -8,7 +8,7 @@ import torch
 
 from primer.eval.lm import PrimerLM
 from primer.eval.runner import EvalConfig, run, table
-from primer.model import ModelConfig, Transformer
+from primer.model.transformer import ModelConfig, Transformer
 
 
 class ByteTok:

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from primer.errors import PrimerError
-from primer.generate import generate, sample
-from primer.model import KVCache, ModelConfig, Transformer
+from primer.model.generate import generate, sample
+from primer.model.transformer import KVCache, ModelConfig, Transformer
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def debug_model():
 
 @pytest.fixture(scope="module")
 def bundled_lm():
-    from primer.load import load_model
+    from primer.weights.load import load_model
 
     try:
         return load_model("bundled")
@@ -172,7 +172,7 @@ def test_chat_prompt_ends_with_end_of_turn(bundled_lm):
 
 
 def test_fast_decoder_tracks_the_fp32_reference(bundled_lm):
-    from primer.quant import fast_decoder
+    from primer.model.quant import fast_decoder
 
     model, tok = bundled_lm.model, bundled_lm.tokenizer
     dec = fast_decoder(model)

@@ -7,7 +7,7 @@ import torch
 gguf = pytest.importorskip("gguf")
 
 from primer.errors import PrimerError  # noqa: E402
-from primer.gguf_io import (  # noqa: E402
+from primer.weights.gguf_io import (  # noqa: E402
     block_codes,
     config_from_gguf,
     dequantize,
@@ -16,7 +16,7 @@ from primer.gguf_io import (  # noqa: E402
     permute_rope,
     unpermute_rope,
 )
-from primer.model import ModelConfig, Transformer  # noqa: E402
+from primer.model.transformer import ModelConfig, Transformer  # noqa: E402
 
 Q = gguf.GGMLQuantizationType
 
@@ -181,7 +181,7 @@ def test_unsupported_architecture_is_named(tmp_path):
 def test_bundled_missing_says_how_to_install(monkeypatch):
     import importlib.metadata
 
-    from primer import bundled as b
+    from primer.weights import bundled as b
 
     def nope(name):
         raise importlib.metadata.PackageNotFoundError(name)
@@ -192,9 +192,9 @@ def test_bundled_missing_says_how_to_install(monkeypatch):
 
 
 def test_load_model_dispatches_every_kind(tmp_path):
-    from primer.checkpoint import save_checkpoint
-    from primer.hf import save_hf_dir
-    from primer.load import load_model
+    from primer.weights.checkpoint import save_checkpoint
+    from primer.weights.hf import save_hf_dir
+    from primer.weights.load import load_model
 
     torch.manual_seed(0)
     model = Transformer(ModelConfig.from_name("debug")).eval()

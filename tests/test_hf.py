@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from primer.errors import PrimerError
-from primer.hf import hf_architecture, load_hf_dir, save_hf_dir
-from primer.model import ModelConfig, Transformer
+from primer.weights.hf import hf_architecture, load_hf_dir, save_hf_dir
+from primer.model.transformer import ModelConfig, Transformer
 
 transformers = pytest.importorskip("transformers")
 
@@ -162,15 +162,15 @@ def test_import_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    """(model, tokenizer) of the bundled GGUF: through primer.gguf_io, else via transformers' GGUF loader."""
-    from primer.bundled import bundled_gguf_path
+    """(model, tokenizer) of the bundled GGUF: through primer.weights.gguf_io, else via transformers' GGUF loader."""
+    from primer.weights.bundled import bundled_gguf_path
 
     try:
         path = bundled_gguf_path()
     except PrimerError as e:
         pytest.skip(str(e))
     try:
-        from primer.gguf_io import load_gguf
+        from primer.weights.gguf_io import load_gguf
     except ImportError:
         # transformers 5 refuses save_pretrained on a GGUF-loaded model, so write its tensors + config by hand.
         from safetensors.torch import save_file

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from primer.errors import PrimerError
-from primer.model import SHAPES, KVCache, ModelConfig, Transformer
+from primer.model.transformer import SHAPES, KVCache, ModelConfig, Transformer
 
 
 @pytest.mark.parametrize(

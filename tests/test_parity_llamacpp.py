@@ -16,7 +16,7 @@ WINDOW, WINDOWS = 384, 5  # 5 x 383 = 1,915 predicted positions
 @pytest.mark.slow
 def test_teacher_forced_agreement_with_llama_cpp(data_dir):
     from primer.errors import PrimerError
-    from primer.load import load_model
+    from primer.weights.load import load_model
 
     try:
         model, tok, meta = load_model("bundled")

@@ -39,9 +39,9 @@ PROMPTS = [
 def models():
     from transformers import AutoModelForCausalLM
 
-    from primer.bundled import bundled_gguf_path
+    from primer.weights.bundled import bundled_gguf_path
     from primer.errors import PrimerError
-    from primer.load import load_model
+    from primer.weights.load import load_model
 
     try:
         path = bundled_gguf_path()
@@ -54,7 +54,7 @@ def models():
 
 @pytest.mark.slow
 def test_logits_and_greedy_continuations_match_transformers(models):
-    from primer.generate import generate
+    from primer.model.generate import generate
 
     (model, tok, _), hf = models
     worst, same = 0.0, 0

@@ -8,8 +8,8 @@ import torch
 
 from primer.config import load_section, read_recipe_file
 from primer.errors import PrimerError
-from primer.model import Transformer
-from primer.shards import TokenizeConfig
+from primer.model.transformer import Transformer
+from primer.tokens.shards import TokenizeConfig
 from primer.train.config import TrainConfig, build_model_config
 from primer.train.metrics import flops_per_token
 

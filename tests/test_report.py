@@ -7,7 +7,7 @@ import re
 import pytest
 
 from primer.errors import PrimerError
-from primer.report import render, write_report
+from primer.pipeline.report import render, write_report
 
 from report_fixture import check_in_chromium, make_run_dir
 

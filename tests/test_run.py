@@ -20,7 +20,8 @@ import pytest
 
 from primer.config import read_recipe_file
 from primer.errors import PrimerError
-from primer.run import StageFailed, StageSpec, load_recipe, recipe_class, run_recipe
+from primer.pipeline.runner import StageFailed, load_recipe, run_recipe
+from primer.pipeline.spec import StageSpec
 
 from report_fixture import check_in_chromium, chromium_path
 
@@ -195,7 +196,7 @@ def test_stage_subset_requires_inputs(tmp_path):
 
 
 def test_packaged_default_recipe_is_recipes_default():
-    from primer.run import default_recipe_path
+    from primer.pipeline.runner import default_recipe_path
 
     if not (REPO / "recipes" / "default.toml").is_file():
         pytest.skip("recipes/default.toml not written yet")
@@ -275,15 +276,11 @@ def test_failing_real_stage_names_itself(tmp_path):
 
 
 def test_two_runs_on_one_dir_are_refused(tmp_path):
-    from primer.run import _lock_run_dir
+    from primer.common.files import DirLock
 
     rd = tmp_path / "run"
-    rd.mkdir()
-    fd = _lock_run_dir(rd)
-    try:
+    with DirLock(rd, "`primer run`"):
         r, p = _recipe(tmp_path, "")
         with pytest.raises(PrimerError, match="another `primer run` is using"):
             run_recipe(r, rd, stages=FAKE, log=lambda s: None, write_report=False)
-    finally:
-        os.close(fd)
     run_recipe(r, rd, stages=FAKE, log=lambda s: None, write_report=False)  # free again

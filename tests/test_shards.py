@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from primer.bpe import byte_tokenizer
+from primer.tokens.bpe import byte_tokenizer
 from primer.cli import main as cli_main
 from primer.errors import PrimerError
-from primer.shards import (
+from primer.tokens.shards import (
     HEADER_BYTES,
     TokenDataset,
     TokenizeConfig,

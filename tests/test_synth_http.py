@@ -3,7 +3,6 @@ stopped mid-run: a short outage is ridden out by retries; a long one stops the r
 error, and the rerun resumes and completes with every prompt done once."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from synth_helpers import LlamaServer, have_llama_server
 from test_synth_run import assert_prefix_of_plan, ids
 
 from primer.synth.run import SynthConfig
-from primer.teachers import bundled_gguf_path
+from primer.weights.bundled import bundled_gguf_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not have_llama_server(), reason="llama-cpp-python[server] not installed")]
 

@@ -11,7 +11,9 @@ import pytest
 from synth_helpers import FakeTeacher
 
 from primer.errors import PrimerError
-from primer.synth.run import DirLock, SynthConfig, build_plan, read_jsonl, repair_jsonl, synth
+from primer.common.files import DirLock
+from primer.common.jsonl import read_jsonl, repair_jsonl
+from primer.synth.run import SynthConfig, build_plan, synth
 
 FIELDS = {"text", "prompt_id", "prompt", "topic", "subject", "format", "audience", "style", "teacher", "sampling",
           "prompt_tokens", "completion_tokens", "finish_reason", "created"}
@@ -116,7 +118,7 @@ def test_torn_last_line_is_cut_and_redone(tmp_path):
 def test_one_writer_per_directory(tmp_path):
     c = cfg(tmp_path, n=2)
     c.out.mkdir(parents=True)
-    with DirLock(c.out), pytest.raises(PrimerError, match="another primer synth"):
+    with DirLock(c.out, "primer synth"), pytest.raises(PrimerError, match="another primer synth"):
         synth(c, teacher=FakeTeacher())
 
 

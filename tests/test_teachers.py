@@ -14,9 +14,9 @@ from primer.teachers import (
     HttpTeacher,
     Sampling,
     TeacherUnavailable,
-    bundled_gguf_path,
     load_teacher,
 )
+from primer.weights.bundled import bundled_gguf_path
 
 
 class Stub:

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from primer.errors import PrimerError
-from primer.tokenizer import Tokenizer
+from primer.model.tokenizer import Tokenizer
 
 # Hand-picked lines: special tokens inside text, unicode, emoji, code, whitespace runs, digits.
 EXTRA = [
@@ -39,8 +39,8 @@ def _read_lines(data_dir, n_wiki=250, n_stories=250):
 
 @pytest.fixture(scope="module")
 def ours(bundled_gguf):
-    try:  # the fast reader, when primer.gguf_io is there; gguf.GGUFReader exposes the same fields
-        from primer.gguf_io import open_gguf as reader
+    try:  # the fast reader, when primer.weights.gguf_io is there; gguf.GGUFReader exposes the same fields
+        from primer.weights.gguf_io import open_gguf as reader
     except ImportError:
         from gguf import GGUFReader as reader
     return Tokenizer.from_gguf(reader(bundled_gguf))

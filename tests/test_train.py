@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from primer.bpe import byte_tokenizer
+from primer.tokens.bpe import byte_tokenizer
 from primer.cli import main as cli_main
 from primer.errors import PrimerError
-from primer.shards import write_token_dir
+from primer.tokens.shards import write_token_dir
 from primer.train import TrainConfig, train
 from primer.train.metrics import read_metrics
 from primer.train.schedule import lr_at
@@ -91,7 +91,7 @@ def test_run_dir_contents(token_dir, tmp_path):
     info = json.loads((out / "config.json").read_text())
     assert info["train_config"]["batch_size"] == 4 and info["grad_accum"] == 1
     assert len(s["samples"]) == 2 and (out / "samples.txt").is_file() and (out / "loss.png").is_file()
-    from primer.checkpoint import load_checkpoint
+    from primer.weights.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(ck)
     assert ckpt.tokenizer.hash() == byte_tokenizer().hash()

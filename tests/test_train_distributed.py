@@ -43,7 +43,7 @@ def test_two_gloo_processes_match_one(single, parallel):
     assert [s for s, _ in summary["val_curve"]] == [3, 6]
     assert summary["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
     # The checkpoint holds full (unsharded) weights that load in one process.
-    from primer.checkpoint import load_checkpoint
+    from primer.weights.checkpoint import load_checkpoint
 
     ck = load_checkpoint(out / "checkpoints" / "step_0000006")
     assert ck.model.cfg.n_layer == 2 and ck.meta["user"]["step"] == 6

@@ -218,7 +218,7 @@ def from_args(cls: type[T], ns: argparse.Namespace, base: T | None = None) -> T:
 
 
 def load_section(path: str | Path, section: str, cls: type[T]) -> T:
-    """`cls` from the `[section]` table of a pipeline recipe (see primer.run), or from the file's
+    """`cls` from the `[section]` table of a pipeline recipe (see primer.pipeline.runner), or from the file's
     top level when it is a one-stage recipe without sections. Other stages' sections are ignored."""
     data = read_recipe_file(path)
     if section in data:

@@ -19,7 +19,7 @@ and may also change how the prompt is written. Each keeps the answer correct by 
 Multiple choice in the usual cloze form scores each option on its own, so order cannot matter;
 `shuffle` and `relabel` therefore compare against `mcf`, the same options as a lettered list in
 their original order (the MMLU-style prompt), which is the format where order and labels can
-matter.
+matter. Which perturbations apply to which task is decided in `suites`.
 """
 
 from __future__ import annotations
@@ -256,63 +256,3 @@ def wrap_mc_task(task, *, lettered: bool = False, labels: str = "ABCDEFGHIJ"):
         task, doc_to_text=text, doc_to_choice=lambda d: [labels[i] for i in range(len(choices(d)))],
         doc_to_target=target, name=task.name + "_mcf",
     )
-
-
-def gsm_suite() -> list[Perturbation]:
-    from primer.audit import gsm_numbers  # noqa: PLC0415
-
-    def numbers(doc: Doc, rng: random.Random) -> Doc | None:
-        try:
-            rb = gsm_numbers.rebuild(doc)
-        except gsm_numbers.RebuildError:
-            return None
-        v = gsm_numbers.substitute(rb, rng)
-        return None if v is None else {**doc, "question": v["question"], "answer": v["answer"],
-                                        "_substitution": v["substitution"]}
-
-    return [
-        Perturbation("numbers", "new numbers from the rebuilt calculator graph", numbers, task_kind="gsm8k"),
-        Perturbation("names", "people and objects renamed", swap_names),
-        Perturbation("noop", "irrelevant sentence with a number added (GSM-NoOp)", noop_clause, task_kind="gsm8k"),
-        Perturbation("linebreak", "one sentence per line", linebreaks),
-        Perturbation("spacing", "doubled spaces", spacing),
-        Perturbation("framing", "Question:/Answer: -> Q:/A:", prompt=reframe),
-        Perturbation("zeroshot", "few-shot examples removed", shots=0),
-    ]
-
-
-def mc_suite() -> list[Perturbation]:
-    return [
-        Perturbation("mcf", "options shown as a lettered A-D list (baseline for shuffle/relabel)",
-                     extra={"lettered": True, "labels": "ABCDEFGHIJ"}),
-        Perturbation("shuffle", "options reordered, lettered list", shuffle_options, baseline="mcf",
-                     extra={"lettered": True, "labels": "ABCDEFGHIJ"}),
-        Perturbation("relabel", "lettered list labelled 1-4 instead of A-D", baseline="mcf",
-                     extra={"lettered": True, "labels": "1234567890"}),
-        Perturbation("linebreak", "one sentence per line", linebreaks),
-        Perturbation("spacing", "doubled spaces", spacing),
-        Perturbation("framing", "Question:/Answer: -> Q:/A:", prompt=reframe),
-    ]
-
-
-def suite_for(task, names: list[str] | None = None) -> list[Perturbation]:
-    """The perturbations that apply to `task`, optionally only those named."""
-    if task.kind == "multiple_choice":
-        suite = mc_suite()
-    else:
-        suite = gsm_suite() if task.name.startswith("gsm") else [
-            p for p in gsm_suite() if p.task_kind == "any"]
-        if task.name.startswith("gsm"):
-            from primer.audit.symbolic import symbolic_perturbation  # noqa: PLC0415
-
-            suite.insert(1, symbolic_perturbation())
-    if names:
-        known = {p.name for p in suite}
-        missing = [n for n in names if n not in known]
-        if missing:
-            from primer.errors import PrimerError  # noqa: PLC0415
-
-            raise PrimerError(f"perturbation(s) {missing} do not apply to {task.name}; available: {sorted(known)}")
-        keep = set(names) | {p.baseline for p in suite if p.name in names}
-        suite = [p for p in suite if p.name in keep]
-    return suite

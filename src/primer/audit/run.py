@@ -24,6 +24,8 @@ from typing import Any
 from primer.audit import contamination as C
 from primer.audit import perturb as P
 from primer.audit import stats as S
+from primer.audit.suites import suite_for
+from primer.common.paths import benchmark_dir
 from primer.errors import PrimerError
 
 SIGNALS = ("robustness", "ngram", "mink", "verbatim", "permutation")
@@ -85,7 +87,7 @@ def audit(model: Any, cfg: AuditConfig, progress: bool = True) -> dict[str, Any]
         raise PrimerError(f"unknown signal(s) {unknown}; choose from {', '.join(SIGNALS)}")
     lm = _load_lm(model)
     task = get_task(cfg.task)
-    data_dir = _data_dir(cfg.data_dir)
+    data_dir = benchmark_dir(cfg.data_dir)
     docs = task.docs(data_dir)
     all_docs = docs
     if cfg.limit is not None:
@@ -99,7 +101,7 @@ def audit(model: Any, cfg: AuditConfig, progress: bool = True) -> dict[str, Any]
         "task": task.name, "n_items": len(docs),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
     }
-    suite = P.suite_for(task, cfg.perturbations or None) if "robustness" in cfg.signals or "mink" in cfg.signals else []
+    suite = suite_for(task, cfg.perturbations or None) if "robustness" in cfg.signals or "mink" in cfg.signals else []
     extras: dict[str, Any] = {}
     if task.name.startswith("gsm"):
         from primer.audit.gsm_numbers import number_variants  # noqa: PLC0415
@@ -121,7 +123,7 @@ def audit(model: Any, cfg: AuditConfig, progress: bool = True) -> dict[str, Any]
     texts = [item_text(task, d) for d in docs[:n_c]]
     if "ngram" in cfg.signals:
         if cfg.corpus:
-            from primer.shards import iter_documents  # noqa: PLC0415
+            from primer.tokens.shards import iter_documents  # noqa: PLC0415
 
             log(f"ngram: {len(docs)} items against {', '.join(cfg.corpus)}")
             q = [task.decontam_text(d) for d in docs]
@@ -182,15 +184,6 @@ def _load_lm(model):
     from primer.eval.lm import PrimerLM  # noqa: PLC0415
 
     return PrimerLM.load(str(model))
-
-
-def _data_dir(d: Path | None) -> Path | None:
-    import os  # noqa: PLC0415
-
-    if d is not None:
-        return Path(d)
-    env = os.environ.get("PRIMER_DATA")
-    return Path(env) if env else None
 
 
 def item_text(task, doc: dict) -> str:

@@ -21,8 +21,8 @@ def run(args) -> int:
     import sys
 
     from primer.errors import PrimerError
-    from primer.generate import generate
-    from primer.load import load_model
+    from primer.model.generate import generate
+    from primer.weights.load import load_model
 
     lm = load_model(args.model)
     if lm.tokenizer is None or not getattr(lm.tokenizer, "chat_template", None):

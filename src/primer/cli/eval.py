@@ -24,7 +24,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import os
     from pathlib import Path
 
     from primer.eval.tasks import list_tasks
@@ -40,7 +39,9 @@ def run(args) -> int:
     from primer.eval.lm import PrimerLM
     from primer.eval.runner import EvalConfig, run as run_eval, table
 
-    data_dir = args.data_dir or os.environ.get("PRIMER_DATA")
+    from primer.common.paths import benchmark_dir
+
+    data_dir = benchmark_dir(args.data_dir)
     cfg = EvalConfig(
         tasks=[t for t in args.tasks.split(",") if t.strip()], shots=args.shots, limit=args.limit,
         data_dir=Path(data_dir) if data_dir else None, samples=args.samples, temperature=args.temperature,

@@ -31,8 +31,8 @@ def run(args) -> int:
     import sys
 
     from primer.errors import PrimerError
-    from primer.generate import generate
-    from primer.load import load_model
+    from primer.model.generate import generate
+    from primer.weights.load import load_model
 
     if args.max_tokens < 1:
         raise PrimerError(f"--max-tokens must be at least 1, got {args.max_tokens}")

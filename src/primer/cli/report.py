@@ -11,7 +11,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from primer.report import write_report
+    from primer.pipeline.report import write_report
 
     path = write_report(args.run_dir, args.out)
     print(path)

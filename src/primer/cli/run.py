@@ -23,8 +23,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from primer.report import to_toml
-    from primer.run import default_stages, load_recipe, recipe_record, run_recipe
+    from primer.pipeline.report import to_toml
+    from primer.pipeline.runner import default_stages, load_recipe, recipe_record, run_recipe
 
     recipe = load_recipe(args.recipe)
     if args.stages:

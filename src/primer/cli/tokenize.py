@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def register(sub) -> None:
     from primer.config import add_arguments
-    from primer.shards import TokenizeConfig
+    from primer.tokens.shards import TokenizeConfig
 
     p = sub.add_parser(
         "tokenize",
@@ -25,7 +25,7 @@ def run(args) -> int:
     import json
 
     from primer.config import from_args, load_section
-    from primer.shards import TokenizeConfig, tokenize_corpus
+    from primer.tokens.shards import TokenizeConfig, tokenize_corpus
 
     base = load_section(args.recipe, "tokenize", TokenizeConfig) if args.recipe else None
     cfg = from_args(TokenizeConfig, args, base)

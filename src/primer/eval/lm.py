@@ -5,7 +5,7 @@
     loglikelihood_rolling([text, ...])              -> [sum log p(text)] over disjoint windows
     generate([prompt, ...], stop, max_tokens, temperature, seed) -> [completion]
 
-`PrimerLM` wraps a `primer.model.Transformer` and its `primer.tokenizer.Tokenizer`. It tokenizes
+`PrimerLM` wraps a `primer.model.transformer.Transformer` and its `primer.model.tokenizer.Tokenizer`. It tokenizes
 exactly as lm-eval's HF model does (encode context+continuation whole and split at the length of
 the encoded context, trailing context spaces moved to the continuation, tokenizer's own BOS policy,
 BOS-or-EOS as the context of an empty context), so scores agree with lm-eval on the same weights.
@@ -50,7 +50,7 @@ def file_fingerprint(path: str | Path) -> str:
 
 
 class PrimerLM:
-    """LM over a primer Transformer + Tokenizer (any model kind `primer.load.load_model` returns)."""
+    """LM over a primer Transformer + Tokenizer (any model kind `primer.weights.load.load_model` returns)."""
 
     def __init__(self, model, tokenizer, *, name: str = "model", fingerprint: str | None = None,
                  max_length: int | None = None, batch_size: int = 8, device: str | None = None,
@@ -73,7 +73,7 @@ class PrimerLM:
 
     @classmethod
     def load(cls, spec: str, **kw) -> "PrimerLM":
-        """Load through `primer.load.load_model` ('bundled', a .gguf, an HF dir, a checkpoint)."""
+        """Load through `primer.weights.load.load_model` ('bundled', a .gguf, an HF dir, a checkpoint)."""
         model, tok, path = _load_any(spec)
         fp = file_fingerprint(path) if path else None
         return cls(model, tok, name=str(spec), fingerprint=fp, **kw)
@@ -151,7 +151,7 @@ class PrimerLM:
     @torch.inference_mode()
     def _score_shared(self, ctx: list[int], conts: list[list[int]]) -> list[tuple[float, bool]]:
         """Run the context once, then all continuations as one batch over copies of its cache."""
-        from primer.model import KVCache  # noqa: PLC0415
+        from primer.model.transformer import KVCache  # noqa: PLC0415
 
         m = self.model
         Tc = max(len(c) for c in conts)
@@ -199,9 +199,9 @@ class PrimerLM:
     # -- generation ------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[str], stop: Sequence[str] = (), max_tokens: int = 256,
                  temperature: float = 0.0, seed: int = 0) -> list[str]:
-        """Batched greedy or sampled decoding (`primer.generate`, the exact fp32 path the scores use);
+        """Batched greedy or sampled decoding (`primer.model.generate`, the exact fp32 path the scores use);
         a prompt longer than the context keeps its last tokens, as lm-eval does."""
-        from primer.generate import generate  # noqa: PLC0415
+        from primer.model.generate import generate  # noqa: PLC0415
 
         budget = max(1, self.max_length - max_tokens)
         enc = [self.tok.encode(p)[-budget:] or [self.prefix_token_id] for p in prompts]
@@ -211,20 +211,20 @@ class PrimerLM:
 
 
 def _load_any(spec: str):
-    """(model, tokenizer, path or None) via primer.load when present, else the GGUF reader."""
+    """(model, tokenizer, path or None) via primer.weights.load when present, else the GGUF reader."""
     path = None
     if spec == "bundled":
-        from primer.bundled import bundled_gguf_path  # noqa: PLC0415
+        from primer.weights.bundled import bundled_gguf_path  # noqa: PLC0415
 
         path = bundled_gguf_path()
     elif Path(spec).exists():
         path = Path(spec)
     try:
-        from primer.load import load_model  # noqa: PLC0415
+        from primer.weights.load import load_model  # noqa: PLC0415
     except ImportError:
         load_model = None
     if load_model is not None:
-        from primer.load import resolve_spec  # noqa: PLC0415
+        from primer.weights.load import resolve_spec  # noqa: PLC0415
 
         path = resolve_spec(spec)[1]
         loaded = load_model(spec)
@@ -234,7 +234,7 @@ def _load_any(spec: str):
         from primer.errors import PrimerError  # noqa: PLC0415
 
         raise PrimerError(f"cannot load model '{spec}': expected 'bundled' or a .gguf file")
-    from primer.gguf_io import load_gguf  # noqa: PLC0415
+    from primer.weights.gguf_io import load_gguf  # noqa: PLC0415
 
     model, tok = load_gguf(path)
     return model, tok, path

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from primer.common.provenance import git_sha, package_versions
 from primer.errors import PrimerError
 from primer.eval import metrics as M
 from primer.eval.tasks import GROUPS, Task, expand
@@ -244,28 +245,6 @@ def _jsonable(x):
     return x
 
 
-def environment() -> dict[str, str]:
-    import importlib.metadata as md  # noqa: PLC0415
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("primer", "torch", "numpy", "tokenizers", "transformers", "lm-eval"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def git_sha() -> str | None:
-    import subprocess  # noqa: PLC0415
-
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def run(lm, cfg: EvalConfig, output: Path | None = None, progress: bool = True) -> dict[str, Any]:
     """evaluate() + model/config/environment header, written to `output` when given."""
     t0 = time.time()
@@ -274,7 +253,7 @@ def run(lm, cfg: EvalConfig, output: Path | None = None, progress: bool = True) 
         "model": {"name": lm.name, "fingerprint": lm.fingerprint},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
         "task_versions": {n: t["version"] for n, t in res["tasks"].items()},
-        "environment": environment(), "git": git_sha(), "argv": sys.argv,
+        "environment": {**package_versions(), "platform": platform.platform()}, "git": git_sha(), "argv": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)), "seconds": round(time.time() - t0, 2),
         **res,
     }

@@ -16,11 +16,8 @@ wanted in the directory, not "n more". A lock file keeps two runs from writing t
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import itertools
 import json
-import os
-import platform
 import sys
 import time
 from collections import Counter
@@ -28,8 +25,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
+from primer.common.files import DirLock
+from primer.common.jsonl import JsonlAppender, read_jsonl
+from primer.common.provenance import package_versions
 from primer.errors import PrimerError
 from primer.synth import grid, quality
 from primer.synth.quality import QualityRules
@@ -96,101 +95,6 @@ class SynthConfig(HttpOptions):
     """show a progress bar"""
 
 
-# ---------------------------------------------------------------------------- crash-safe JSONL
-
-
-def repair_jsonl(path: Path) -> int:
-    """Cut a torn last line (no trailing newline) left by a kill; returns bytes removed."""
-    if not path.exists():
-        return 0
-    size = path.stat().st_size
-    if size == 0:
-        return 0
-    with path.open("rb+") as f:
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return 0
-        pos = size
-        chunk = 1 << 16
-        while pos > 0:
-            start = max(0, pos - chunk)
-            f.seek(start)
-            buf = f.read(pos - start)
-            i = buf.rfind(b"\n")
-            if i >= 0:
-                keep = start + i + 1
-                break
-            pos = start
-        else:
-            keep = 0
-        f.truncate(keep)
-        f.flush()
-        os.fsync(f.fileno())
-        return size - keep
-
-
-def read_jsonl(path: Path, repair: bool = False) -> Iterator[dict]:
-    path = Path(path)
-    if repair:
-        repair_jsonl(path)
-    if not path.exists():
-        return
-    with path.open("rb") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PrimerError(f"{path}:{n}: corrupt JSON line ({e}); remove that line and rerun") from e
-
-
-class JsonlAppender:
-    """Append records as single-write lines; fsync each (so a kill loses at most the line in flight)."""
-
-    def __init__(self, path: Path, fsync: bool = True, interval: float = 0.0) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_jsonl(self.path)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self.fsync = fsync
-        self.interval = interval
-        self._last_sync = time.monotonic()
-        self._dirty = False
-
-    def write_many(self, recs: list[dict]) -> None:
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs).encode()
-        view = memoryview(data)
-        while view:  # one write per record batch: a kill leaves whole lines or one torn last line
-            n = os.write(self.fd, view)
-            view = view[n:]
-        self._dirty = True
-        if self.fsync and (self.interval <= 0 or time.monotonic() - self._last_sync >= self.interval):
-            self.sync()
-
-    def sync(self) -> None:
-        if self._dirty and self.fd >= 0:
-            os.fsync(self.fd)
-            self._dirty = False
-            self._last_sync = time.monotonic()
-
-    def write(self, rec: dict) -> None:
-        self.write_many([rec])
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            if self.fsync:
-                self.sync()
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> JsonlAppender:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
 class Store:
     """The output directory: sharded documents + rejects, and what is already done."""
 
@@ -206,13 +110,14 @@ class Store:
         last_count = 0
         for shard in self.shards:
             last_count = 0
-            for rec in read_jsonl(shard, repair=True):
+            for rec in read_jsonl(shard, strict=True, repair=True):
                 self.done.add(rec["prompt_id"])
                 self.n_docs += 1
                 self.tokens += int(rec.get("completion_tokens") or 0)
                 last_count += 1
         self.rejects_before: Counter = Counter()
-        for rec in read_jsonl(self.out / "rejects.jsonl", repair=True):
+        rejects = self.out / "rejects.jsonl"
+        for rec in (read_jsonl(rejects, strict=True, repair=True) if rejects.exists() else ()):
             self.done.add(rec["prompt_id"])
             self.rejects_before[rec.get("reason", "?")] += 1
         self._shard_index = len(self.shards) - 1 if self.shards else 0
@@ -245,30 +150,12 @@ class Store:
 
     def iter_docs(self) -> Iterator[dict]:
         for shard in sorted(self.out.glob("data-*.jsonl")):
-            yield from read_jsonl(shard)
+            yield from read_jsonl(shard, strict=True)
 
     def close(self) -> None:
         if self._data is not None:
             self._data.close()
         self._rejects.close()
-
-
-class DirLock:
-    def __init__(self, out: Path) -> None:
-        self.path = Path(out) / ".lock"
-
-    def __enter__(self) -> DirLock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise PrimerError(f"another primer synth is writing to {self.path.parent}; wait for it or use another --out") from None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -296,18 +183,6 @@ def make_teacher(cfg: SynthConfig):
     opts = HttpOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(HttpOptions)})
     return load_teacher(cfg.teacher, cfg.model, options=opts, batch_size=cfg.batch_size, n_threads=cfg.threads,
                         device=cfg.device)
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("primer", "llama_cpp_python", "httpx", "torch"):
-        try:
-            out[pkg] = md.version(pkg.replace("_", "-"))
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def _doc(spec: grid.PromptSpec, comp, teacher_name: str, sampling) -> dict:
@@ -345,7 +220,7 @@ def synth(cfg: SynthConfig, teacher=None) -> dict:
                          max_repeat_frac=cfg.max_repeat_frac)
     base = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                     repeat_penalty=cfg.repeat_penalty)
-    with DirLock(out):
+    with DirLock(out, "primer synth"):
         store = Store(out, cfg.shard_docs, cfg.fsync, cfg.fsync_interval)
         plan_it = (p for p in build_plan(cfg) if p.id not in store.done)
         own = teacher is None
@@ -355,7 +230,7 @@ def synth(cfg: SynthConfig, teacher=None) -> dict:
         with JsonlAppender(out / "runs.jsonl") as runs:
             runs.write({"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "config": to_dict(cfg), "teacher": tname, "argv": sys.argv,
-                        "docs_before": store.n_docs, "versions": _versions()})
+                        "docs_before": store.n_docs, "versions": package_versions()})
         rejects: Counter = Counter()
         finish: Counter = Counter()
         new_docs = prompt_tok = gen_tok = 0

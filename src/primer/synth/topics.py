@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from primer.common.jsonl import JsonlAppender, read_jsonl
 from primer.errors import PrimerError
 from primer.synth.grid import Topic
 
@@ -185,7 +186,6 @@ def expand(
 
     Resumable: parents already recorded in the file are skipped. Returns counts.
     """
-    from primer.synth.run import JsonlAppender, read_jsonl
     from primer.teachers import Sampling
 
     sampling = sampling or Sampling(max_tokens=200, temperature=0.7)
@@ -194,7 +194,7 @@ def expand(
     done_parents: set[str] = set()
     for t in parents:  # parents themselves count as known, so children never repeat them
         dedup.add(t.name)
-    for rec in read_jsonl(out_path, repair=True):
+    for rec in (read_jsonl(out_path, strict=True, repair=True) if out_path.exists() else ()):
         if rec.get("done"):
             done_parents.add(rec["parent"])
         elif rec.get("topic"):

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from primer.checkpoint import model_from_state_dict, read_meta, read_safetensors, save_checkpoint
+from primer.weights.checkpoint import model_from_state_dict, read_meta, read_safetensors, save_checkpoint
 from primer.errors import PrimerError
-from primer.model import ModelConfig
+from primer.model.transformer import ModelConfig
 
 TRAINER_STATE = "trainer.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")

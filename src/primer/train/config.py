@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from primer.errors import PrimerError
-from primer.model import SHAPES, ModelConfig
+from primer.model.transformer import SHAPES, ModelConfig
 
 
 @dataclass
@@ -24,7 +24,7 @@ class TrainConfig:
     out_dir: str = "runs/train"
     """Run directory: metrics.jsonl, config.json, checkpoints/, samples.txt."""
     model: str = "debug"
-    """Model shape from the registry (primer.model.SHAPES), e.g. debug, tiny-8m, phi-1.5."""
+    """Model shape from the registry (primer.model.transformer.SHAPES), e.g. debug, tiny-8m, phi-1.5."""
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """Shape fields to change, e.g. {n_layer = 2} in TOML, or n_layer=2,n_embd=128 on the command line."""
     vocab_size: int | None = None

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from primer.errors import PrimerError
-from primer.shards import TokenDataset
+from primer.tokens.shards import TokenDataset
 
 
 class WindowIndex:

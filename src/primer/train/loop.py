@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 
 from primer.config import to_dict
+from primer.common.provenance import git_sha
 from primer.errors import PrimerError
-from primer.model import Transformer
-from primer.shards import TokenDataset
+from primer.model.transformer import Transformer
+from primer.tokens.shards import TokenDataset
 from primer.train.checkpoints import latest_checkpoint, load_trainer_state, load_weights, save_training_checkpoint
 from primer.train.config import TrainConfig, build_model_config
 from primer.train.data import TrainBatches, ValBatches
@@ -162,7 +163,7 @@ class Trainer:
     # ------------------------------------------------------------------------------ state
 
     def _check_tokenizer(self, ckpt: Path) -> None:
-        from primer.checkpoint import read_meta
+        from primer.weights.checkpoint import read_meta
 
         theirs = read_meta(ckpt).get("tokenizer_hash")
         if theirs and theirs != self.data.tokenizer_hash:
@@ -265,7 +266,6 @@ class Trainer:
     # ------------------------------------------------------------------------------ run
 
     def _write_run_info(self, out: Path) -> None:
-        from primer.checkpoint import git_sha
 
         info = {
             "train_config": to_dict(self.cfg),
@@ -368,7 +368,7 @@ class Trainer:
         return summary
 
     def write_samples(self, ckpt: Path) -> list[str]:
-        from primer.checkpoint import load_checkpoint
+        from primer.weights.checkpoint import load_checkpoint
         from primer.train.sample import sample
 
         cfg = self.cfg

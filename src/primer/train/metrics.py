@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from primer.model import ModelConfig
+from primer.model.transformer import ModelConfig
 
 # name fragment -> (bf16/fp16 dense, tf32 dense) TFLOP/s
 GPU_PEAKS = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from primer.model import KVCache, Transformer
+from primer.model.transformer import KVCache, Transformer
 
 
 @torch.no_grad()

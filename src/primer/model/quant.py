@@ -22,7 +22,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from primer.model import KVCache, Transformer
+from primer.model.transformer import KVCache, Transformer
 
 GROUP = 32
 # Batch rows at or below which decode steps use the weight-only kernels (above it dense fp32
@@ -40,14 +40,9 @@ def _int4_scales(d: torch.Tensor, m: torch.Tensor, act_dtype) -> torch.Tensor:
 
 
 def _codes(part) -> tuple | None:
-    """GGUF block codes of one (weight, bias, source) part, or None."""
-    src = part[2]
-    if src is None:
-        return None
-    from primer.gguf_io import block_codes
-
-    tensor, heads, rows = src
-    return block_codes(tensor, heads, rows)
+    """Quantized block codes of one (weight, bias, codes function) part, or None."""
+    codes = part[2]
+    return codes() if codes is not None else None
 
 
 class PackedLinear:
@@ -129,8 +124,7 @@ class FastDecoder:
         # rotate-half as one multiply: rot(x) = cat(x2, x1) * [-1]*half ++ [+1]*half
         self.rope_sign = torch.cat([-torch.ones(half), torch.ones(half)])
         self.layers = []
-        hs, nh, nkv = cfg.head_dim, cfg.n_head, cfg.n_kv_head
-        sources = getattr(model, "gguf_sources", {}) if packing == "auto" else {}
+        sources = getattr(model, "block_codes", {}) if packing == "auto" else {}
         names = {id(p): n for n, p in model.named_parameters()}
 
         def lin(*mods):

@@ -142,7 +142,7 @@ class Tokenizer:
             f = reader.fields.get(key)
             return default if f is None else f.contents()
 
-        # primer.gguf_io.GGUFFile has .path; gguf.GGUFReader keeps the name on its memmap.
+        # primer.weights.gguf_io.GGUFFile has .path; gguf.GGUFReader keeps the name on its memmap.
         where = getattr(reader, "path", None) or getattr(getattr(reader, "data", None), "filename", None) or "GGUF file"
         kind = get("tokenizer.ggml.model")
         if kind not in ("gpt2", "llama"):

@@ -4,29 +4,29 @@
       model.safetensors   our parameter names; a tied head is stored once (as embed.weight)
       meta.json           {"format": "primer-checkpoint", "format_version": 1, "model": ModelConfig dict,
                            "dtype", "primer_version", "git_sha", "torch_version", "created", "user": {...}}
-      tokenizer.json ...  when a tokenizer was given (see primer.tokenizer.Tokenizer.save)
+      tokenizer.json ...  when a tokenizer was given (see primer.model.tokenizer.Tokenizer.save)
 
 Files are written to temporary names and renamed into place, so an interrupted save never leaves
 a half-written checkpoint behind. Loading checks every tensor's name and shape against the
 config in meta.json and says which tensor disagrees, with both shapes.
 
 `model_from_state_dict` (config + tensors -> model without a throwaway random init) is shared by
-the Hugging Face importer in primer.hf.
+the Hugging Face importer in primer.weights.hf.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
+from primer.common.files import atomic_write_bytes
+from primer.common.provenance import git_sha
 from primer.errors import PrimerError
-from primer.model import ModelConfig, Transformer, rope_cache
+from primer.model.transformer import ModelConfig, Transformer, rope_cache
 
 FORMAT = "primer-checkpoint"
 FORMAT_VERSION = 1
@@ -36,7 +36,7 @@ META = "meta.json"
 
 class Checkpoint(NamedTuple):
     model: Transformer
-    tokenizer: Any  # primer.tokenizer.Tokenizer | None
+    tokenizer: Any  # primer.model.tokenizer.Tokenizer | None
     meta: dict
 
 
@@ -60,25 +60,6 @@ def state_dict_for_saving(model: Transformer) -> dict[str, torch.Tensor]:
     if model.cfg.tie_embeddings:
         sd.pop("lm_head.weight", None)
     return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
-
-
-def git_sha() -> str | None:
-    """The commit of the primer source tree we run from, or None outside a git checkout."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = out.stdout.strip()
-    return sha or None
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(directory: str | Path, model: torch.nn.Module, tokenizer=None, meta: dict | None = None) -> Path:
@@ -109,11 +90,11 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, tokenizer=Non
         meta_text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
     except TypeError as e:
         raise PrimerError(f"checkpoint meta must be JSON-serialisable: {e}") from None
-    _atomic_write_bytes(d / WEIGHTS, st_save(sd, metadata={"format": "pt"}))
+    atomic_write_bytes(d / WEIGHTS, st_save(sd, metadata={"format": "pt"}))
     if tokenizer is not None:
         tokenizer.save(d)
     # meta.json last: its presence marks a complete checkpoint.
-    _atomic_write_bytes(d / META, meta_text.encode("utf-8"))
+    atomic_write_bytes(d / META, meta_text.encode("utf-8"))
     return d
 
 
@@ -218,7 +199,7 @@ def load_checkpoint(
         model = model.to(device)
     tokenizer = None
     if (d / "tokenizer.json").is_file():
-        from primer.tokenizer import Tokenizer
+        from primer.model.tokenizer import Tokenizer
 
         tokenizer = Tokenizer.load(d)
     return Checkpoint(model.eval(), tokenizer, info)

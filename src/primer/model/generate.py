@@ -1,7 +1,7 @@
 """Text generation: KV cache, batched prompts of different lengths, sampling, stop strings, streaming.
 
-    from primer.load import load_model
-    from primer.generate import generate
+    from primer.weights.load import load_model
+    from primer.model.generate import generate
     lm = load_model("bundled")
     [r] = generate(lm, ["Photosynthesis is"], max_new_tokens=64)                  # greedy
     rs = generate(lm, [[{"role": "user", "content": "Hi"}]], temperature=0.7, top_p=0.9, seed=1)
@@ -13,7 +13,7 @@ or a list of token ids. Rows of a batch are left-padded: each row gets its own r
 (starting at 0) and an attention mask hides the padding, so a prompt's continuation does not
 depend on what it is batched with. Finished rows are dropped from the batch.
 
-Speed: on CPU the decode loop runs `primer.quant.FastDecoder` (weight-only int4/int8 kernels with
+Speed: on CPU the decode loop runs `primer.model.quant.FastDecoder` (weight-only int4/int8 kernels with
 bf16 activations, exact GGUF Q4/Q8 weights); `fast=False` runs the reference fp32
 `Transformer.forward`, which the parity tests use.
 """
@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from primer.errors import PrimerError
-from primer.model import KVCache, Transformer
+from primer.model.transformer import KVCache, Transformer
 
 Prompt = str | list[dict] | list[int]
 # Rows dropped from the batch once this fraction of it has finished (reindexing the cache copies it).
@@ -150,13 +150,13 @@ def sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
 def _forward_fn(model: Transformer, fast: bool | str):
     on_cpu = next(model.parameters()).device.type == "cpu"
     if fast == "auto":
-        from primer.quant import has_cpu_int_kernels
+        from primer.model.quant import has_cpu_int_kernels
 
         fast = on_cpu and has_cpu_int_kernels()
     if fast:
         if not on_cpu:
             raise PrimerError("the fast (int4/int8) decode path runs on CPU; pass fast=False on GPU")
-        from primer.quant import fast_decoder
+        from primer.model.quant import fast_decoder
 
         return fast_decoder(model), torch.float32, torch.device("cpu")
     p = next(model.parameters())

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from primer.checkpoint import Checkpoint, model_from_state_dict, read_safetensors, state_dict_for_saving, unwrap
+from primer.weights.checkpoint import Checkpoint, model_from_state_dict, read_safetensors, state_dict_for_saving, unwrap
 from primer.errors import PrimerError
-from primer.model import ModelConfig
+from primer.model.transformer import ModelConfig
 
 LLAMA_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM")
 PHI3_ARCHS = ("Phi3ForCausalLM",)
@@ -243,7 +243,7 @@ def load_hf_dir(
     model = model_from_state_dict(cfg, ours, source=f"weights in {d}", config_source="config.json", dtype=dtype)
     tokenizer = None
     if with_tokenizer and ((d / "tokenizer.json").is_file() or (d / "vocab.json").is_file()):
-        from primer.tokenizer import Tokenizer
+        from primer.model.tokenizer import Tokenizer
 
         tokenizer = Tokenizer.load(d)
     return Checkpoint(model.eval(), tokenizer, {"hf_config": hf, "architecture": arch, "source": str(d)})

@@ -1,7 +1,7 @@
 """`primer report RUN_DIR`: one self-contained HTML page about a run.
 
 Everything it shows comes from `RUN_DIR/run.json` and each stage's `RUN_DIR/<stage>/stage.json`
-summary (written by the adapters in `primer.stages`), so the report never re-runs anything and
+summary (written by the adapters in `primer.pipeline.stages`), so the report never re-runs anything and
 renders whatever subset of the run exists: a section whose stage has not run says so.
 Plots are matplotlib PNGs inlined as base64 `data:` URIs; there is no script, stylesheet or font
 from outside the file, so it opens offline and can be mailed as one attachment.

@@ -2,7 +2,7 @@
 
 A trained tokenizer is GPT-2's recipe (byte-level alphabet, GPT-2's split regex, no normalizer),
 trained with Hugging Face `tokenizers` (Rust, multi-threaded), with special tokens for the end of
-a document and for chat roles. It is returned as `primer.tokenizer.Tokenizer`, so it saves as a
+a document and for chat roles. It is returned as `primer.model.tokenizer.Tokenizer`, so it saves as a
 directory that transformers loads, and its `hash()` is what token shards record.
 
 Special tokens take ids 0, 1, 2, so they are the same for every vocabulary size:
@@ -20,7 +20,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from primer.errors import PrimerError
-from primer.tokenizer import Tokenizer
+from primer.model.tokenizer import Tokenizer
 
 EOT = "<|endoftext|>"
 SPECIAL_TOKENS = (EOT, "<|im_start|>", "<|im_end|>")
@@ -80,7 +80,7 @@ def byte_tokenizer(special_tokens: tuple[str, ...] = SPECIAL_TOKENS) -> Tokenize
     """A byte-level tokenizer without merges (specials first, then the 256 bytes): fixed, for tests and benchmarks."""
     from tokenizers import AddedToken
 
-    from primer.tokenizer import bytes_to_unicode
+    from primer.model.tokenizer import bytes_to_unicode
 
     vocab = {t: i for i, t in enumerate(special_tokens)}
     for b, ch in sorted(bytes_to_unicode().items()):
@@ -97,12 +97,12 @@ def load_tokenizer(source: str | Path) -> Tokenizer:
     """An existing tokenizer: a GGUF model file ("bundled" = the bundled SmolLM2), an HF tokenizer
     directory (or a primer checkpoint directory), or a tokenizer.json file."""
     if str(source) == "bundled":
-        from primer.bundled import bundled_gguf_path
+        from primer.weights.bundled import bundled_gguf_path
 
         source = bundled_gguf_path()
     p = Path(source)
     if p.suffix == ".gguf":
-        from primer.gguf_io import open_gguf  # reads the metadata only, not the weights
+        from primer.weights.gguf_io import open_gguf  # reads the metadata only, not the weights
 
         return Tokenizer.from_gguf(open_gguf(p))
     if p.is_dir():

@@ -4,7 +4,7 @@ An adapter does three things and nothing else: it points the stage's path fields
 directory (the previous stage's output in, `RUN_DIR/<stage>/` out), calls the stage's library
 function, and turns what came back into a JSON-able summary for `primer report` (counts, curves,
 tables, a few samples). All the work lives in the stage modules; the orchestration (fingerprints,
-caching, failure handling) lives in `primer.run`.
+caching, failure handling) lives in `primer.pipeline.runner`.
 
 Fields an adapter sets are listed in each spec's `wired`; a recipe that sets one gets an error saying the run
 directory decides it, so a recipe never points a stage at a stale or foreign directory.
@@ -14,24 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
+from primer.common.paths import benchmark_dir
 from primer.errors import PrimerError
-from primer.run import StageContext, StageSpec
+from primer.pipeline.spec import StageContext, StageSpec
 
 SAMPLE_CHARS = 2000
-
-
-def benchmark_dir() -> Path | None:
-    """Where benchmark data is: $PRIMER_DATA, else ../shared/benchmarks beside a source checkout."""
-    env = os.environ.get("PRIMER_DATA")
-    if env:
-        return Path(env)
-    beside = Path(__file__).resolve().parents[3] / "shared" / "benchmarks"
-    return beside if beside.is_dir() else None
 
 
 def _with_data_dir(cfg, name: str = "data_dir"):
@@ -237,7 +227,7 @@ def run_curate(cfg, ctx: StageContext) -> dict:
 
 
 def _tokenize_cfg():
-    from primer.shards import TokenizeConfig
+    from primer.tokens.shards import TokenizeConfig
 
     return TokenizeConfig
 
@@ -251,7 +241,7 @@ def corpus_files(stage_dir: Path, summary: dict) -> list[str]:
 
 
 def run_tokenize(cfg, ctx: StageContext) -> dict:
-    from primer.shards import tokenize_corpus
+    from primer.tokens.shards import tokenize_corpus
 
     inputs = corpus_files(ctx.inputs["curate"], ctx.summaries["curate"])
     meta = tokenize_corpus(dataclasses.replace(cfg, inputs=inputs, out=str(ctx.out_dir), overwrite=True))

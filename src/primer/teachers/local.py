@@ -1,0 +1,119 @@
+"""In-process teachers: primer's own decoder (`TorchTeacher`, batched, the int4 decode kernels on CPU)
+and any GGUF file through llama-cpp-python (`LlamaCppTeacher`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from primer.errors import PrimerError
+from primer.teachers.base import Completion, Prompt, Sampling, Teacher, as_messages
+
+
+class LlamaCppTeacher(Teacher):
+    """Any GGUF file through llama-cpp-python, in-process, one prompt at a time."""
+
+    def __init__(self, path: str | Path, n_ctx: int = 2048, n_threads: int | None = None) -> None:
+        """n_threads: CPU threads (default: llama.cpp's choice, half the cores)."""
+        path = Path(path)
+        if not path.is_file():
+            raise PrimerError(f"teacher model file not found: {path}")
+        try:
+            import llama_cpp
+        except ImportError as e:
+            raise PrimerError(
+                "a .gguf teacher needs llama-cpp-python: pip install llama-cpp-python"
+            ) from e
+        self.path = path
+        self.name = f"llama-cpp:{path.name}"
+        self.llm = llama_cpp.Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0
+        )
+
+    def _complete_batch(self, prompts: list[Prompt], samplings: list[Sampling]) -> list[Completion]:
+        outs = []
+        for prompt, sampling in zip(prompts, samplings):
+            t0 = time.perf_counter()
+            try:
+                r = self.llm.create_chat_completion(
+                    messages=as_messages(prompt),
+                    max_tokens=sampling.max_tokens,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    seed=sampling.seed,
+                    stop=list(sampling.stop) or None,
+                    repeat_penalty=sampling.repeat_penalty,
+                )
+            except ValueError as e:  # e.g. prompt longer than the context: the prompt's fault
+                outs.append(Completion("", "error", error=str(e), seconds=time.perf_counter() - t0))
+                continue
+            ch = r["choices"][0]
+            u = r.get("usage") or {}
+            outs.append(
+                Completion(
+                    text=ch["message"].get("content") or "",
+                    finish_reason=ch.get("finish_reason") or "stop",
+                    prompt_tokens=int(u.get("prompt_tokens", 0)),
+                    completion_tokens=int(u.get("completion_tokens", 0)),
+                    seconds=time.perf_counter() - t0,
+                )
+            )
+        return outs
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None
+
+
+# ---------------------------------------------------------------------------- in-process (primer's decoder)
+
+
+class TorchTeacher(Teacher):
+    """A model primer loads (`primer.weights.load.load_model`: 'bundled', a GGUF, an HF dir, a checkpoint)
+    run in-process by `primer.model.generate` (KV cache, left-padded batches of `batch_size`, the int4
+    decode kernels on CPU), sampled with temperature / top-p / repeat penalty and one seed per prompt,
+    so a prompt's text does not depend on what it was batched with.
+    """
+
+    def __init__(self, spec: str = "bundled", batch_size: int = 8, device: str = "cpu",
+                 n_threads: int | None = None) -> None:
+        import torch
+
+        from primer.weights.load import load_model
+
+        if n_threads:
+            torch.set_num_threads(n_threads)
+        self.batch_size = batch_size
+        self.model, self.tok, _ = load_model(spec, device=torch.device(device))
+        self.model.eval()
+        label = "SmolLM2-135M-Instruct" if spec == "bundled" else Path(spec).name
+        self.name = f"{'bundled' if spec == 'bundled' else 'primer'}:{label}"
+
+    def _complete_batch(self, prompts: list[Prompt], samplings: list[Sampling]) -> list[Completion]:
+        from primer.model.generate import encode_prompt, generate
+
+        block = self.model.cfg.block_size
+        outs: list[Completion | None] = [None] * len(prompts)
+        groups: dict[tuple, list[tuple[int, list[int]]]] = {}  # same settings but the seed: one call
+        for i, (p, s) in enumerate(zip(prompts, samplings)):
+            ids = encode_prompt(self.tok, as_messages(p))
+            if len(ids) + 1 > block:
+                outs[i] = Completion("", "error", len(ids), 0, error=f"prompt of {len(ids)} tokens exceeds the context of {block}")
+            else:
+                groups.setdefault((s.max_tokens, s.temperature, s.top_p, tuple(s.stop), s.repeat_penalty), []).append((i, ids))
+        for (max_tokens, temperature, top_p, stop, penalty), rows in groups.items():
+            t0 = time.perf_counter()
+            res = generate((self.model, self.tok), [ids for _, ids in rows], max_new_tokens=max_tokens,
+                           temperature=temperature, top_p=top_p, stop=stop, repeat_penalty=penalty,
+                           seed=[samplings[i].seed for i, _ in rows], batch_size=self.batch_size)
+            share = (time.perf_counter() - t0) / len(rows)
+            for (i, _), r in zip(rows, res):
+                outs[i] = Completion(r.text, r.finish_reason, r.prompt_tokens, r.completion_tokens, seconds=share)
+        return outs  # type: ignore[return-value]
+
+
+def BundledTeacher(batch_size: int = 8, device: str = "cpu", n_threads: int | None = None) -> Teacher:
+    """The bundled SmolLM2-135M-Instruct, in-process on primer's decoder."""
+    return TorchTeacher("bundled", batch_size=batch_size, device=device, n_threads=n_threads)
