@@ -92,6 +92,7 @@ def _llama(conn, model: str, threads: int, max_batch: int, ctx_per_seq: int) -> 
     llama_cpp.llama_log_set(_quiet, ctypes.c_void_p())
     llama_cpp.llama_backend_init()
     mp_ = llama_cpp.llama_model_default_params()
+    mp_.use_extra_bufts = False  # AMX/repack buffers give wrong logits on this CPU: see primer.weights.llamacpp
     lmodel = llama_cpp.llama_model_load_from_file(model.encode(), mp_)
     vocab = llama_cpp.llama_model_get_vocab(lmodel)
     n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from primer.weights.llamacpp import SERVER_MAIN
+
 from primer.teachers import Completion, Teacher
 
 LOREM = ("photosynthesis turns light energy into chemical energy stored in sugar molecules inside the "
@@ -76,7 +78,7 @@ class LlamaServer:
     def start(self, timeout: float = 120) -> LlamaServer:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--host", "127.0.0.1",
+            [sys.executable, "-c", SERVER_MAIN, "--model", str(self.model), "--host", "127.0.0.1",
              "--port", str(self.port), "--n_ctx", "2048", "--n_threads", str(self.n_threads),
              "--model_alias", "smollm2"],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": str(self.n_threads)},

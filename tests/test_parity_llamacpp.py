@@ -25,7 +25,9 @@ def test_teacher_forced_agreement_with_llama_cpp(data_dir):
     text = (data_dir / "wikitext2" / "wikitext-2-raw-test.txt").read_text(encoding="utf-8")[:100_000]
     ids = tok.encode(text, add_special_tokens=False)
     assert len(ids) >= WINDOW * WINDOWS
-    llm = llama_cpp.Llama(meta["source"], n_ctx=WINDOW, n_batch=WINDOW, logits_all=True, verbose=False,
+    from primer.weights.llamacpp import open_llama
+
+    llm = open_llama(meta["source"], n_ctx=WINDOW, n_batch=WINDOW, logits_all=True, verbose=False,
                           n_threads=2)
     agree, tv, n = 0, 0.0, 0
     for w in range(WINDOWS):

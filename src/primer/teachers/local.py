@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from primer.errors import PrimerError
+from primer.weights.llamacpp import open_llama
 from primer.teachers.base import Completion, Prompt, Sampling, Teacher, as_messages
 
 
@@ -18,17 +19,9 @@ class LlamaCppTeacher(Teacher):
         path = Path(path)
         if not path.is_file():
             raise PrimerError(f"teacher model file not found: {path}")
-        try:
-            import llama_cpp
-        except ImportError as e:
-            raise PrimerError(
-                "a .gguf teacher needs llama-cpp-python: pip install llama-cpp-python"
-            ) from e
         self.path = path
         self.name = f"llama-cpp:{path.name}"
-        self.llm = llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0
-        )
+        self.llm = open_llama(path, n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=0)
 
     def _complete_batch(self, prompts: list[Prompt], samplings: list[Sampling]) -> list[Completion]:
         outs = []
