@@ -68,11 +68,11 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _convert(name: str, tp: Any, value: Any) -> Any:
+def _convert(name: str, tp: Any, value: Any, what: str = "config field") -> Any:
     """Coerce a recipe/CLI value to the field's type, with a clear error."""
     base, optional = _base_type(tp)
     if value is None:
-        if optional:
+        if optional or type(None) in typing.get_args(tp) or tp is Any:
             return None
         raise PrimerError(f"config field '{name}' may not be empty")
     origin = typing.get_origin(base)
@@ -80,7 +80,7 @@ def _convert(name: str, tp: Any, value: Any) -> Any:
         if dataclasses.is_dataclass(base):
             if not isinstance(value, dict):
                 raise PrimerError(f"config section '{name}' must be a table of fields, got {value!r}")
-            return from_dict(base, value, where=name)
+            return from_dict(base, value, where=name, what=what)
         if origin is typing.Literal:
             if value not in typing.get_args(base):
                 raise PrimerError(f"config field '{name}' must be one of {list(typing.get_args(base))}, got {value!r}")
@@ -95,16 +95,24 @@ def _convert(name: str, tp: Any, value: Any) -> Any:
                 raise ValueError(value)
             return bool(value)
         if origin in (list, tuple):
-            (item,) = typing.get_args(base)[:1] or (str,)
+            args = typing.get_args(base)
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v != ""]
-            return (origin)(_convert(name, item, v) for v in value)
+            if origin is tuple and len(args) > 1 and args[1] is not Ellipsis:  # tuple[int, float]: per position
+                if len(value) != len(args):
+                    raise ValueError(value)
+                return tuple(_convert(name, a, v, what) for a, v in zip(args, value))
+            (item,) = args[:1] or (str,)
+            return (origin)(_convert(name, item, v, what) for v in value)
         if base is Path:
             return Path(value)
         if origin is dict or base is dict:
             value = json.loads(value) if isinstance(value, str) else value  # a flag gives JSON text
             if not isinstance(value, dict):
                 raise ValueError(value)
+            args = typing.get_args(base)
+            if len(args) == 2 and dataclasses.is_dataclass(args[1]):  # dict[str, SomeRecord]
+                return {k: _convert(f"{name}.{k}", args[1], v, what) for k, v in value.items()}
             return value
         if base in (int, float, str):
             if base is int and isinstance(value, float) and not value.is_integer():
@@ -115,18 +123,27 @@ def _convert(name: str, tp: Any, value: Any) -> Any:
         raise PrimerError(f"config field '{name}' expects {getattr(base, '__name__', base)}, got {value!r}") from e
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build `cls` from a mapping; unknown keys are an error naming the known fields."""
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "", what: str = "config field") -> T:
+    """Build `cls` from a mapping (a recipe section, or a record read back from JSON).
+
+    An unknown key is an error naming the known fields; so is a missing field that has no default
+    (a stage summary the report reads must carry every field the report shows).
+    """
     hints = _resolved_types(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    known = {f.name for f in fields}
     data = {k.replace("-", "_"): v for k, v in data.items()}
+    place = f" in section '{where}'" if where else ""
     unknown = sorted(set(data) - known)
     if unknown:
-        place = f" in section '{where}'" if where else ""
         raise PrimerError(
-            f"unknown config field(s) {unknown}{place}; known fields: {', '.join(sorted(known))}"
+            f"unknown {what}(s) {unknown}{place}; known fields: {', '.join(sorted(known))}"
         )
-    kwargs = {k: _convert(f"{where}.{k}" if where else k, hints[k], v) for k, v in data.items()}
+    missing = [f.name for f in fields if f.name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise PrimerError(f"missing {what}(s) {missing}{place} of {cls.__name__}")
+    kwargs = {k: _convert(f"{where}.{k}" if where else k, hints[k], v, what) for k, v in data.items()}
     return cls(**kwargs)
 
 
