@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         path.write_text("".join(json.dumps(d) + "\n" for d in docs))
         cfg = EvalConfig(tasks=[task.name], shots=0, limit=args.limit, data_dir=Path(args.data_dir), cache=Path("none"))
         t0 = time.perf_counter()
-        ours = evaluate(ours_lm, cfg, progress=False)["tasks"][task.name]
+        ours = evaluate(ours_lm, cfg, progress=False).tasks[task.name]
         t_ours = time.perf_counter() - t0
         lcfg = lmeval_task_config(tm, task, path)
         t0 = time.perf_counter()
@@ -117,8 +117,8 @@ def main(argv=None) -> int:
         theirs = res["results"][lcfg["task"]]
         entry = {"n": len(docs), "ours_items_per_s": len(docs) / t_ours, "theirs_items_per_s": len(docs) / t_theirs}
         for metric in ("acc", "acc_norm"):
-            if f"{metric},none" in theirs and metric in ours["metrics"]:
-                a, b = 100 * ours["metrics"][metric], 100 * theirs[f"{metric},none"]
+            if f"{metric},none" in theirs and metric in ours.metrics:
+                a, b = 100 * ours.metrics[metric], 100 * theirs[f"{metric},none"]
                 entry[metric] = {"primer": round(a, 2), "lm_eval": round(b, 2), "diff": round(a - b, 2)}
                 rows.append((task.name, metric, len(docs), a, b, a - b, t_theirs / t_ours))
         summary["tasks"][task.name] = entry

@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-def run_synth(out: Path, teacher_spec: str, args, concurrency: int = 1, model: str | None = None) -> dict:
+def run_synth(out: Path, teacher_spec: str, args, concurrency: int = 1, model: str | None = None):
     from primer.synth.run import SynthConfig, synth
 
     cfg = SynthConfig(out=out, n=args.n, teacher=teacher_spec, model=model, max_tokens=args.max_tokens,
@@ -88,23 +88,22 @@ def slots_scaling(concurrencies: list[int], latency: float, fsync_interval: floa
                                       progress=False, min_words=1, max_repeat_frac=1.0, stats_sample=0,
                                       fsync_interval=fsync_interval))
                 cpu = time.process_time() - cpu0
-                r = s["this_run"]
-                docs_s = s["documents_this_run"] / r["seconds"]
-                out.append({"concurrency": c, "docs": s["documents_this_run"], "seconds": r["seconds"],
-                            "client_cpu_ms_per_doc": round(1000 * cpu / max(1, s["documents_this_run"]), 2),
+                r = s.this_run
+                docs_s = s.documents_this_run / r.seconds
+                out.append({"concurrency": c, "docs": s.documents_this_run, "seconds": r.seconds,
+                            "client_cpu_ms_per_doc": round(1000 * cpu / max(1, s.documents_this_run), 2),
                             "docs_s": round(docs_s, 1), "ideal_docs_s": round(c / latency, 1),
-                            "efficiency": round(docs_s / (c / latency), 3), "tok_s": r["tokens_per_s"]})
+                            "efficiency": round(docs_s / (c / latency), 3), "tok_s": r.tokens_per_s})
     finally:
         proc.kill()
         proc.wait()
     return out
 
 
-def row(name: str, s: dict) -> dict:
-    r = s["this_run"]
-    return {"name": name, "docs": s["documents_this_run"], "tokens": r["completion_tokens"], "seconds": r["seconds"],
-            "tok_s": r["tokens_per_s"], "docs_h": r["docs_per_hour"],
-            "tok_h": round((r["tokens_per_s"] or 0) * 3600)}
+def row(name: str, s) -> dict:
+    r = s.this_run
+    return {"name": name, "docs": s.documents_this_run, "tokens": r.completion_tokens, "seconds": r.seconds,
+            "tok_s": r.tokens_per_s, "docs_h": r.docs_per_hour, "tok_h": round((r.tokens_per_s or 0) * 3600)}
 
 
 def main() -> int:
@@ -152,7 +151,7 @@ def main() -> int:
         print(f"bundled teacher in-process ({args.n} docs x <= {args.max_tokens} tokens, {args.threads} threads) ...",
               flush=True)
         summary = run_synth(tmp / "ours", "bundled", args)
-        teacher_name = summary["teacher"]
+        teacher_name = summary.teacher
         ours = row("in-process bundled", summary)
         results.append(ours)
         server = LlamaServer(bundled_gguf_path(), n_threads=args.threads, log=tmp / "server.log")

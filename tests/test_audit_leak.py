@@ -88,9 +88,9 @@ def test_audit_flags_the_leaked_run_and_not_the_clean_one(data_dir, tmp_path):
                           signals=["ngram", "mink", "verbatim", "permutation"], permutations=30,
                           out=tmp_path / f"audit_{name}")
         res = audit(lm, cfg, progress=False)
-        flags[name] = {v["signal"]: v["flag"] for v in res["verdicts"]}
-        print(name, json.dumps({v["signal"]: v["verdict"] for v in res["verdicts"]}, indent=1))
+        flags[name] = {v.signal: v.flag for v in res.verdicts}
+        print(name, json.dumps({v.signal: v.verdict for v in res.verdicts}, indent=1))
         assert (tmp_path / f"audit_{name}" / "audit.json").is_file()
-        assert res["contamination"]["mink"]["n"] == N_ITEMS
+        assert res.contamination["mink"]["n"] == N_ITEMS
     assert flags["leaked"] == {"ngram": True, "mink": True, "verbatim": True, "permutation": True}, flags
     assert flags["clean"] == {"ngram": False, "mink": False, "verbatim": False, "permutation": False}, flags

@@ -133,21 +133,22 @@ def test_a_drop_against_a_chance_level_baseline_is_reported_but_not_counted():
     """HellaSwag in lettered format is at chance for SmolLM2-135M; an option shuffle moved it 26.5% -> 17.0%
     through position bias. The verdict shows that drop and does not flag it; above chance it flags."""
     from primer.audit.report import table, verdicts
+    from primer.audit.result import AuditResult, Baseline, Condition, Robustness
 
-    cond = {"name": "shuffle", "baseline": "mcf", "n": 200, "acc_orig": 0.265, "acc_pert": 0.17, "drop": 0.095,
-            "drop_ci": [0.015, 0.17], "ci_orig": [0.205, 0.33], "ci_pert": [0.12, 0.225], "significant": True,
-            "p_mcnemar": 0.023, "p_bootstrap": 0.02}
-    result = {"model": {"name": "m"}, "task": "hellaswag", "n_items": 200, "robustness": {
-        "metric": "acc_norm", "shots": 0, "chance": 0.25, "conditions": [{**cond, "baseline_at_chance": True}],
-        "baselines": {"mcf": {"n": 200, "acc": 0.265, "ci": [0.205, 0.33], "at_chance": True}}}}
-    [rob] = [v for v in verdicts(result) if v["signal"] == "robustness"]
-    assert not rob["flag"]
-    assert "0 of 0 content perturbations" in rob["verdict"] and "does not beat chance (25.0%)" in rob["verdict"]
-    assert "26.5%->17.0%" in rob["verdict"] and "not counted: its baseline (mcf)" in rob["verdict"]
+    cond = Condition("shuffle", "options reordered", "mcf", content=True, n=200, acc_orig=0.265, acc_pert=0.17,
+                     drop=0.095, drop_ci=(0.015, 0.17), ci_orig=(0.205, 0.33), ci_pert=(0.12, 0.225), significant=True,
+                     p_mcnemar=0.023, p_bootstrap=0.02, baseline_at_chance=True)
+    result = AuditResult(model={"name": "m"}, task="hellaswag", n_items=200, config={}, robustness=Robustness(
+        metric="acc_norm", shots=0, chance=0.25, conditions=[cond],
+        baselines={"mcf": Baseline(n=200, acc=0.265, ci=(0.205, 0.33), at_chance=True)}))
+    [rob] = [v for v in verdicts(result) if v.signal == "robustness"]
+    assert not rob.flag
+    assert "0 of 0 content perturbations" in rob.verdict and "does not beat chance (25.0%)" in rob.verdict
+    assert "26.5%->17.0%" in rob.verdict and "not counted: its baseline (mcf)" in rob.verdict
     assert "chance (guessing) 25.0%" in table(result)
-    result["robustness"]["conditions"][0]["baseline_at_chance"] = False
-    [rob] = [v for v in verdicts(result) if v["signal"] == "robustness"]
-    assert rob["flag"] and "1 of 1 content perturbations" in rob["verdict"]
+    cond.baseline_at_chance = False
+    [rob] = [v for v in verdicts(result) if v.signal == "robustness"]
+    assert rob.flag and "1 of 1 content perturbations" in rob.verdict
 
 
 def test_a_rerun_answers_from_the_cache(data_dir, tmp_path, monkeypatch):
@@ -174,4 +175,4 @@ def test_a_rerun_answers_from_the_cache(data_dir, tmp_path, monkeypatch):
     second = audit(lm, replace(cfg, out=tmp_path / "second"), progress=False)
     assert sum(asked) == 0
     assert (tmp_path / ".cache" / "primer" / "eval-cache.sqlite").is_file()
-    assert second["robustness"]["conditions"] == first["robustness"]["conditions"]
+    assert second.robustness.conditions == first.robustness.conditions

@@ -166,9 +166,9 @@ def test_must_show_c4_with_injected_duplicates_and_test_items(bench_index, data_
         rec = dropped[doc_id]
         assert rec["dropped_by"] == "decontam", (doc_id, rec["reason"])
         assert item in [f"{m['task']}/{m['item_id']}" for m in rec["matched"]]
-        assert r["benchmark_items_matched"].get(item, 0) >= 1
+        assert r.benchmark_items_matched.get(item, 0) >= 1
     # clean documents dropped by decontamination: <= 1% (of those that reached it)
-    dec = r["steps"]["decontam"]
+    dec = r.steps["decontam"]
     clean_dec = [i for i, rec in dropped.items() if rec["dropped_by"] == "decontam" and i not in expect_item]
     assert len(clean_dec) <= 0.01 * dec["in"], clean_dec
     # duplicates: exact copies all found, near copies >= 95% (the originals come first and are kept)
@@ -185,4 +185,4 @@ def test_must_show_c4_with_injected_duplicates_and_test_items(bench_index, data_
     assert found_near >= 0.95 * len(near) and len(near) >= 70
     # no original C4 page is removed as a duplicate
     assert not [i for i, rec in dropped.items() if i in clean_ids and rec["dropped_by"] == "dedup"]
-    assert r["documents_read"] == 1000 + len(extra)
+    assert r.documents_read == 1000 + len(extra)

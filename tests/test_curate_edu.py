@@ -138,7 +138,7 @@ def test_hash_scorer_on_teacher_labels_and_as_filter(data_dir, tmp_path):
                              for d in list(read_documents(data_dir / "c4_sample"))[:200]))
     rep = curate(CurateConfig(input=str(small), out=str(tmp_path / "run"), workers=1,
                               scorer=str(tmp_path / "scorer"), dedup=False), quiet=True)
-    assert rep["steps"]["edu"]["in"] == rep["steps"]["gopher_repetition"]["out"]
+    assert rep.steps["edu"]["in"] == rep.steps["gopher_repetition"]["out"]
 
 
 @pytest.mark.slow

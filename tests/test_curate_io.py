@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from primer.curate.document import BadInput, Document, ShardWriter, list_shards, read_documents, read_jsonl
+from primer.common.jsonl import BadInput
+from primer.curate.document import Document, ShardWriter, list_shards, read_documents, read_jsonl_documents
 from primer.curate.filters import (BoilerplateFilter, GopherQualityFilter, LineStructureFilter, RepetitionFilter,
                                    StripBoilerplate, default_filters)
 from primer.curate.pipeline import CurateConfig, curate
@@ -68,7 +69,7 @@ def test_malformed_lines_are_counted_with_file_and_line(tmp_path):
     _write_jsonl(f, [{"text": GOOD}, '{"text": "unterminated', "[1, 2]", {"body": "no text field"}, "",
                      {"text": 5}, {"text": GOOD + " Again."}])
     bad = BadInput()
-    docs = list(read_jsonl(str(f), bad=bad))
+    docs = list(read_jsonl_documents(str(f), bad=bad))
     assert len(docs) == 2
     assert bad.count == 4
     assert bad.examples[0].startswith(f"{f}:2: malformed JSON")
@@ -77,8 +78,8 @@ def test_malformed_lines_are_counted_with_file_and_line(tmp_path):
     assert f"{f}:6: field 'text' is not a string" in bad.examples[3]
     # the pipeline does not crash, and reports them
     r = curate(CurateConfig(input=str(f), out=str(tmp_path / "o"), workers=1, heuristics=False), quiet=True)
-    assert r["documents_read"] == 2 and r["bad_input"]["count"] == 4
-    assert any(":2: malformed JSON" in e for e in r["bad_input"]["examples"])
+    assert r.documents_read == 2 and r.bad_input.count == 4
+    assert any(":2: malformed JSON" in e for e in r.bad_input.examples)
 
 
 def test_truncated_gzip_keeps_what_was_read(tmp_path):
@@ -87,7 +88,7 @@ def test_truncated_gzip_keeps_what_was_read(tmp_path):
     data = f.read_bytes()
     f.write_bytes(data[: len(data) // 2])
     bad = BadInput()
-    docs = list(read_jsonl(str(f), bad=bad))
+    docs = list(read_jsonl_documents(str(f), bad=bad))
     assert 0 < len(docs) < 200
     assert bad.count >= 1 and "unreadable rest of file" in bad.examples[-1]
 
@@ -103,7 +104,7 @@ def test_empty_input_and_missing_text_field_are_clear_errors(tmp_path):
         curate(CurateConfig(input=str(wrong), out=str(tmp_path / "o2"), workers=1), quiet=True)
     r = curate(CurateConfig(input=str(wrong), out=str(tmp_path / "o3"), workers=1, text_key="content",
                             heuristics=False), quiet=True)
-    assert r["documents_read"] == 2 and r["documents_kept"] == 1  # the second is an exact duplicate
+    assert r.documents_read == 2 and r.documents_kept == 1  # the second is an exact duplicate
     with pytest.raises(PrimerError, match="input not found"):
         curate(CurateConfig(input=str(tmp_path / "nope"), out=str(tmp_path / "o4")), quiet=True)
     (tmp_path / "emptydir").mkdir()

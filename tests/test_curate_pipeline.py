@@ -38,7 +38,7 @@ def _kept(out):
 
 def test_killed_run_resumes_per_shard(corpus, tmp_path, monkeypatch):
     cfg = CurateConfig(input=str(corpus), out=str(tmp_path / "out"), workers=1)
-    real = pl.stage1
+    real = pl.filter_shard
     calls = []
 
     def dying(c, shard):
@@ -47,10 +47,10 @@ def test_killed_run_resumes_per_shard(corpus, tmp_path, monkeypatch):
         calls.append(shard.name)
         real(c, shard)
 
-    monkeypatch.setattr(pl, "stage1", dying)
+    monkeypatch.setattr(pl, "filter_shard", dying)
     with pytest.raises(KeyboardInterrupt):
         curate(cfg, quiet=True)
-    s1 = tmp_path / "out" / "work" / "stage1"
+    s1 = tmp_path / "out" / "work" / "filtered"
     done = sorted(p.name for p in s1.glob("*.done"))
     assert done == ["part0.done", "part1.done"]
     stamps = {p: p.stat().st_mtime_ns for p in s1.glob("part[01]*")}
@@ -62,22 +62,22 @@ def test_killed_run_resumes_per_shard(corpus, tmp_path, monkeypatch):
             redone.append(shard.name)
         real(c, shard)
 
-    monkeypatch.setattr(pl, "stage1", spy)
+    monkeypatch.setattr(pl, "filter_shard", spy)
     r = curate(cfg, quiet=True)
     assert redone == ["part2", "part3"]  # finished shards are not redone
     assert stamps == {p: p.stat().st_mtime_ns for p in s1.glob("part[01]*")}
-    assert r["resumed_shards"] == 2
+    assert r.resumed_shards == 2
     fresh = curate(CurateConfig(input=str(corpus), out=str(tmp_path / "fresh"), workers=1), quiet=True)
     assert _kept(tmp_path / "out") == _kept(tmp_path / "fresh")
-    assert r["steps"] == fresh["steps"]
+    assert r.steps == fresh.steps
     assert {"copy-a", "copy-b"}.isdisjoint(_kept(tmp_path / "out"))
     # a finished run reruns as a no-op; other settings in the same dir are refused
-    assert curate(cfg, quiet=True)["documents_kept"] == r["documents_kept"]
+    assert curate(cfg, quiet=True).documents_kept == r.documents_kept
     with pytest.raises(PrimerError, match="other settings"):
         curate(CurateConfig(input=str(corpus), out=str(tmp_path / "out"), bands=10), quiet=True)
     again = curate(CurateConfig(input=str(corpus), out=str(tmp_path / "out"), bands=10, workers=1, restart=True),
                    quiet=True)
-    assert again["resumed_shards"] == 0
+    assert again.resumed_shards == 0
 
 
 @pytest.mark.slow
@@ -86,8 +86,8 @@ def test_datatrove_engine_gives_the_same_result(corpus, tmp_path):
     local = curate(CurateConfig(input=str(corpus), out=str(tmp_path / "local"), workers=2), quiet=True)
     dt = curate(CurateConfig(input=str(corpus), out=str(tmp_path / "dt"), workers=2, engine="datatrove"), quiet=True)
     assert _kept(tmp_path / "dt") == _kept(tmp_path / "local")
-    assert dt["steps"] == local["steps"]
-    assert (tmp_path / "dt" / "work" / "datatrove" / "stage1" / "completions").is_dir()
+    assert dt.steps == local.steps
+    assert (tmp_path / "dt" / "work" / "datatrove" / "filter" / "completions").is_dir()
 
 
 def test_cli_run_and_counts(corpus, tmp_path, capsys):

@@ -97,8 +97,8 @@ def test_run_writes_results_and_the_cache_skips_finished_items(lm, tmp_path):
     assert saved["samples"]["piqa"][0]["requests"][1] == ["Question: How do I do thing 0?\nAnswer:", " With a hammer, loudly."]
     assert saved["tasks"]["lambada"]["metrics"]["perplexity"] > 1
     again = run(lm, cfg, progress=False)
-    assert again["tasks"]["piqa"]["computed"] == 0 and again["tasks"]["lambada"]["computed"] == 0
-    assert again["tasks"]["piqa"]["metrics"] == res["tasks"]["piqa"]["metrics"]
+    assert again.tasks["piqa"].computed == 0 and again.tasks["lambada"].computed == 0
+    assert again.tasks["piqa"].metrics == res.tasks["piqa"].metrics
     text = table(res)
     assert "| piqa" in text and "acc_norm" in text and "perplexity" in text
 
@@ -132,13 +132,13 @@ def test_code_tasks_run_in_the_sandbox(data_dir, tmp_path):
     by_prompt = {d["prompt"]: d["canonical_solution"] for d in he.docs(data_dir)[:3]}
     lm = ScriptedLM(lambda p: by_prompt.get(p, "    return None\n"))
     res = run(lm, EvalConfig(tasks=["humaneval"], limit=3, data_dir=data_dir, cache="none"), progress=False)
-    assert res["tasks"]["humaneval"]["metrics"]["pass@1"] == 1.0
+    assert res.tasks["humaneval"].metrics["pass@1"] == 1.0
     wrong = ScriptedLM(lambda p: "    import os\n    os._exit(0)\n")
     res = run(wrong, EvalConfig(tasks=["humaneval"], limit=2, data_dir=data_dir, cache="none"), progress=False)
-    assert res["tasks"]["humaneval"]["metrics"]["pass@1"] == 0.0
+    assert res.tasks["humaneval"].metrics["pass@1"] == 0.0
     code = ScriptedLM(lambda p: "    eggs = 16 - 3 - 4\n    return eggs * 2\n")
     res = run(code, EvalConfig(tasks=["gsm8k_code"], limit=1, data_dir=data_dir, cache="none"), progress=False)
-    assert res["tasks"]["gsm8k_code"]["metrics"]["exact_match"] == 1.0
+    assert res.tasks["gsm8k_code"].metrics["exact_match"] == 1.0
     cot = ScriptedLM(lambda p: " She sells 16 - 3 - 4 = 9 eggs, 9 * 2 = 18.\n#### 18")
     res = run(cot, EvalConfig(tasks=["gsm8k"], shots=0, limit=1, data_dir=data_dir, cache="none"), progress=False)
-    assert res["tasks"]["gsm8k"]["metrics"]["exact_match,strict-match"] == 1.0
+    assert res.tasks["gsm8k"].metrics["exact_match,strict-match"] == 1.0

@@ -83,17 +83,17 @@ def test_tokenize_stage_writes_eot_separated_docs_and_a_stable_val_split(tmp_pat
     meta = tokenize_corpus(cfg, progress=False)
     data = TokenDataset(cfg.out)
     tok = data.tokenizer()
-    assert tok.hash() == meta["tokenizer_hash"] == data.tokenizer_hash
+    assert tok.hash() == meta.tokenizer_hash == data.tokenizer_hash
     val_docs = [d for d in docs if is_validation(d, 0.1)]
     train_docs = [d for d in docs if not is_validation(d, 0.1)]
-    assert 10 <= len(val_docs) <= 60 and meta["splits"]["val"]["documents"] == len(val_docs)
-    assert len(data.shards("train")) == -(-meta["splits"]["train"]["tokens"] // 2000) > 1
+    assert 10 <= len(val_docs) <= 60 and meta.splits["val"].documents == len(val_docs)
+    assert len(data.shards("train")) == -(-meta.splits["train"].tokens // 2000) > 1
     for split, want in (("train", train_docs), ("val", val_docs)):
         ids = np.concatenate([np.asarray(s) for s in data.shards(split)])
         assert ids[-1] == data.eot_id == 0
         assert tok.decode(ids).split("<|endoftext|>")[:-1] == want
     # A second run with the same settings reuses the output; other settings need --overwrite.
-    assert tokenize_corpus(cfg, progress=False)["tokenizer_hash"] == meta["tokenizer_hash"]
+    assert tokenize_corpus(cfg, progress=False).tokenizer_hash == meta.tokenizer_hash
     cfg.vocab_size = 280
     with pytest.raises(PrimerError, match="--overwrite"):
         tokenize_corpus(cfg, progress=False)

@@ -43,7 +43,7 @@ def assert_prefix_of_plan(c, n):
 def test_writes_documents_with_provenance_and_summary(tmp_path):
     c = cfg(tmp_path, n=12, seed=1)
     s = synth(c, teacher=FakeTeacher())
-    assert s["documents"] == 12 and s["documents_this_run"] == 12
+    assert s.documents == 12 and s.documents_this_run == 12
     docs = list(read_jsonl(c.out / "data-00000.jsonl"))
     assert len(docs) == 12 and all(FIELDS <= set(d) for d in docs)
     d = docs[0]
@@ -56,7 +56,7 @@ def test_writes_documents_with_provenance_and_summary(tmp_path):
     assert_prefix_of_plan(c, 12)
     # rerun: nothing to do, the teacher is not asked
     t = FakeTeacher()
-    assert synth(c, teacher=t)["documents_this_run"] == 0 and t.calls == 0
+    assert synth(c, teacher=t).documents_this_run == 0 and t.calls == 0
 
 
 def test_rejects_are_counted_written_and_replaced(tmp_path):
@@ -64,9 +64,9 @@ def test_rejects_are_counted_written_and_replaced(tmp_path):
     bad = {"short story": "I'm sorry, but I cannot write that.", "conversation": "Too short."}
     s = synth(c, teacher=FakeTeacher(bad=bad))
     rej = list(read_jsonl(c.out / "rejects.jsonl"))
-    assert s["documents"] == 15 and rej
+    assert s.documents == 15 and rej
     assert {r["reason"] for r in rej} <= {"refusal", "too_short"}
-    assert sum(s["rejects_total"].values()) == len(rej)
+    assert sum(s.rejects_total.values()) == len(rej)
     assert all(r["format"] in ("story", "dialogue") for r in rej)
     assert_prefix_of_plan(c, 15)
 
@@ -76,7 +76,7 @@ def test_n_is_the_total_and_grows(tmp_path):
     synth(c, teacher=FakeTeacher())
     first = ids(c.out)
     c.n = 9
-    assert synth(c, teacher=FakeTeacher())["documents_this_run"] == 4
+    assert synth(c, teacher=FakeTeacher()).documents_this_run == 4
     assert ids(c.out)[:5] == first
     assert_prefix_of_plan(c, 9)
 
@@ -111,7 +111,7 @@ def test_torn_last_line_is_cut_and_redone(tmp_path):
     assert repair_jsonl(last) == 40 and last.read_bytes() == lines[0]
     last.write_bytes(lines[0] + lines[1][:40])
     s = synth(c, teacher=FakeTeacher())
-    assert s["documents_this_run"] == 1
+    assert s.documents_this_run == 1
     assert_prefix_of_plan(c, 6)
 
 

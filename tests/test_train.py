@@ -74,7 +74,7 @@ def test_golden_loss_curve(token_dir, tmp_path):
     assert got.keys() == GOLDEN.keys()
     for step, want in GOLDEN.items():
         assert got[step] == pytest.approx(want, abs=2e-4), f"step {step}: {got[step]} vs golden {want}"
-    assert dict(s["val_curve"]) == pytest.approx(GOLDEN_VAL, abs=2e-4)
+    assert dict(s.val_curve) == pytest.approx(GOLDEN_VAL, abs=2e-4)
 
 
 def test_run_dir_contents(token_dir, tmp_path):
@@ -90,7 +90,7 @@ def test_run_dir_contents(token_dir, tmp_path):
     assert meta["user"]["step"] == 4 and meta["model"]["vocab_size"] == 320  # 259 rounded up to 64s
     info = json.loads((out / "config.json").read_text())
     assert info["train_config"]["batch_size"] == 4 and info["grad_accum"] == 1
-    assert len(s["samples"]) == 2 and (out / "samples.txt").is_file() and (out / "loss.png").is_file()
+    assert len(s.samples) == 2 and (out / "samples.txt").is_file() and (out / "loss.png").is_file()
     from primer.weights.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(ck)
@@ -113,7 +113,7 @@ def test_stopped_and_resumed_equals_uninterrupted(token_dir, tmp_path):
     wb = torch.load(part / "checkpoints" / "step_0000012" / "trainer.pt", weights_only=False)["optimizer"]
     for k, st in wa["state"].items():
         assert torch.allclose(st["exp_avg"], wb["state"][k]["exp_avg"], atol=1e-7)
-    assert s["steps"] == 12
+    assert s.steps == 12
 
 
 def test_gradient_accumulation_matches_one_big_batch(token_dir, tmp_path):
@@ -193,4 +193,4 @@ def test_no_validation_split_trains_without_eval(tmp_path):
     rng = np.random.default_rng(1)
     write_token_dir(tmp_path / "t", tok, {"train": rng.integers(0, 259, 3000)})
     s = train(cfg_for(tmp_path / "t", tmp_path / "run", max_steps=2))
-    assert s["steps"] == 2 and s["val_loss"] is None and s["val_curve"] == []
+    assert s.steps == 2 and s.val_loss is None and s.val_curve == []

@@ -41,7 +41,7 @@ def test_two_gloo_processes_match_one(single, parallel):
         assert b[step] == pytest.approx(a[step], abs=1e-4), (step, a, b)
     summary = json.loads((out / "summary.json").read_text())
     assert [s for s, _ in summary["val_curve"]] == [3, 6]
-    assert summary["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
+    assert summary["val_loss"] == pytest.approx(one.val_loss, abs=1e-4)
     # The checkpoint holds full (unsharded) weights that load in one process.
     from primer.weights.checkpoint import load_checkpoint
 

@@ -28,7 +28,7 @@ import dataclasses
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 Doc = dict[str, Any]
@@ -78,19 +78,35 @@ _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
 class Perturbation:
     """One way to change items. `apply(doc, rng)` -> new doc or None (not applicable).
 
-    `prompt(task, doc, default)` may rewrite the prompt text the task would build; `shots`
-    overrides the number of few-shot examples; `baseline` names the condition it is compared with.
+    What differs between perturbations is declared here, so the audit never branches on a name.
     """
 
     name: str
     description: str
     apply: Callable[[Doc, random.Random], Doc | None] = lambda d, r: d
     prompt: Callable[[str], str] | None = None
+    """rewrites the prompt text the task builds (e.g. Question:/Answer: -> Q:/A:)"""
     shots: int | None = None
+    """overrides the number of few-shot examples: a change of setting, not of the items"""
     baseline: str = "original"
-    task_kind: str = "any"  # "gsm8k", "multiple_choice" or "any"
-    n_variants: int = 1
-    extra: dict = field(default_factory=dict)
+    """the condition it is compared with ('original', or a baseline perturbation such as 'mcf')"""
+    applies_to: str = "any"
+    """'any', or the `Task.doc_schema` whose documents it rewrites (e.g. 'gsm8k')"""
+    randomised: bool = False
+    """draws its change at random: `AuditConfig.variants` copies per item"""
+    content: bool = False
+    """changes what the item says, not only its format: a significant drop is evidence about the score"""
+    matched: bool = False
+    """keeps the item's kind and length: a matched copy for Min-K%++ and verbatim completion"""
+    is_baseline: bool = False
+    """a format other perturbations are compared with, scored on the unchanged items (e.g. 'mcf')"""
+    lettered: bool = False
+    """multiple choice: show the options as a labelled list and score the labels (MMLU's prompt)"""
+    labels: str = "ABCDEFGHIJ"
+    """multiple choice: the label alphabet of the lettered list"""
+    prepare: Callable[[list[Doc], list[Doc], Any, int], tuple[list[Doc], dict[str, Any]]] | None = None
+    """(audited docs, all of the task's docs, data dir, seed) -> (docs, coverage figures): runs once
+    before variants are built (e.g. GSM-Symbolic finds each item's template)"""
 
 
 # -- text helpers ---------------------------------------------------------------------------------
@@ -223,11 +239,17 @@ def shuffle_options(doc: Doc, rng: random.Random) -> Doc | None:
     return {**doc, "_perm": perm}
 
 
+def mc_task(task, p: Perturbation):
+    """The task a perturbation is scored with: for multiple choice, `wrap_mc_task` with its format."""
+    return wrap_mc_task(task, lettered=p.lettered, labels=p.labels) if task.kind == "multiple_choice" else task
+
+
 def wrap_mc_task(task, *, lettered: bool = False, labels: str = "ABCDEFGHIJ"):
     """A copy of a multiple-choice `Task` that honours `_perm` and can show a lettered list.
 
     lettered: the prompt lists the options ("A. ...") and the choices scored are the labels, as
-    MMLU's prompt does; labels: the label alphabet ("ABCD", "1234").
+    MMLU's prompt does (its metric is accuracy: a label's length says nothing); labels: the label
+    alphabet ("ABCD", "1234").
     """
     base_text, base_choice, base_target = task.doc_to_text, task.doc_to_choice, task.doc_to_target
 
@@ -254,5 +276,5 @@ def wrap_mc_task(task, *, lettered: bool = False, labels: str = "ABCDEFGHIJ"):
 
     return dataclasses.replace(
         task, doc_to_text=text, doc_to_choice=lambda d: [labels[i] for i in range(len(choices(d)))],
-        doc_to_target=target, name=task.name + "_mcf",
+        doc_to_target=target, name=task.name + "_mcf", metrics=("acc",),
     )

@@ -12,10 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-# Perturbations whose significant drop is evidence about the score (format-only ones are reported
-# but a drop there says "fragile prompt", not "memorised").
-CONTENT = {"numbers", "symbolic", "names", "noop", "shuffle", "relabel"}
-
+from primer.audit.result import AuditResult, Verdict
+from primer.config import to_dict
 
 def _pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
@@ -32,116 +30,120 @@ def _p(x: float | None) -> str:
     return f"{x:.2g}" if x >= 1e-4 else f"{x:.1e}"
 
 
-def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    rob = result.get("robustness")
+def _not_measured(signal: str, why: Any) -> Verdict:
+    return Verdict(signal, False, f"not measured: {why}")
+
+
+def verdicts(result: AuditResult) -> list[Verdict]:
+    out: list[Verdict] = []
+    rob = result.robustness
     if rob:
-        sig = [c for c in rob["conditions"] if c.get("n") and c.get("significant") and c["drop"] > 0]
-        content = [c for c in sig if c["name"] in CONTENT and not c.get("baseline_at_chance")]
+        ran = [c for c in rob.conditions if c.n]
+        # Only a perturbation that changes what the item says counts (a drop under a format change says
+        # "fragile prompt", not "memorised"), and not against a baseline that does not beat chance.
+        counted = [c for c in ran if c.content and not c.baseline_at_chance]
+        content = [c for c in counted if c.significant and c.drop > 0]
         parts = []
-        for c in rob["conditions"]:
-            if not c.get("n"):
-                continue
-            note = ", significant" if c["significant"] else ""
-            if c.get("baseline_at_chance"):
-                note += f", not counted: its baseline ({c['baseline']}) does not beat chance"
-            parts.append(f"{c['name']} {_pct(c['acc_orig'])}->{_pct(c['acc_pert'])} "
-                         f"({_pts(-c['drop'])} pts, CI [{_pts(-c['drop_ci'][1])}, {_pts(-c['drop_ci'][0])}], n={c['n']}{note})")
-        counted = sum(1 for c in rob["conditions"] if c.get("n") and c["name"] in CONTENT and not c.get("baseline_at_chance"))
-        chance = f" ({_pct(rob['chance'])})" if rob.get("chance") else ""
-        text = (f"{len(content)} of {counted} content perturbations drop the score significantly (paired bootstrap "
-                f"95% CI of the drop excludes 0; a condition whose baseline does not beat chance{chance} is not "
-                f"counted): " + "; ".join(parts))
-        out.append({"signal": "robustness", "flag": bool(content), "verdict": text})
-        mem = rob.get("memorisation", {}).get("original")
+        for c in ran:
+            note = ", significant" if c.significant else ""
+            if c.baseline_at_chance:
+                note += f", not counted: its baseline ({c.baseline}) does not beat chance"
+            parts.append(f"{c.name} {_pct(c.acc_orig)}->{_pct(c.acc_pert)} "
+                         f"({_pts(-c.drop)} pts, CI [{_pts(-c.drop_ci[1])}, {_pts(-c.drop_ci[0])}], n={c.n}{note})")
+        chance = f" ({_pct(rob.chance)})" if rob.chance else ""
+        text = (f"{len(content)} of {len(counted)} content perturbations drop the score significantly (paired "
+                f"bootstrap 95% CI of the drop excludes 0; a condition whose baseline does not beat chance{chance} is "
+                f"not counted): " + "; ".join(parts))
+        out.append(Verdict("robustness", bool(content), text))
+        mem = rob.memorisation.get("original")
         if mem and mem["n_items"]:
             n_mem, n_mir = len(mem["memorised"]), len(mem["mirror"])
             n_wrong = mem["n_items"] - mem["n_right_orig"]
             flag = n_mem >= 2 and mem["p_excess"] < 0.05
-            out.append({"signal": "memorisation", "flag": flag, "verdict": (
+            out.append(Verdict("memorisation", flag, (
                 f"{n_mem} of {mem['n_right_orig']} items right on the original are wrong on most of their variants "
                 f"({_pct(mem['rate'])}), against {n_mir} of {n_wrong} the other way round ({_pct(mem['mirror_rate'])}); "
-                f"one-sided sign test of the excess p={_p(mem['p_excess'])} (variants pooled: {', '.join(mem['pooled'])})")})
-    con = result.get("contamination", {})
+                f"one-sided sign test of the excess p={_p(mem['p_excess'])} (variants pooled: {', '.join(mem['pooled'])})")))
+    con = result.contamination
     ng = con.get("ngram")
     if ng is not None:
         if "skipped" in ng:
-            out.append({"signal": "ngram", "flag": False, "verdict": f"not measured: {ng['skipped']}"})
+            out.append(_not_measured("ngram", ng["skipped"]))
         else:
             top = max((p["overlap"] for p in ng["per_item"]), default=0.0)
-            out.append({"signal": "ngram", "flag": ng["flag"], "verdict": (
+            out.append(Verdict("ngram", ng["flag"], (
                 f"{len(ng['contaminated'])}/{ng['items']} items ({_pct(ng['contaminated_fraction'])}) have >= "
                 f"{ng['threshold']:.0%} of their {ng['n']}-grams in one of {ng['corpus_docs']} corpus documents; "
-                f"{ng['any_overlap']} share at least one {ng['n']}-gram; largest overlap {_pct(top)}")})
+                f"{ng['any_overlap']} share at least one {ng['n']}-gram; largest overlap {_pct(top)}")))
     mk = con.get("mink")
     if mk is not None:
         if "skipped" in mk or not mk.get("n"):
-            out.append({"signal": "mink", "flag": False, "verdict": f"not measured: {mk.get('skipped') or mk.get('rule')}"})
+            out.append(_not_measured("mink", mk.get("skipped") or mk.get("rule")))
         else:
-            out.append({"signal": "mink", "flag": mk["flag"], "verdict": (
+            out.append(Verdict("mink", mk["flag"], (
                 f"Min-K%++ (k={mk['k']:.0%}) originals {mk['orig_mean']:.3f} vs matched perturbed copies "
                 f"({'/'.join(mk.get('perturbation', []))}) {mk['pert_mean']:.3f}: mean paired difference "
                 f"{mk['diff_mean']:+.3f} [{mk['diff_ci'][0]:+.3f}, {mk['diff_ci'][1]:+.3f}], originals higher in "
                 f"{mk['orig_higher']}/{mk['n']} pairs (sign test p={_p(mk.get('p_sign'))}), paired t-test p={_p(mk['p_value'])} "
-                f"(flag: {mk['rule']})")})
+                f"(flag: {mk['rule']})")))
     vb = con.get("verbatim")
     if vb is not None:
         if not vb.get("n"):
-            out.append({"signal": "verbatim", "flag": False, "verdict": f"not measured: {vb.get('rule')}"})
+            out.append(_not_measured("verbatim", vb.get("rule")))
         else:
             extra = ""
             if "perturbed" in vb:
                 pv = vb["perturbed"]
                 extra = (f"; matched perturbed copies: {pv.get('near_exact', 0)}/{pv.get('n', 0)} near-exact, "
                          f"mean ROUGE-L {pv.get('mean_rouge_l', 0):.2f}")
-            out.append({"signal": "verbatim", "flag": vb["flag"], "verdict": (
+            out.append(Verdict("verbatim", vb["flag"], (
                 f"greedy completion of the second half from the first: {vb['exact']}/{vb['n']} exact, "
                 f"{vb['near_exact']}/{vb['n']} near-exact ({_pct(vb['near_exact_rate'])}), mean ROUGE-L "
-                f"{vb['mean_rouge_l']:.2f}, mean edit similarity {vb['mean_edit_sim']:.2f}{extra} (flag: {vb['rule']})")})
+                f"{vb['mean_rouge_l']:.2f}, mean edit similarity {vb['mean_edit_sim']:.2f}{extra} (flag: {vb['rule']})")))
     pm = con.get("permutation")
     if pm is not None:
         if not pm.get("per_shard"):
-            out.append({"signal": "permutation", "flag": False, "verdict": f"not measured: {pm.get('rule')}"})
+            out.append(_not_measured("permutation", pm.get("rule")))
         else:
             s0 = pm["per_shard"][0]
             detail = (f"canonical log-likelihood {s0['canonical']:.1f} vs shuffled mean {s0['shuffled_mean']:.1f} "
                       f"(sd {s0['shuffled_std']:.1f})" if pm["shards"] == 1 else
                       f"mean canonical-minus-shuffled log-likelihood {pm['mean_diff']:+.2f} over {pm['shards']} shards")
-            out.append({"signal": "permutation", "flag": pm["flag"], "verdict": (
+            out.append(Verdict("permutation", pm["flag"], (
                 f"{pm['n']} items in canonical order vs {pm['permutations']} shuffled orders: {detail}; "
-                f"p={_p(pm['p_value'])} ({pm['test']}; flag: {pm['rule']})")})
+                f"p={_p(pm['p_value'])} ({pm['test']}; flag: {pm['rule']})")))
     return out
 
 
-def table(result: dict[str, Any]) -> str:
+def table(result: AuditResult) -> str:
     """Terminal report: robustness table, then one verdict line per signal."""
-    lines = [f"primer audit: {result['model']['name']} on {result['task']} ({result['n_items']} items)"]
-    rob = result.get("robustness")
+    lines = [f"primer audit: {result.model['name']} on {result.task} ({result.n_items} items)"]
+    rob = result.robustness
     if rob:
-        lines.append(f"metric {rob['metric']}, {rob['shots']}-shot; paired bootstrap 95% CIs")
+        lines.append(f"metric {rob.metric}, {rob.shots}-shot; paired bootstrap 95% CIs")
         rows = [("condition", "vs", "n", "baseline", "perturbed", "change (pts)", "p", "sig")]
-        for name, b in rob["baselines"].items():
-            rows.append((name, "-", str(b["n"]), f"{_pct(b['acc'])} [{_pct(b['ci'][0])}, {_pct(b['ci'][1])}]", "-", "-", "-",
-                         "chance" if b.get("at_chance") else ""))
-        for c in rob["conditions"]:
-            if not c.get("n"):
-                rows.append((c["name"], c["baseline"], "0", "-", "-", "-", "-", c.get("skipped", "")))
+        for name, b in rob.baselines.items():
+            rows.append((name, "-", str(b.n), f"{_pct(b.acc)} [{_pct(b.ci[0])}, {_pct(b.ci[1])}]", "-", "-", "-",
+                         "chance" if b.at_chance else ""))
+        for c in rob.conditions:
+            if not c.n:
+                rows.append((c.name, c.baseline, "0", "-", "-", "-", "-", c.skipped or ""))
                 continue
-            rows.append((c["name"], c["baseline"], str(c["n"]),
-                         f"{_pct(c['acc_orig'])} [{_pct(c['ci_orig'][0])}, {_pct(c['ci_orig'][1])}]",
-                         f"{_pct(c['acc_pert'])} [{_pct(c['ci_pert'][0])}, {_pct(c['ci_pert'][1])}]",
-                         f"{_pts(-c['drop'])} [{_pts(-c['drop_ci'][1])}, {_pts(-c['drop_ci'][0])}]",
-                         _p(c["p_mcnemar"] if c["p_mcnemar"] is not None else c["p_bootstrap"]),
-                         ("*" if c["significant"] else "") + (" (chance)" if c.get("baseline_at_chance") else "")))
+            rows.append((c.name, c.baseline, str(c.n),
+                         f"{_pct(c.acc_orig)} [{_pct(c.ci_orig[0])}, {_pct(c.ci_orig[1])}]",
+                         f"{_pct(c.acc_pert)} [{_pct(c.ci_pert[0])}, {_pct(c.ci_pert[1])}]",
+                         f"{_pts(-c.drop)} [{_pts(-c.drop_ci[1])}, {_pts(-c.drop_ci[0])}]",
+                         _p(c.p_mcnemar if c.p_mcnemar is not None else c.p_bootstrap),
+                         ("*" if c.significant else "") + (" (chance)" if c.baseline_at_chance else "")))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for j, r in enumerate(rows):
             lines.append("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip())
             if j == 0:
                 lines.append("  ".join("-" * w for w in widths))
-        if rob.get("chance") is not None:
-            lines.append(f"chance (guessing) {_pct(rob['chance'])}; a baseline marked 'chance' does not beat it, so a change "
+        if rob.chance is not None:
+            lines.append(f"chance (guessing) {_pct(rob.chance)}; a baseline marked 'chance' does not beat it, so a change "
                          "against it is position bias, not evidence")
-        cov = rob.get("coverage", {})
+        cov = rob.coverage
         if "numbers_coverage" in cov:
             nc = cov["numbers_coverage"]
             lines.append(f"numbers: rebuilt {nc['rebuilt']}/{nc['total']}, new numbers for {nc['substituted']} "
@@ -149,26 +151,28 @@ def table(result: dict[str, Any]) -> str:
         if "symbolic_templates" in cov:
             st = cov["symbolic_templates"]
             lines.append(f"symbolic: {st['usable']}/{st['templates']} templates usable, {st['items_with_template']} audited items have one")
-        mem = rob.get("memorisation", {}).get("original")
+        mem = rob.memorisation.get("original")
         if mem:
             for ex in mem.get("examples", [])[:3]:
                 lines.append(f"  memorised? item {ex['item']}: {ex['question'][:110]!r} (variants right {ex['variants_right']})")
+    if result.bad_input.count:
+        lines.append(f"corpus: {result.bad_input.describe()}")
     lines.append("")
     lines.append("verdicts (flagged = the signal's rule fired; numbers behind each):")
-    for v in result.get("verdicts", []):
-        lines.append(f"  [{'FLAGGED' if v['flag'] else 'not flagged'}] {v['signal']}: {v['verdict']}")
+    for v in result.verdicts:
+        lines.append(f"  [{'FLAGGED' if v.flag else 'not flagged'}] {v.signal}: {v.verdict}")
     return "\n".join(lines)
 
 
-def plot(result: dict[str, Any], path: Path) -> Path | None:
+def plot(result: AuditResult, path: Path) -> Path | None:
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    rob = result.get("robustness")
-    mk = result.get("contamination", {}).get("mink")
-    pm = result.get("contamination", {}).get("permutation")
+    rob = result.robustness
+    mk = result.contamination.get("mink")
+    pm = result.contamination.get("permutation")
     panels = [k for k, ok in (("rob", bool(rob)), ("mink", bool(mk and mk.get("per_item"))),
                               ("perm", bool(pm and pm.get("per_shard")))) if ok]
     if not panels:
@@ -177,26 +181,26 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     for ax, kind in zip(axes[0], panels):
         if kind == "rob":
             names, acc, lo, hi, colors = [], [], [], [], []
-            for n, b in rob["baselines"].items():
+            for n, b in rob.baselines.items():
                 names.append(n)
-                acc.append(b["acc"])
-                lo.append(b["acc"] - b["ci"][0])
-                hi.append(b["ci"][1] - b["acc"])
+                acc.append(b.acc)
+                lo.append(b.acc - b.ci[0])
+                hi.append(b.ci[1] - b.acc)
                 colors.append("0.5")
-            for c in rob["conditions"]:
-                if not c.get("n"):
+            for c in rob.conditions:
+                if not c.n:
                     continue
-                names.append(c["name"])
-                acc.append(c["acc_pert"])
-                lo.append(c["acc_pert"] - c["ci_pert"][0])
-                hi.append(c["ci_pert"][1] - c["acc_pert"])
-                colors.append("tab:red" if c["significant"] and c["drop"] > 0 else "tab:blue")
+                names.append(c.name)
+                acc.append(c.acc_pert)
+                lo.append(c.acc_pert - c.ci_pert[0])
+                hi.append(c.ci_pert[1] - c.acc_pert)
+                colors.append("tab:red" if c.significant and c.drop > 0 else "tab:blue")
             x = range(len(names))
             ax.bar(x, [100 * a for a in acc], yerr=[[100 * v for v in lo], [100 * v for v in hi]], color=colors, capsize=3)
             ax.set_xticks(list(x), names, rotation=40, ha="right")
-            ax.set_ylabel(f"{rob['metric']} (%)")
+            ax.set_ylabel(f"{rob.metric} (%)")
             ax.set_ylim(0, max(10.0, 100 * max(a + h for a, h in zip(acc, hi)) * 1.1))
-            ax.set_title(f"{result['task']}: originals vs perturbations\n(red: significant drop, 95% paired CI)", fontsize=9)
+            ax.set_title(f"{result.task}: originals vs perturbations\n(red: significant drop, 95% paired CI)", fontsize=9)
         elif kind == "mink":
             o = [p["orig"] for p in mk["per_item"]]
             q = [p["pert"] for p in mk["per_item"]]
@@ -230,14 +234,15 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
-def write(result: dict[str, Any], out: Path) -> dict[str, str]:
+def write(result: AuditResult, out: Path) -> dict[str, str]:
     """audit.json and audit.png into `out`; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": str(out / "audit.json")}
     png = plot(result, out / "audit.png")
     if png is not None:
         files["plot"] = str(png)
-    (out / "audit.json").write_text(json.dumps({**result, "files": files}, indent=2, default=_default, allow_nan=True))
+    record = {**to_dict(result), "files": files}
+    (out / "audit.json").write_text(json.dumps(record, indent=2, default=_default, allow_nan=True))
     return files
 
 

@@ -2,7 +2,8 @@
 
 Flow: load the task's documents (first `limit`), build each perturbation's variants (seeded),
 score originals and variants with the task's own prompts and metric through the eval runner's
-request builder and scorer (answers cached in eval's sqlite cache, so an interrupted audit resumes),
+request builder and its cache -> answer -> score loop (`eval.runner.score_docs`: answers cached in
+eval's sqlite cache, so an interrupted audit resumes),
 compare each perturbation with its baseline on the same items (paired bootstrap), find the
 memorisation signature, then run the contamination signals on the items' text:
 "Question: ...\\nAnswer: <gold>" (the task's own solved-example text).
@@ -24,8 +25,11 @@ from typing import Any
 from primer.audit import contamination as C
 from primer.audit import perturb as P
 from primer.audit import stats as S
+from primer.audit.result import AuditResult, Baseline, Condition, Robustness
 from primer.audit.suites import suite_for
+from primer.common.jsonl import BadInput
 from primer.common.paths import benchmark_dir
+from primer.config import to_dict
 from primer.errors import PrimerError
 
 SIGNALS = ("robustness", "ngram", "mink", "verbatim", "permutation")
@@ -75,9 +79,12 @@ class AuditConfig:
     """sqlite cache of model answers (default: eval's, ~/.cache/primer/eval-cache.sqlite); 'none' disables."""
     out: Path | None = None
     """Write audit.json and audit.png into this directory."""
+    strict: bool = False
+    """Stop at the first malformed line of a --corpus file (naming file and line) instead of counting and
+    naming it in the result."""
 
 
-def audit(model: Any, cfg: AuditConfig, progress: bool = True) -> dict[str, Any]:
+def audit(model: Any, cfg: AuditConfig, progress: bool = True) -> AuditResult:
     """Run the audit. `model` is a model spec for `PrimerLM.load` or an LM object."""
     from primer.eval.tasks import get_task  # noqa: PLC0415
 
@@ -88,37 +95,29 @@ def audit(model: Any, cfg: AuditConfig, progress: bool = True) -> dict[str, Any]
     lm = _load_lm(model)
     task = get_task(cfg.task)
     data_dir = benchmark_dir(cfg.data_dir)
-    docs = task.docs(data_dir)
-    all_docs = docs
-    if cfg.limit is not None:
-        docs = docs[: cfg.limit]
+    all_docs = task.docs(data_dir)
+    docs = all_docs[: cfg.limit] if cfg.limit is not None else all_docs
     if not docs:
         raise PrimerError(f"task {task.name} has no documents")
     docs = [{**d, "_index": i} for i, d in enumerate(docs)]
     log = _Log(progress)
-    result: dict[str, Any] = {
-        "model": {"name": getattr(lm, "name", str(model)), "fingerprint": getattr(lm, "fingerprint", None)},
-        "task": task.name, "n_items": len(docs),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
-    }
+    result = AuditResult(
+        model={"name": getattr(lm, "name", str(model)), "fingerprint": getattr(lm, "fingerprint", None)},
+        task=task.name, n_items=len(docs),
+        config={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
+    )
     suite = suite_for(task, cfg.perturbations or None) if "robustness" in cfg.signals or "mink" in cfg.signals else []
-    extras: dict[str, Any] = {}
-    if task.name.startswith("gsm"):
-        from primer.audit.gsm_numbers import number_variants  # noqa: PLC0415
-        from primer.audit.symbolic import load_templates  # noqa: PLC0415
-
-        _, cov = number_variants([{"question": d["question"], "answer": d["answer"]} for d in docs], 1, cfg.seed)
-        extras["numbers_coverage"] = cov.to_dict()
-        if any(p.name == "symbolic" for p in suite):
-            templates, tstats = load_templates(data_dir, all_docs)
-            extras["symbolic_templates"] = tstats | {"items_with_template": sum(d["_index"] in templates for d in docs)}
-            docs = [{**d, "_templates": templates} for d in docs]
+    coverage: dict[str, Any] = {}
+    for p in suite:
+        if p.prepare is not None:  # e.g. GSM-Symbolic: find each item's template; new numbers: coverage
+            docs, found = p.prepare(docs, all_docs, data_dir, cfg.seed)
+            coverage.update(found)
     variants = build_variants(task, docs, suite, cfg)
     if "robustness" in cfg.signals:
         log(f"robustness: {len(suite)} conditions on {len(docs)} items")
-        result["robustness"] = robustness(lm, task, docs, suite, variants, cfg, data_dir, log)
-        result["robustness"]["coverage"] = extras
-    contamination: dict[str, Any] = {}
+        result.robustness = robustness(lm, task, docs, suite, variants, cfg, data_dir, log)
+        result.robustness.coverage = coverage
+    contamination = result.contamination
     n_c = cfg.contamination_limit or len(docs)
     texts = [item_text(task, d) for d in docs[:n_c]]
     if "ngram" in cfg.signals:
@@ -127,11 +126,13 @@ def audit(model: Any, cfg: AuditConfig, progress: bool = True) -> dict[str, Any]
 
             log(f"ngram: {len(docs)} items against {', '.join(cfg.corpus)}")
             q = [task.decontam_text(d) for d in docs]
-            contamination["ngram"] = C.ngram_overlap(q, iter_documents(cfg.corpus, cfg.text_field), n=cfg.ngram_n,
-                                                     threshold=cfg.ngram_threshold)
+            corpus = iter_documents(cfg.corpus, cfg.text_field, result.bad_input, cfg.strict)
+            contamination["ngram"] = C.ngram_overlap(q, corpus, n=cfg.ngram_n, threshold=cfg.ngram_threshold)
+            if result.bad_input.count:
+                log(f"ngram: {result.bad_input.describe()}")
         else:
             contamination["ngram"] = {"skipped": "no --corpus given (the training data to look the items up in)"}
-    pairs = matched_pairs(task, docs[:n_c], variants)
+    pairs = matched_pairs(task, docs[:n_c], suite, variants)
     if "mink" in cfg.signals:
         log(f"min-k%++: {len(pairs)} matched pairs")
         if hasattr(lm, "model") and pairs:
@@ -154,15 +155,14 @@ def audit(model: Any, cfg: AuditConfig, progress: bool = True) -> dict[str, Any]
         log(f"permutation: {len(texts)} items, {cfg.permutation_shards} shard(s) x {cfg.permutations} orders")
         contamination["permutation"] = C.permutation_test(lm, texts, shards=cfg.permutation_shards,
                                                           permutations=cfg.permutations, seed=cfg.seed)
-    result["contamination"] = contamination
     from primer.audit.report import verdicts  # noqa: PLC0415
 
-    result["verdicts"] = verdicts(result)
-    result["seconds"] = round(time.time() - t0, 2)
+    result.verdicts = verdicts(result)
+    result.seconds = round(time.time() - t0, 2)
     if cfg.out is not None:
         from primer.audit.report import write  # noqa: PLC0415
 
-        result["files"] = write(result, Path(cfg.out))
+        result.files = write(result, Path(cfg.out))
     return result
 
 
@@ -194,15 +194,14 @@ def item_text(task, doc: dict) -> str:
 def build_variants(task, docs: list[dict], suite: list[P.Perturbation], cfg: AuditConfig) -> dict[str, list[list[dict]]]:
     """perturbation name -> per item, its variants (empty where it does not apply)."""
     out: dict[str, list[list[dict]]] = {}
-    for k, p in enumerate(suite):
+    for p in suite:
         per_item = []
         for d in docs:
             rng = random.Random(zlib.crc32(f"{cfg.seed}:{p.name}:{d['_index']}".encode()))
             if task.kind == "multiple_choice":
                 d = {**d, "_n_choices": len(task.doc_to_choice(d))}
-            n = cfg.variants if p.name in ("numbers", "symbolic", "names", "noop", "shuffle") else 1
             vs, seen = [], set()
-            for _ in range(n):
+            for _ in range(cfg.variants if p.randomised else 1):
                 v = p.apply(d, rng)
                 if v is None:
                     break
@@ -215,22 +214,23 @@ def build_variants(task, docs: list[dict], suite: list[P.Perturbation], cfg: Aud
     return out
 
 
-def matched_pairs(task, docs: list[dict], variants: dict[str, list[list[dict]]]) -> list[tuple[int, str, str, str]]:
+def matched_pairs(task, docs: list[dict], suite: list[P.Perturbation],
+                  variants: dict[str, list[list[dict]]]) -> list[tuple[int, str, str, str]]:
     """(item position, original text, perturbed text, perturbation) for Min-K%++ and verbatim.
 
-    The perturbed copy keeps the item's kind and length: new numbers (GSM8K), else GSM-Symbolic,
-    else swapped names/objects. Items with none of these are left out.
+    The perturbed copy keeps the item's kind and length (a perturbation marked `matched`: new numbers
+    for GSM8K, else GSM-Symbolic, else swapped names/objects, in the suite's order). Items with none
+    are left out.
     """
     out = []
     for i, d in enumerate(docs):
-        for name in ("numbers", "symbolic", "names"):
-            vs = variants.get(name, [])
+        for p in suite:
+            vs = variants.get(p.name, []) if p.matched else []
             if i < len(vs) and vs[i]:
-                v = vs[i][0]
-                pert = item_text(task, v)
+                pert = item_text(task, vs[i][0])
                 orig = item_text(task, d)
                 if pert != orig:
-                    out.append((i, orig, pert, name))
+                    out.append((i, orig, pert, p.name))
                     break
     return out
 
@@ -243,18 +243,14 @@ def _primary(task, cfg: AuditConfig) -> str:
     return task.metrics[0]
 
 
-_CHUNK_REQUESTS = 64  # per answer() call: batches stay full, the bar and the cache move often
+def per_item_scores(lm, task, docs: list[dict], *, shots: int, pool, cfg: AuditConfig, cache, metric: str,
+                    prompt_fn=None, progress: bool = False, label: str = "") -> list[float]:
+    """Per-document `metric` under the task's prompt (optionally rewritten by `prompt_fn`).
 
-
-def score_docs(lm, task, docs: list[dict], *, shots: int, pool, cfg: AuditConfig, cache,
-               prompt_fn=None, metric: str, progress: bool = False, label: str = "") -> list[float]:
-    """Per-document metric under the task's prompt (optionally rewritten by `prompt_fn`).
-
-    Requests are answered in chunks, each cached as soon as it is done, so a killed audit resumes
-    where it stopped; `progress` shows a bar over the requests."""
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    from primer.eval.runner import Cache, EvalConfig, answer, build_requests, score_doc  # noqa: PLC0415
+    Few-shot examples are drawn per item with a seed of its own, so an item and its variants see
+    the same examples; answering and scoring is eval's loop (`score_docs`), cached as it goes, so
+    a killed audit resumes where it stopped."""
+    from primer.eval.runner import EvalConfig, build_requests, score_docs  # noqa: PLC0415
 
     ecfg = EvalConfig(tasks=[task.name], shots=shots, seed=cfg.seed, temperature=0.0, samples=1)
     if cfg.max_tokens is not None and task.kind == "generate":
@@ -267,36 +263,10 @@ def score_docs(lm, task, docs: list[dict], *, shots: int, pool, cfg: AuditConfig
         if prompt_fn is not None:
             reqs = [_rewrite(kind, r, prompt_fn) for r in reqs]
         built.append((kind, reqs))
-    fp = getattr(lm, "fingerprint", None)
-    keys = {(i, j): Cache.key(fp, k, r) for i, (k, rs) in enumerate(built) for j, r in enumerate(rs)} if fp else {}
-    have = cache.get_many(list(keys.values())) if fp else {}
-    todo: dict[str, list[tuple[int, int]]] = {}
-    for i, (k, rs) in enumerate(built):
-        for j in range(len(rs)):
-            if not fp or keys[(i, j)] not in have:
-                todo.setdefault(k, []).append((i, j))
-    got: dict[tuple[int, int], Any] = {}
-    bar = tqdm(total=sum(map(len, todo.values())), desc=label or task.name, unit="req", leave=False,
-               disable=not progress or not todo)
-    for kind, ij in todo.items():
-        # a generation batch takes as long as a chunk of many scoring requests
-        step = max(1, getattr(lm, "batch_size", 8)) if kind == "generate" else _CHUNK_REQUESTS
-        for c in range(0, len(ij), step):
-            part = ij[c: c + step]
-            done = dict(zip(part, answer(lm, kind, [built[i][1][j] for i, j in part])))
-            if fp:
-                cache.put_many({keys[k]: a for k, a in done.items()})
-            got.update(done)
-            bar.update(len(part))
-    bar.close()
-    scores = []
-    for i, d in enumerate(docs):
-        resps = [got[(i, j)] if (i, j) in got else have[keys[(i, j)]] for j in range(len(built[i][1]))]
-        s = score_doc(task, d, resps)
-        if metric not in s:
-            raise PrimerError(f"metric '{metric}' is not reported by task {task.name}; it reports {sorted(s)}")
-        scores.append(float(s[metric]))
-    return scores
+    scores, _, _ = score_docs(lm, task, docs, built, cache, progress=progress, label=label)
+    if scores and metric not in scores[0]:
+        raise PrimerError(f"metric '{metric}' is not reported by task {task.name}; it reports {sorted(scores[0])}")
+    return [float(s[metric]) for s in scores]
 
 
 def _rewrite(kind: str, req: list, fn) -> list:
@@ -307,81 +277,63 @@ def _rewrite(kind: str, req: list, fn) -> list:
     return req
 
 
-def robustness(lm, task, docs, suite, variants, cfg: AuditConfig, data_dir, log) -> dict[str, Any]:
+def robustness(lm, task, docs, suite, variants, cfg: AuditConfig, data_dir, log) -> Robustness:
     from primer.eval.runner import Cache  # noqa: PLC0415
 
-    # cache None = eval's default file; the string "none" turns caching off
-    off = cfg.cache is not None and str(cfg.cache).lower() == "none"
-    cache = Cache(None if off else Path(cfg.cache or Path.home() / ".cache" / "primer" / "eval-cache.sqlite"))
+    cache = Cache.open(cfg.cache)
     shots = task.default_shots if cfg.shots is None else cfg.shots
     pool = None
     if shots > 0:
         pool = task.fewshot_pool(data_dir) or task.docs(data_dir)
     metric = _primary(task, cfg)
-    base_tasks = {"original": task}
-    if task.kind == "multiple_choice":
-        mcf = next((p for p in suite if p.name == "mcf"), None)
-        if mcf is not None:
-            base_tasks["mcf"] = P.wrap_mc_task(task, lettered=True, labels=mcf.extra["labels"])
     log(f"  original ({metric}, {shots}-shot)")
-    base_scores = {"original": score_docs(lm, task, docs, shots=shots, pool=pool, cfg=cfg, cache=cache, metric=metric,
-                                           progress=log.on, label="original")}
-    conditions = []
+    base_scores = {"original": per_item_scores(lm, task, docs, shots=shots, pool=pool, cfg=cfg, cache=cache,
+                                               metric=metric, progress=log.on, label="original")}
+    conditions: list[Condition] = []
+    per_item: dict[str, dict[int, list[float]]] = {}  # condition -> item -> its variants' scores
     for p in suite:
-        if p.name == "mcf":
-            t = base_tasks["mcf"]
-            log("  mcf")
-            base_scores["mcf"] = score_docs(lm, t, docs, shots=shots, pool=pool, cfg=cfg, cache=cache,
-                                           metric=_mc_metric(t), progress=log.on, label="mcf")
+        t = P.mc_task(task, p)
+        if p.is_baseline:  # a format the later conditions are compared with (e.g. the lettered list)
+            log(f"  {p.name}")
+            base_scores[p.name] = per_item_scores(lm, t, docs, shots=shots, pool=pool, cfg=cfg, cache=cache,
+                                                  metric=t.metrics[0], progress=log.on, label=p.name)
             continue
-        vs = variants[p.name]
-        t = task
-        if task.kind == "multiple_choice":
-            t = P.wrap_mc_task(task, lettered=p.extra.get("lettered", False), labels=p.extra.get("labels", "ABCDEFGHIJ"))
         flat, owner = [], []
-        for i, (d, vlist) in enumerate(zip(docs, vs)):
+        for i, (d, vlist) in enumerate(zip(docs, variants[p.name])):
             if p.apply is not None and not vlist:
                 continue
             for v in (vlist or [d]):
                 flat.append(v)
                 owner.append(i)
         if not flat:
-            conditions.append({"name": p.name, "description": p.description, "baseline": p.baseline, "n": 0,
-                               "skipped": "applies to no audited item"})
+            conditions.append(Condition(p.name, p.description, p.baseline, p.content, n=0,
+                                        skipped="applies to no audited item"))
             continue
         log(f"  {p.name}: {len(flat)} variants of {len(set(owner))} items")
-        m = _mc_metric(t) if t is not task else metric
-        sc = score_docs(lm, t, flat, shots=shots if p.shots is None else p.shots, pool=pool, cfg=cfg, cache=cache,
-                        prompt_fn=p.prompt, metric=m, progress=log.on, label=p.name)
-        per_item: dict[int, list[float]] = {}
+        sc = per_item_scores(lm, t, flat, shots=shots if p.shots is None else p.shots, pool=pool, cfg=cfg,
+                             cache=cache, prompt_fn=p.prompt, metric=t.metrics[0] if t is not task else metric,
+                             progress=log.on, label=p.name)
+        mine = per_item[p.name] = {}
         for i, s in zip(owner, sc):
-            per_item.setdefault(i, []).append(s)
-        items = sorted(per_item)
+            mine.setdefault(i, []).append(s)
+        items = sorted(mine)
         base = base_scores[p.baseline]
-        pr = S.paired_bootstrap([base[i] for i in items], [sum(per_item[i]) / len(per_item[i]) for i in items],
+        pr = S.paired_bootstrap([base[i] for i in items], [sum(mine[i]) / len(mine[i]) for i in items],
                                 iters=cfg.bootstrap, seed=cfg.seed)
-        conditions.append({"name": p.name, "description": p.description, "baseline": p.baseline, **pr.to_dict(),
-                           "variants": len(flat), "_per_item": per_item})
-    out: dict[str, Any] = {"metric": metric, "shots": shots, "baselines": {}}
+        conditions.append(Condition(p.name, p.description, p.baseline, p.content, **pr.to_dict(), variants=len(flat)))
     chance = None
     if task.kind == "multiple_choice":  # accuracy of guessing, the floor a baseline must clear
         chance = sum(1 / len(task.doc_to_choice(d)) for d in docs) / len(docs)
-        out["chance"] = chance
+    baselines = {}
     for name, sc in base_scores.items():
         lo, hi = _ci(sc, cfg)
-        out["baselines"][name] = {"n": len(sc), "acc": sum(sc) / len(sc), "ci": [lo, hi],
-                                  "at_chance": chance is not None and lo <= chance}
+        baselines[name] = Baseline(len(sc), sum(sc) / len(sc), (lo, hi), chance is not None and lo <= chance)
     for c in conditions:
         # A model that cannot beat guessing in this format (e.g. lettered options for a 135M model)
         # loses or gains points under a shuffle through its position bias alone: no evidence either way.
-        c["baseline_at_chance"] = out["baselines"][c["baseline"]]["at_chance"]
-    out["conditions"] = [{k: v for k, v in c.items() if k != "_per_item"} for c in conditions]
-    out["memorisation"] = _signature(task, docs, base_scores, conditions, variants)
-    return out
-
-
-def _mc_metric(t) -> str:
-    return "acc" if t.name.endswith("_mcf") else t.metrics[0]
+        c.baseline_at_chance = baselines[c.baseline].at_chance
+    return Robustness(metric=metric, shots=shots, baselines=baselines, conditions=conditions, chance=chance,
+                      memorisation=_signature(docs, base_scores, suite, per_item, variants))
 
 
 def _ci(sc: list[float], cfg: AuditConfig) -> tuple[float, float]:
@@ -389,20 +341,18 @@ def _ci(sc: list[float], cfg: AuditConfig) -> tuple[float, float]:
     return r.ci_orig
 
 
-# Conditions pooled into the memorisation signature: those that change content, not the setting.
-_SETTING = {"zeroshot"}
-
-
-def _signature(task, docs, base_scores, conditions, variants) -> dict[str, Any]:
+def _signature(docs, base_scores, suite, per_item, variants) -> dict[str, Any]:
+    """Per baseline: the memorisation signature over the conditions that change the items (a
+    perturbation that changes the setting, e.g. the number of shots, is left out)."""
     out = {}
     for base in base_scores:
         pooled: list[list[float]] = [[] for _ in docs]
         used = []
-        for c in conditions:
-            if c.get("baseline") != base or c["name"] in _SETTING or "_per_item" not in c:
+        for p in suite:
+            if p.baseline != base or p.shots is not None or p.name not in per_item:
                 continue
-            used.append(c["name"])
-            for i, ss in c["_per_item"].items():
+            used.append(p.name)
+            for i, ss in per_item[p.name].items():
                 pooled[i].extend(ss)
         if not used:
             continue
@@ -412,11 +362,11 @@ def _signature(task, docs, base_scores, conditions, variants) -> dict[str, Any]:
             d = docs[i]
             ex = {"item": d["_index"], "question": str(d.get(P.question_field(d) or "question", ""))[:400],
                   "right_on_original": True, "variants_right": f"{int(sum(pooled[i]))}/{len(pooled[i])}"}
-            for name in ("numbers", "symbolic", "names", "noop"):
-                vs = variants.get(name, [])
-                if i < len(vs) and vs[i]:
-                    ex[f"{name}_variant"] = str(vs[i][0].get("question", ""))[:400]
+            for p in suite:  # the first perturbation that rewrote this item's question, to show beside it
+                vs = variants.get(p.name, [])
+                if p.content and i < len(vs) and vs[i] and vs[i][0].get("question") != d.get("question"):
+                    ex[f"{p.name}_variant"] = str(vs[i][0].get("question", ""))[:400]
                     break
             examples.append(ex)
-        out[base] = {**sig.to_dict(), "pooled": used, "examples": examples}
+        out[base] = {**to_dict(sig), "pooled": used, "examples": examples}
     return out

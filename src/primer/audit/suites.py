@@ -1,5 +1,6 @@
-"""Which perturbations apply to a task: the GSM8K suite, the multiple-choice suite, and the
-generic text ones for everything else (see `perturb` for what each perturbation does)."""
+"""Which perturbations apply to a task: the multiple-choice suite, or the generative one (GSM8K's
+perturbations where the task's documents have GSM8K's schema, and the generic text ones) -- see
+`perturb` for what each perturbation does and the fields that say how the audit treats it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from primer.audit.symbolic import symbolic_perturbation
 from primer.errors import PrimerError
 
 
-def gsm_suite() -> list[Perturbation]:
+def generative_suite() -> list[Perturbation]:
+    """GSM8K's perturbations (new numbers, GSM-Symbolic, GSM-NoOp) and the text ones every generative task gets."""
+
     def numbers(doc: Doc, rng: random.Random) -> Doc | None:
         try:
             rb = gsm_numbers.rebuild(doc)
@@ -22,10 +25,18 @@ def gsm_suite() -> list[Perturbation]:
         return None if v is None else {**doc, "question": v["question"], "answer": v["answer"],
                                         "_substitution": v["substitution"]}
 
+    def coverage(docs: list[Doc], all_docs: list[Doc], data_dir, seed: int) -> tuple[list[Doc], dict]:
+        _, cov = gsm_numbers.number_variants([{"question": d["question"], "answer": d["answer"]} for d in docs], 1,
+                                             seed)
+        return docs, {"numbers_coverage": cov.to_dict()}
+
     return [
-        Perturbation("numbers", "new numbers from the rebuilt calculator graph", numbers, task_kind="gsm8k"),
-        Perturbation("names", "people and objects renamed", swap_names),
-        Perturbation("noop", "irrelevant sentence with a number added (GSM-NoOp)", noop_clause, task_kind="gsm8k"),
+        Perturbation("numbers", "new numbers from the rebuilt calculator graph", numbers, applies_to="gsm8k",
+                     randomised=True, content=True, matched=True, prepare=coverage),
+        symbolic_perturbation(),
+        Perturbation("names", "people and objects renamed", swap_names, randomised=True, content=True, matched=True),
+        Perturbation("noop", "irrelevant sentence with a number added (GSM-NoOp)", noop_clause, applies_to="gsm8k",
+                     randomised=True, content=True),
         Perturbation("linebreak", "one sentence per line", linebreaks),
         Perturbation("spacing", "doubled spaces", spacing),
         Perturbation("framing", "Question:/Answer: -> Q:/A:", prompt=reframe),
@@ -35,12 +46,12 @@ def gsm_suite() -> list[Perturbation]:
 
 def mc_suite() -> list[Perturbation]:
     return [
-        Perturbation("mcf", "options shown as a lettered A-D list (baseline for shuffle/relabel)",
-                     extra={"lettered": True, "labels": "ABCDEFGHIJ"}),
-        Perturbation("shuffle", "options reordered, lettered list", shuffle_options, baseline="mcf",
-                     extra={"lettered": True, "labels": "ABCDEFGHIJ"}),
-        Perturbation("relabel", "lettered list labelled 1-4 instead of A-D", baseline="mcf",
-                     extra={"lettered": True, "labels": "1234567890"}),
+        Perturbation("mcf", "options shown as a lettered A-D list (baseline for shuffle/relabel)", lettered=True,
+                     is_baseline=True),
+        Perturbation("shuffle", "options reordered, lettered list", shuffle_options, baseline="mcf", lettered=True,
+                     randomised=True, content=True),
+        Perturbation("relabel", "lettered list labelled 1-4 instead of A-D", baseline="mcf", lettered=True,
+                     labels="1234567890", content=True),
         Perturbation("linebreak", "one sentence per line", linebreaks),
         Perturbation("spacing", "doubled spaces", spacing),
         Perturbation("framing", "Question:/Answer: -> Q:/A:", prompt=reframe),
@@ -48,14 +59,11 @@ def mc_suite() -> list[Perturbation]:
 
 
 def suite_for(task, names: list[str] | None = None) -> list[Perturbation]:
-    """The perturbations that apply to `task`, optionally only those named."""
+    """The perturbations that apply to `task` (by its kind and `doc_schema`), optionally only those named."""
     if task.kind == "multiple_choice":
         suite = mc_suite()
     else:
-        suite = gsm_suite() if task.name.startswith("gsm") else [
-            p for p in gsm_suite() if p.task_kind == "any"]
-        if task.name.startswith("gsm"):
-            suite.insert(1, symbolic_perturbation())
+        suite = [p for p in generative_suite() if p.applies_to in ("any", task.doc_schema)]
     if names:
         known = {p.name for p in suite}
         missing = [n for n in names if n not in known]

@@ -193,7 +193,8 @@ def load_templates(data_dir: Path | str, gsm_test: list[Doc]) -> tuple[dict[int,
 
 
 def symbolic_perturbation() -> Perturbation:
-    """Applies to GSM8K docs carrying `_index` (their test-set position) and `_templates`."""
+    """Applies to GSM8K docs carrying `_index` (their test-set position) and `_templates` (which its
+    `prepare` step attaches)."""
 
     def apply(doc: Doc, rng: random.Random) -> Doc | None:
         t = (doc.get("_templates") or {}).get(doc.get("_index"))
@@ -204,4 +205,10 @@ def symbolic_perturbation() -> Perturbation:
             return None
         return {**doc, "question": v["question"], "answer": v["answer"]}
 
-    return Perturbation("symbolic", "GSM-Symbolic template with new names and numbers", apply, task_kind="gsm8k")
+    def prepare(docs: list[Doc], all_docs: list[Doc], data_dir, seed: int) -> tuple[list[Doc], dict]:
+        templates, stats = load_templates(data_dir, all_docs)
+        stats = stats | {"items_with_template": sum(d["_index"] in templates for d in docs)}
+        return [{**d, "_templates": templates} for d in docs], {"symbolic_templates": stats}
+
+    return Perturbation("symbolic", "GSM-Symbolic template with new names and numbers", apply, applies_to="gsm8k",
+                        randomised=True, content=True, matched=True, prepare=prepare)

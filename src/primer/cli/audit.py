@@ -44,6 +44,6 @@ def run(args) -> int:
     lm = PrimerLM.load(args.model, max_length=args.max_length, batch_size=args.batch_size, device=device)
     res = audit(lm, cfg, progress=not args.quiet)
     print(table(res))
-    if res.get("files"):
-        print("written: " + ", ".join(res["files"].values()))
+    if res.files:
+        print("written: " + ", ".join(res.files.values()))
     return 0

@@ -24,7 +24,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
-    from primer.config import from_args, load_section
+    from primer.config import from_args, load_section, to_dict
     from primer.tokens.shards import TokenizeConfig, tokenize_corpus
 
     base = load_section(args.recipe, "tokenize", TokenizeConfig) if args.recipe else None
@@ -32,7 +32,7 @@ def run(args) -> int:
     if args.inputs_pos:
         cfg.inputs = list(args.inputs_pos)
     meta = tokenize_corpus(cfg, progress=args.progress)
-    show = {k: v for k, v in meta.items() if k not in ("config", "inputs")}
+    show = {k: v for k, v in to_dict(meta).items() if k not in ("config", "inputs")}
     print(json.dumps({"out": cfg.out, **show}, indent=2))
     return 0
 

@@ -37,7 +37,7 @@ def run(args) -> int:
     cfg = from_args(TrainConfig, args, base)
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
-        brief = {k: summary[k] for k in ("steps", "tokens", "params", "final_loss", "val_loss", "tokens_per_s", "mfu",
-                                          "checkpoint", "out_dir")}
+        brief = {k: getattr(summary, k) for k in ("steps", "tokens", "params", "final_loss", "val_loss", "tokens_per_s",
+                                                  "mfu", "checkpoint", "out_dir")}
         print(json.dumps(brief, indent=2))
     return 0

@@ -21,31 +21,34 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 from primer.errors import PrimerError
 
 
 @dataclass
 class BadInput:
-    """Input records that could not be used: how many, and the first few as `file:line: why`."""
+    """Input records that could not be used: how many, and the first few as `file:line: why`.
+
+    Every stage result carries one (`bad_input`), so the report names what a stage could not read.
+    """
 
     count: int = 0
+    """records that could not be used"""
     examples: list[str] = field(default_factory=list)
-    keep_examples: int = 50
+    """the first KEEP of them, as `file:line: why`"""
+
+    KEEP: ClassVar[int] = 50
 
     def add(self, where: str, why: str) -> None:
         self.count += 1
-        if len(self.examples) < self.keep_examples:
+        if len(self.examples) < self.KEEP:
             self.examples.append(f"{where}: {why}")
 
     def merge(self, other: BadInput) -> None:
         self.count += other.count
-        room = self.keep_examples - len(self.examples)
+        room = self.KEEP - len(self.examples)
         self.examples.extend(other.examples[: max(room, 0)])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "examples": list(self.examples)}
 
     def describe(self, what: str = "bad line") -> str:
         """One line for a log: '2 bad lines skipped (a.jsonl:3: malformed JSON ...; ...)'."""

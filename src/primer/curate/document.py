@@ -6,22 +6,24 @@ one by one. Supported inputs: JSONL (plain or .gz), Parquet (pyarrow), a folder 
 and a HF `datasets` dataset (`hf:NAME[:SPLIT]` or a `save_to_disk` folder) when `datasets` is
 installed.
 
-Bad input never crashes a run nor vanishes: a malformed JSONL line or a record without the text
-field is counted in `BadInput` with its `file:line`, and reported by the run; an input with no
-documents at all, or whose records never carry the text field, is a `PrimerError` that says so.
+Bad input never crashes a run nor vanishes: a malformed JSONL line (read by `primer.common.jsonl`,
+the one reader) or a record without the text field is counted in `BadInput` with its `file:line`,
+and reported by the run; with `strict` the first one stops the run with its file and line. An
+input with no documents at all, or whose records never carry the text field, is a `PrimerError`.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from primer.common.jsonl import BadInput, read_jsonl_lines
 from primer.errors import PrimerError
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".ndjson.gz")
@@ -41,28 +43,6 @@ class Document:
         rec = {id_key: self.id, text_key: self.text}
         rec.update({k: v for k, v in self.metadata.items() if k not in rec})
         return rec
-
-
-@dataclass
-class BadInput:
-    """Counts of input records that could not become documents, with the first few locations."""
-
-    count: int = 0
-    examples: list[str] = field(default_factory=list)
-    keep_examples: int = 50
-
-    def add(self, where: str, why: str) -> None:
-        self.count += 1
-        if len(self.examples) < self.keep_examples:
-            self.examples.append(f"{where}: {why}")
-
-    def merge(self, other: "BadInput") -> None:
-        self.count += other.count
-        room = self.keep_examples - len(self.examples)
-        self.examples.extend(other.examples[: max(room, 0)])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "examples": list(self.examples)}
 
 
 @dataclass(frozen=True)
@@ -120,20 +100,13 @@ def list_shards(inp: str | Path, hf_shards: int = 1) -> list[Shard]:
     return [Shard(sh.kind, sh.paths, sh.name, i, sh.hf_shard) for i, sh in enumerate(shards)]
 
 
-def _open_text(path: str) -> io.TextIOBase:
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
-
-
-def _record_to_doc(rec: Any, where: str, stem: str, pos: int, text_key: str, id_key: str,
-                   bad: BadInput) -> Document | None:
-    if not isinstance(rec, dict):
-        bad.add(where, f"expected a JSON object, got {type(rec).__name__}")
-        return None
+def _record_to_doc(rec: dict, where: str, stem: str, pos: int, text_key: str, id_key: str,
+                   bad: BadInput, strict: bool) -> Document | None:
     text = rec.get(text_key)
     if not isinstance(text, str):
         why = f"missing field '{text_key}'" if text is None else f"field '{text_key}' is not a string"
+        if strict:
+            raise PrimerError(f"{where}: {why}; set --text-key, or fix or remove that record")
         bad.add(where, why)
         return None
     did = rec.get(id_key)
@@ -150,32 +123,23 @@ def _stem(path: str) -> str:
     return name
 
 
-def read_jsonl(path: str, text_key: str = "text", id_key: str = "id", bad: BadInput | None = None,
-               ) -> Iterator[Document]:
-    """Documents of a JSONL (or .jsonl.gz) file; bad lines go to `bad` as `file:line: why`."""
-    bad = bad if bad is not None else BadInput()
+def read_jsonl_documents(path: str, text_key: str = "text", id_key: str = "id", bad: BadInput | None = None,
+                         strict: bool = False) -> Iterator[Document]:
+    """Documents of a JSONL (or .jsonl.gz) file; bad lines go to `bad` as `file:line: why` (without
+    one, they are named on stderr when the file is done, as `primer.common.jsonl` does)."""
+    own = bad is None
+    bad = BadInput() if bad is None else bad
     stem = _stem(path)
-    lineno = 0
-    with _open_text(path) as f:
-        try:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    bad.add(where, f"malformed JSON ({e.msg} at column {e.colno})")
-                    continue
-                doc = _record_to_doc(rec, where, stem, lineno, text_key, id_key, bad)
-                if doc is not None:
-                    yield doc
-        except (EOFError, OSError) as e:  # truncated or corrupt .gz: keep what was read, say where
-            bad.add(f"{path}:{lineno + 1}", f"unreadable rest of file ({e})")
+    for lineno, rec in read_jsonl_lines(path, bad, strict=strict):
+        doc = _record_to_doc(rec, f"{path}:{lineno}", stem, lineno, text_key, id_key, bad, strict)
+        if doc is not None:
+            yield doc
+    if own and bad.count:
+        print(f"{path}: {bad.describe()}", file=sys.stderr)
 
 
 def read_parquet(path: str, text_key: str = "text", id_key: str = "id", bad: BadInput | None = None,
-                 ) -> Iterator[Document]:
+                 strict: bool = False) -> Iterator[Document]:
     import pyarrow.parquet as pq
 
     bad = bad if bad is not None else BadInput()
@@ -188,25 +152,27 @@ def read_parquet(path: str, text_key: str = "text", id_key: str = "id", bad: Bad
     for batch in pf.iter_batches(batch_size=1024):
         for rec in batch.to_pylist():
             row += 1
-            doc = _record_to_doc(rec, f"{path}:row {row}", stem, row, text_key, id_key, bad)
+            doc = _record_to_doc(rec, f"{path}:row {row}", stem, row, text_key, id_key, bad, strict)
             if doc is not None:
                 yield doc
 
 
-def read_txt(paths: Iterable[str], bad: BadInput | None = None) -> Iterator[Document]:
+def read_txt(paths: Iterable[str], bad: BadInput | None = None, strict: bool = False) -> Iterator[Document]:
     """One document per .txt file; its id is the file name without .txt."""
     bad = bad if bad is not None else BadInput()
     for p in paths:
         try:
             text = Path(p).read_text(encoding="utf-8", errors="replace")
         except OSError as e:
+            if strict:
+                raise PrimerError(f"{p}: unreadable ({e})") from None
             bad.add(p, f"unreadable ({e})")
             continue
         yield Document(_stem(p), text, {"source": p})
 
 
 def read_hf(name: str, shard: tuple[int, int] = (0, 1), text_key: str = "text", id_key: str = "id",
-            bad: BadInput | None = None) -> Iterator[Document]:
+            bad: BadInput | None = None, strict: bool = False) -> Iterator[Document]:
     """A HF `datasets` dataset: a `save_to_disk` folder or `NAME[:SPLIT]` (from the local cache)."""
     try:
         import datasets
@@ -227,29 +193,29 @@ def read_hf(name: str, shard: tuple[int, int] = (0, 1), text_key: str = "text", 
         ds = ds.shard(n, i, contiguous=True)
     stem = _safe(Path(name).name)
     for row, rec in enumerate(ds):
-        doc = _record_to_doc(rec, f"{name}:row {row}", f"{stem}-{i}", row, text_key, id_key, bad)
+        doc = _record_to_doc(rec, f"{name}:row {row}", f"{stem}-{i}", row, text_key, id_key, bad, strict)
         if doc is not None:
             yield doc
 
 
 def read_shard(shard: Shard, text_key: str = "text", id_key: str = "id", bad: BadInput | None = None,
-               ) -> Iterator[Document]:
+               strict: bool = False) -> Iterator[Document]:
     if shard.kind == "jsonl":
-        return read_jsonl(shard.paths[0], text_key, id_key, bad)
+        return read_jsonl_documents(shard.paths[0], text_key, id_key, bad, strict)
     if shard.kind == "parquet":
-        return read_parquet(shard.paths[0], text_key, id_key, bad)
+        return read_parquet(shard.paths[0], text_key, id_key, bad, strict)
     if shard.kind == "txt":
-        return read_txt(shard.paths, bad)
+        return read_txt(shard.paths, bad, strict)
     if shard.kind == "hf":
-        return read_hf(shard.paths[0], shard.hf_shard, text_key, id_key, bad)
+        return read_hf(shard.paths[0], shard.hf_shard, text_key, id_key, bad, strict)
     raise ValueError(shard.kind)
 
 
 def read_documents(inp: str | Path, text_key: str = "text", id_key: str = "id",
-                   bad: BadInput | None = None) -> Iterator[Document]:
+                   bad: BadInput | None = None, strict: bool = False) -> Iterator[Document]:
     """Every document of an input (all shards in order)."""
     for sh in list_shards(inp):
-        yield from read_shard(sh, text_key, id_key, bad)
+        yield from read_shard(sh, text_key, id_key, bad, strict)
 
 
 def check_text_field(n_docs: int, bad: BadInput, where: str, text_key: str) -> None:

@@ -32,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from primer.curate.document import BadInput, Document, read_documents, read_jsonl
+from primer.common.jsonl import BadInput
+from primer.config import to_dict
+from primer.curate.document import Document, read_documents, read_jsonl_documents
 from primer.curate.steps import Context, Step
 from primer.errors import PrimerError
 
@@ -170,7 +172,7 @@ def annotate(inp: str | Path, out: str | Path, n: int = 200, teacher: Any = None
             "score_sources": {s: sum(r.get("score_source") == s for r in recs) for s in ("direct", "followup")},
             "score_histogram": np.bincount(scored, minlength=6).tolist() if scored else [0] * 6,
             "teacher": getattr(teacher, "name", None), "seconds": round(time.perf_counter() - t0, 1),
-            "bad_input": bad.to_dict()}
+            "bad_input": to_dict(bad)}
 
 
 FOLLOWUP = "What is the educational score of the extract, from 0 to 5? Reply with the number only."
@@ -198,10 +200,10 @@ def _record(doc_id: str, text: str, comp: Any, follow: Any, teacher_name: str) -
 
 
 def _latest_records(path: Path) -> dict[str, dict[str, Any]]:
-    """id -> the last record written for it (bad lines are skipped, as everywhere)."""
+    """id -> the last record written for it (bad lines are named on stderr and left out)."""
     out: dict[str, dict[str, Any]] = {}
     if path.is_file():
-        for d in read_jsonl(str(path), "text", "id"):
+        for d in read_jsonl_documents(str(path), "text", "id"):
             rec = dict(d.metadata, id=d.id, text=d.text)
             rec.setdefault("score", None)
             rec.setdefault("finish_reason", "stop")
@@ -216,8 +218,7 @@ def load_annotations(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise PrimerError(f"annotations not found: {path} (make them with `primer curate annotate`)")
     recs: dict[str, dict[str, Any]] = {}
-    bad = BadInput()
-    for d in read_jsonl(str(path), "text", "id", bad):
+    for d in read_jsonl_documents(str(path), "text", "id"):
         s = d.metadata.get("score")
         if isinstance(s, int) and 0 <= s <= 5:
             recs[d.id] = {"id": d.id, "text": d.text, "score": s}

@@ -1,18 +1,19 @@
 """`primer curate run`: the curation pipeline, its sharded executor, and resume.
 
-Three passes, each shard by shard (a shard = one input file, see `document.list_shards`):
-  1. per shard, in parallel: read -> heuristic filters -> decontamination -> educational-value
-     filter -> write survivors to `work/stage1/` with their MinHash band keys and exact hashes;
-  2. once, globally: cluster the band keys (`dedup.find_duplicates`), keep the earliest document
-     of each exact group / near-duplicate cluster, write `work/dedup.npz`;
-  3. per shard, in parallel: drop the duplicates, write `data/<shard>-00000.jsonl.gz` ...
-Without dedup, pass 1 writes `data/` directly. Every finished shard of a pass writes a done-marker
+Three passes (`filter_shard`, `cluster_duplicates`, `drop_duplicates`), the first and last shard
+by shard (a shard = one input file, see `document.list_shards`):
+  1. filter, per shard, in parallel: read -> heuristic filters -> decontamination -> educational-value
+     filter -> write survivors to `work/filtered/` with their MinHash band keys and exact hashes;
+  2. cluster, once, globally: cluster the band keys (`dedup.find_duplicates`), keep the earliest
+     document of each exact group / near-duplicate cluster, write `work/dedup.npz`;
+  3. drop duplicates, per shard, in parallel: write `data/<shard>-00000.jsonl.gz` ...
+Without dedup, the filter pass writes `data/` directly. Every finished shard of a pass writes a done-marker
 last, atomically (write to a temp name, then rename), so a killed run resumes with the shards not
 yet done and never redoes a finished one; a rerun with different settings is refused.
 
 Engines: `local` (a multiprocessing pool, the default), or datatrove's executors for clusters --
 `datatrove` (its LocalPipelineExecutor, what the tests run here), `slurm` (SlurmPipelineExecutor)
-and `ray` (RayPipelineExecutor) run the very same shard functions as datatrove tasks
+and `ray` (RayPipelineExecutor) run the very same pass functions as datatrove tasks
 (rank r takes shards r, r+W, ...). Counts per step and reason are merged from the shards into
 `stats.json` and printed; with `write_dropped` every dropped document is kept with its reason.
 """
@@ -33,7 +34,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from primer.curate.document import BadInput, Shard, ShardWriter, check_text_field, list_shards, read_jsonl, read_shard
+from primer.common.jsonl import BadInput
+from primer.curate.document import Shard, ShardWriter, check_text_field, list_shards, read_jsonl_documents, read_shard
+from primer.config import to_dict
 from primer.curate.steps import Context, Stats, Step, run_steps
 from primer.errors import PrimerError
 
@@ -96,13 +99,44 @@ class CurateConfig:
     """write every dropped document with its step and reason to dropped/."""
     restart: bool = False
     """discard the resume state of a previous run in the same --out."""
+    strict: bool = False
+    """stop at the first bad input record (naming file and line) instead of counting and naming it."""
+
+
+@dataclass
+class CurateResult:
+    """What `curate` returns and writes as OUT/stats.json."""
+
+    input: str
+    out: str
+    shards: int
+    documents_read: int
+    documents_kept: int
+    steps: dict[str, dict[str, Any]]
+    """per step: documents in, out, and dropped per reason (`steps.Stats`)"""
+    benchmark_items_matched: dict[str, int]
+    """benchmark item id -> documents dropped for containing it"""
+    bad_input: BadInput
+    output_files: list[str]
+    decontam_index: dict[str, Any] | None
+    """the n-gram index decontamination used (None: off)"""
+    resumed_shards: int
+    """shards whose filter pass a killed earlier run had finished"""
+    seconds: float
+    engine: str
+    workers: int
+    dedup: str | None
+    """the MinHash settings, described (None: dedup off)"""
+    submitted: str | None = None
+    """slurm: the jobs were submitted, not run; this says how to merge their counts when they finish"""
 
 
 # ------------------------------------------------------------------------------ paths and markers
 
 
 def _fingerprint(cfg: CurateConfig) -> str:
-    keys = {k: v for k, v in vars(cfg).items() if k not in ("workers", "engine", "slurm_partition", "restart", "out")}
+    how = ("workers", "engine", "slurm_partition", "restart", "out", "strict")  # how it runs, not what it keeps
+    keys = {k: v for k, v in vars(cfg).items() if k not in how}
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -116,8 +150,8 @@ class _Layout:
     def __init__(self, out: str | Path):
         self.out = Path(out)
         self.work = self.out / "work"
-        self.s1 = self.work / "stage1"
-        self.s3 = self.work / "stage3"
+        self.filtered = self.work / "filtered"
+        self.deduped = self.work / "deduped"
         self.data = self.out / "data"
         self.dropped = self.out / "dropped"
         self.index = self.work / "decontam_index.npz"
@@ -125,8 +159,8 @@ class _Layout:
         self.dedup_done = self.work / "dedup.done"
         self.config = self.work / "config.json"
 
-    def done(self, stage: Path, shard: Shard) -> Path:
-        return stage / f"{shard.name}.done"
+    def done(self, pass_dir: Path, shard: Shard) -> Path:
+        return pass_dir / f"{shard.name}.done"
 
 
 # ------------------------------------------------------------------------------ per-process caches
@@ -135,7 +169,7 @@ _CACHE: dict[str, Any] = {}
 
 
 def _steps(cfg: CurateConfig, lay: _Layout) -> list[Step]:
-    """The per-document steps of pass 1 (built once per worker process)."""
+    """The per-document steps of the filter pass (built once per worker process)."""
     key = _fingerprint(cfg)
     if _CACHE.get("key") == key:
         return _CACHE["steps"]
@@ -175,17 +209,17 @@ def _clear_shard_outputs(shard: Shard, dirs: list[Path], dropped_dir: Path, tag:
                     p.unlink()
 
 
-# ------------------------------------------------------------------------------ pass 1
+# ------------------------------------------------------------------------------ pass 1: filter
 
 
-def stage1(cfg: CurateConfig, shard: Shard) -> None:
+def filter_shard(cfg: CurateConfig, shard: Shard) -> None:
     """Filter one shard; write survivors (+ MinHash keys when deduplicating), stats, done-marker."""
     lay = _Layout(cfg.out)
-    done = lay.done(lay.s1, shard)
+    done = lay.done(lay.filtered, shard)
     if done.exists():
         return
-    target = lay.s1 if cfg.dedup else lay.data
-    _clear_shard_outputs(shard, [lay.s1, lay.data], lay.dropped, "s1")
+    target = lay.filtered if cfg.dedup else lay.data
+    _clear_shard_outputs(shard, [lay.filtered, lay.data], lay.dropped, "filters")
     bad = BadInput()
     ctx = Context()
     n_read = 0
@@ -193,13 +227,13 @@ def stage1(cfg: CurateConfig, shard: Shard) -> None:
 
     def counted():
         nonlocal n_read
-        for d in read_shard(shard, cfg.text_key, cfg.id_key, bad):
+        for d in read_shard(shard, cfg.text_key, cfg.id_key, bad, cfg.strict):
             n_read += 1
             yield d
 
-    dropped = ShardWriter(lay.dropped, f"{shard.name}.s1", "jsonl.gz", cfg.shard_docs) if cfg.write_dropped else None
+    dropped = ShardWriter(lay.dropped, f"{shard.name}.filters", "jsonl.gz", cfg.shard_docs) if cfg.write_dropped else None
     ctx.dropped = dropped
-    fmt = "jsonl.gz" if cfg.dedup else cfg.out_format  # stage-1 files are read back by pass 3
+    fmt = "jsonl.gz" if cfg.dedup else cfg.out_format  # filtered files are read back by drop_duplicates
     writer = ShardWriter(target, shard.name, fmt, cfg.shard_docs if not cfg.dedup else 1 << 40)
     texts: list[str] = []
     ids: list[str] = []
@@ -220,20 +254,20 @@ def stage1(cfg: CurateConfig, shard: Shard) -> None:
             bands = h.band_keys(np.concatenate([p[0] for p in parts]))
             exact = np.concatenate([p[1] for p in parts])
         order = (np.int64(shard.index) << np.int64(32)) + np.arange(len(texts), dtype=np.int64)
-        tmp = lay.s1 / f"{shard.name}.keys.tmp.npz"
+        tmp = lay.filtered / f"{shard.name}.keys.tmp.npz"
         np.savez(tmp, order=order, bands=bands, exact=exact, ids=np.array(ids, dtype=object).astype(str))
-        os.replace(tmp, lay.s1 / f"{shard.name}.keys.npz")
+        os.replace(tmp, lay.filtered / f"{shard.name}.keys.npz")
     info = {"shard": shard.name, "read": n_read, "kept": writer.count, "stats": ctx.stats.to_dict(),
-            "bad_input": bad.to_dict(), "seconds": round(time.perf_counter() - t0, 3),
+            "bad_input": to_dict(bad), "seconds": round(time.perf_counter() - t0, 3),
             "files": [str(p) for p in writer.files]}
-    _write_atomic(lay.s1 / f"{shard.name}.stats.json", json.dumps(info))
+    _write_atomic(lay.filtered / f"{shard.name}.stats.json", json.dumps(info))
     _write_atomic(done, "ok\n")
 
 
-# ------------------------------------------------------------------------------ pass 2
+# ------------------------------------------------------------------------------ pass 2: cluster
 
 
-def stage2(cfg: CurateConfig, shards: list[Shard]) -> None:
+def cluster_duplicates(cfg: CurateConfig, shards: list[Shard]) -> None:
     """Global clustering over every shard's MinHash keys; writes which documents to drop."""
     from primer.curate.dedup import find_duplicates
 
@@ -242,7 +276,7 @@ def stage2(cfg: CurateConfig, shards: list[Shard]) -> None:
         return
     orders, bands, exact, ids = [], [], [], []
     for sh in shards:
-        with np.load(lay.s1 / f"{sh.name}.keys.npz") as z:
+        with np.load(lay.filtered / f"{sh.name}.keys.npz") as z:
             orders.append(z["order"])
             bands.append(z["bands"])
             exact.append(z["exact"])
@@ -261,12 +295,13 @@ def stage2(cfg: CurateConfig, shards: list[Shard]) -> None:
     _write_atomic(lay.dedup_done, "ok\n")
 
 
-# ------------------------------------------------------------------------------ pass 3
+# ------------------------------------------------------------------------------ pass 3: drop duplicates
 
 
-def stage3(cfg: CurateConfig, shard: Shard) -> None:
+def drop_duplicates(cfg: CurateConfig, shard: Shard) -> None:
+    """Write one shard's filtered documents to data/, less those the cluster pass marked as duplicates."""
     lay = _Layout(cfg.out)
-    done = lay.done(lay.s3, shard)
+    done = lay.done(lay.deduped, shard)
     if done.exists():
         return
     _clear_shard_outputs(shard, [lay.data], lay.dropped, "dedup")
@@ -278,9 +313,9 @@ def stage3(cfg: CurateConfig, shard: Shard) -> None:
     stats = Stats()
     dropped = ShardWriter(lay.dropped, f"{shard.name}.dedup", "jsonl.gz", cfg.shard_docs) if cfg.write_dropped else None
     writer = ShardWriter(lay.data, shard.name, cfg.out_format, cfg.shard_docs)
-    src = lay.s1 / f"{shard.name}-00000.jsonl.gz"
+    src = lay.filtered / f"{shard.name}-00000.jsonl.gz"
     with writer:
-        for j, doc in enumerate(read_jsonl(str(src), "text", "id") if src.exists() else ()):
+        for j, doc in enumerate(read_jsonl_documents(str(src), "text", "id") if src.exists() else ()):
             stats.seen("dedup")
             if j in mine:
                 kept, kind = mine[j]
@@ -292,46 +327,52 @@ def stage3(cfg: CurateConfig, shard: Shard) -> None:
                 writer.write(doc)
     if dropped is not None:
         dropped.close()
-    _write_atomic(lay.s3 / f"{shard.name}.stats.json", json.dumps({"stats": stats.to_dict(), "kept": writer.count}))
+    _write_atomic(lay.deduped / f"{shard.name}.stats.json", json.dumps({"stats": stats.to_dict(), "kept": writer.count}))
     _write_atomic(done, "ok\n")
 
 
 # ------------------------------------------------------------------------------ engines
 
 
-class ShardTask:
-    """A datatrove pipeline step: rank r of W runs `stage` on shards r, r+W, r+2W, ..."""
+def _per_shard(pass_name: str):
+    """The pass that runs shard by shard under that name (looked up when called, so it can be swapped)."""
+    return {"filter": filter_shard, "drop_duplicates": drop_duplicates}[pass_name]
 
-    def __init__(self, stage: str, cfg: CurateConfig, shards: list[Shard]):
-        self.stage, self.cfg, self.shards = stage, cfg, shards
+
+class ShardTask:
+    """A datatrove pipeline step: rank r of W runs a per-shard pass on shards r, r+W, r+2W, ...
+    (or, for "cluster", the one global pass)."""
+
+    def __init__(self, pass_name: str, cfg: CurateConfig, shards: list[Shard]):
+        self.pass_name, self.cfg, self.shards = pass_name, cfg, shards
 
     def __call__(self, data: Any, rank: int = 0, world_size: int = 1) -> Any:
-        fn = {"stage1": stage1, "stage3": stage3}.get(self.stage)
-        if fn is None:
-            stage2(self.cfg, self.shards)
+        if self.pass_name == "cluster":
+            cluster_duplicates(self.cfg, self.shards)
         else:
             for sh in self.shards[rank::world_size]:
-                fn(self.cfg, sh)
+                _per_shard(self.pass_name)(self.cfg, sh)
         return iter(())
 
 
-def _call_stage(args: tuple[str, CurateConfig, Shard]) -> str:
-    stage, cfg, shard = args
-    (stage1 if stage == "stage1" else stage3)(cfg, shard)
+def _call_pass(args: tuple[str, CurateConfig, Shard]) -> str:
+    pass_name, cfg, shard = args
+    _per_shard(pass_name)(cfg, shard)
     return shard.name
 
 
-def _run_local(stage: str, cfg: CurateConfig, shards: list[Shard], workers: int) -> None:
-    todo = [sh for sh in shards if not _Layout(cfg.out).done(_Layout(cfg.out).s1 if stage == "stage1" else
-                                                             _Layout(cfg.out).s3, sh).exists()]
+def _run_local(pass_name: str, cfg: CurateConfig, shards: list[Shard], workers: int) -> None:
+    lay = _Layout(cfg.out)
+    pass_dir = lay.filtered if pass_name == "filter" else lay.deduped
+    todo = [sh for sh in shards if not lay.done(pass_dir, sh).exists()]
     if not todo:
         return
     if workers <= 1 or len(todo) == 1:
         for sh in todo:
-            _call_stage((stage, cfg, sh))
+            _call_pass((pass_name, cfg, sh))
         return
     with mp.get_context("spawn").Pool(min(workers, len(todo))) as pool:
-        for _ in pool.imap_unordered(_call_stage, [(stage, cfg, sh) for sh in todo]):
+        for _ in pool.imap_unordered(_call_pass, [(pass_name, cfg, sh) for sh in todo]):
             pass
 
 
@@ -356,16 +397,16 @@ def _run_datatrove(cfg: CurateConfig, shards: list[Shard], workers: int, dedup: 
     else:
         Exec = LocalPipelineExecutor
         common = {"start_method": "spawn"}
-    s1 = Exec([ShardTask("stage1", cfg, shards)], tasks=tasks, workers=workers, logging_dir=str(logs / "stage1"),
-              **common)
+    filt = Exec([ShardTask("filter", cfg, shards)], tasks=tasks, workers=workers, logging_dir=str(logs / "filter"),
+                **common)
     if not dedup:
-        s1.run()
+        filt.run()
         return cfg.engine != "slurm"
-    s2 = Exec([ShardTask("stage2", cfg, shards)], tasks=1, workers=1, logging_dir=str(logs / "stage2"), depends=s1,
-              **common)
-    s3 = Exec([ShardTask("stage3", cfg, shards)], tasks=tasks, workers=workers, logging_dir=str(logs / "stage3"),
-              depends=s2, **common)
-    s3.run()  # runs (local/ray) or submits (slurm) its dependencies first
+    cluster = Exec([ShardTask("cluster", cfg, shards)], tasks=1, workers=1, logging_dir=str(logs / "cluster"),
+                   depends=filt, **common)
+    drop = Exec([ShardTask("drop_duplicates", cfg, shards)], tasks=tasks, workers=workers,
+                logging_dir=str(logs / "drop_duplicates"), depends=cluster, **common)
+    drop.run()  # runs (local/ray) or submits (slurm) its dependencies first
     return cfg.engine != "slurm"
 
 
@@ -393,7 +434,7 @@ def _prepare_index(cfg: CurateConfig, lay: _Layout) -> dict[str, Any] | None:
     return idx.summary()
 
 
-def curate(cfg: CurateConfig, quiet: bool = False) -> dict[str, Any]:
+def curate(cfg: CurateConfig, quiet: bool = False) -> CurateResult:
     """Run (or resume) the pipeline; returns the report also saved as `<out>/stats.json`."""
     if not cfg.input:
         raise PrimerError("no input given (--input FILE|DIR|hf:NAME)")
@@ -403,7 +444,7 @@ def curate(cfg: CurateConfig, quiet: bool = False) -> dict[str, Any]:
         for p in (lay.work, lay.data, lay.dropped):
             shutil.rmtree(p, ignore_errors=True)
     shards = list_shards(cfg.input)
-    for d in (lay.s1, lay.s3, lay.data):
+    for d in (lay.filtered, lay.deduped, lay.data):
         d.mkdir(parents=True, exist_ok=True)
     fp = _fingerprint(cfg)
     if lay.config.exists():
@@ -419,71 +460,72 @@ def curate(cfg: CurateConfig, quiet: bool = False) -> dict[str, Any]:
 
         EduScorer.load(cfg.scorer, cfg.scorer_kind)  # fail early on a bad path
     workers = cfg.workers or os.cpu_count() or 1
-    resumed = sum(lay.done(lay.s1, s).exists() for s in shards)
+    resumed = sum(lay.done(lay.filtered, s).exists() for s in shards)
+    how = dict(decontam_index=index_summary, resumed_shards=resumed, engine=cfg.engine, workers=workers)
     if cfg.engine == "local":
-        _run_local("stage1", cfg, shards, workers)
+        _run_local("filter", cfg, shards, workers)
         if cfg.dedup:
-            stage2(cfg, shards)
-            _run_local("stage3", cfg, shards, workers)
+            cluster_duplicates(cfg, shards)
+            _run_local("drop_duplicates", cfg, shards, workers)
     elif not _run_datatrove(cfg, shards, workers, cfg.dedup):
         msg = f"submitted to slurm; when the jobs finish, rerun the same command to merge the counts into {cfg.out}/stats.json"
         if not quiet:
             print(msg)
-        return {"submitted": True, "message": msg}
-    report = _merge(cfg, shards, lay)
-    report.update(decontam_index=index_summary, resumed_shards=resumed, seconds=round(time.perf_counter() - t0, 2),
-                  engine=cfg.engine, workers=workers)
+        return CurateResult(cfg.input, cfg.out, len(shards), 0, 0, {}, {}, BadInput(), [], **how,
+                            seconds=round(time.perf_counter() - t0, 2), dedup=None, submitted=msg)
+    dedup = None
     if cfg.dedup:
         from primer.curate.dedup import MinHashConfig
 
-        report["dedup"] = MinHashConfig(cfg.shingle, cfg.bands, cfg.rows, cfg.seed).describe()
-    _write_atomic(lay.out / "stats.json", json.dumps(report, indent=2))
+        dedup = MinHashConfig(cfg.shingle, cfg.bands, cfg.rows, cfg.seed).describe()
+    report = _merge(cfg, shards, lay, how, round(time.perf_counter() - t0, 2), dedup)
+    _write_atomic(lay.out / "stats.json", json.dumps(to_dict(report), indent=2))
     if not quiet:
         print(format_report(report))
     return report
 
 
-def _merge(cfg: CurateConfig, shards: list[Shard], lay: _Layout) -> dict[str, Any]:
+def _merge(cfg: CurateConfig, shards: list[Shard], lay: _Layout, how: dict[str, Any], seconds: float,
+           dedup: str | None) -> CurateResult:
+    """Sum the per-shard counts the passes left on disk (so a resumed or cluster run merges the same way)."""
     stats, bad = Stats(), BadInput()
     read = 0
     for sh in shards:
-        info = json.loads((lay.s1 / f"{sh.name}.stats.json").read_text())
+        info = json.loads((lay.filtered / f"{sh.name}.stats.json").read_text())
         read += info["read"]
         stats.merge(Stats.from_dict(info["stats"]))
-        b = info["bad_input"]
-        bad.merge(BadInput(b["count"], b["examples"]))
+        bad.merge(BadInput(**info["bad_input"]))
     check_text_field(read, bad, cfg.input, cfg.text_key)
     kept = 0
     if cfg.dedup:
         for sh in shards:
-            info = json.loads((lay.s3 / f"{sh.name}.stats.json").read_text())
+            info = json.loads((lay.deduped / f"{sh.name}.stats.json").read_text())
             stats.merge(Stats.from_dict(info["stats"]))
             kept += info["kept"]
     else:
-        kept = sum(json.loads((lay.s1 / f"{sh.name}.stats.json").read_text())["kept"] for sh in shards)
+        kept = sum(json.loads((lay.filtered / f"{sh.name}.stats.json").read_text())["kept"] for sh in shards)
     out_files = sorted(str(p) for p in lay.data.iterdir() if p.is_file() and ".tmp" not in p.name)
     d = stats.to_dict()
-    return {"input": cfg.input, "out": cfg.out, "shards": len(shards), "documents_read": read,
-            "documents_kept": kept, "steps": d["steps"], "benchmark_items_matched": d["matches"],
-            "bad_input": bad.to_dict(), "output_files": out_files}
+    return CurateResult(input=cfg.input, out=cfg.out, shards=len(shards), documents_read=read, documents_kept=kept,
+                        steps=d["steps"], benchmark_items_matched=d["matches"], bad_input=bad,
+                        output_files=out_files, seconds=seconds, dedup=dedup, **how)
 
 
-def format_report(r: dict[str, Any], max_items: int = 20) -> str:
-    lines = [f"primer curate: {r['documents_read']} documents read from {r['shards']} shard(s), "
-             f"{r['documents_kept']} kept -> {r['out']}/data"]
-    st = Stats.from_dict({"steps": r["steps"]})
+def format_report(r: CurateResult, max_items: int = 20) -> str:
+    lines = [f"primer curate: {r.documents_read} documents read from {r.shards} shard(s), "
+             f"{r.documents_kept} kept -> {r.out}/data"]
+    st = Stats.from_dict({"steps": r.steps})
     lines.append(st.table())
-    b = r["bad_input"]
-    if b["count"]:
-        lines.append(f"bad input records: {b['count']} (skipped; first ones below)")
-        lines.extend(f"    {e}" for e in b["examples"][:10])
-    m = r.get("benchmark_items_matched") or {}
+    if r.bad_input.count:
+        lines.append(f"bad input records: {r.bad_input.count} (skipped; first ones below)")
+        lines.extend(f"    {e}" for e in r.bad_input.examples[:10])
+    m = r.benchmark_items_matched
     if m:
         lines.append(f"benchmark items found in the input ({len(m)}):")
         for k, v in sorted(m.items(), key=lambda kv: (-kv[1], kv[0]))[:max_items]:
             lines.append(f"    {k}: {v} document(s)")
         if len(m) > max_items:
             lines.append(f"    ... {len(m) - max_items} more in stats.json")
-    if r.get("dedup"):
-        lines.append(r["dedup"])
+    if r.dedup:
+        lines.append(r.dedup)
     return "\n".join(lines)

@@ -19,9 +19,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from primer.common.provenance import git_sha, package_versions
+from primer.config import to_dict
 from primer.errors import PrimerError
 from primer.eval import metrics as M
 from primer.eval.tasks import GROUPS, Task, expand
@@ -52,12 +53,21 @@ class EvalConfig:
 
 
 class Cache:
+    """Model answers by sha256(model fingerprint, request kind, request), in one sqlite file."""
+
     def __init__(self, path: Path | None):
         self.db = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(path))
             self.db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT)")
+
+    @classmethod
+    def open(cls, setting: Path | str | None) -> Cache:
+        """A config's `cache` field: None = the default file, the string 'none' = no cache, else a path."""
+        if setting is not None and str(setting).lower() == "none":
+            return cls(None)
+        return cls(Path(setting) if setting is not None else Path.home() / ".cache" / "primer" / "eval-cache.sqlite")
 
     @staticmethod
     def key(fingerprint: str, kind: str, request: Any) -> str:
@@ -95,7 +105,7 @@ def build_requests(task: Task, doc: dict, prefix: str, cfg: EvalConfig) -> tuple
         return "loglikelihood", [[prefix + task.doc_to_text(doc), task.target_delimiter + task.doc_to_target(doc)]]
     if task.kind == "rolling":
         return "rolling", [task.doc_to_target(doc)]
-    n = max(1, cfg.samples) if task.name in ("humaneval", "mbpp") else 1
+    n = max(1, cfg.samples) if task.pass_at_k else 1
     temp = cfg.temperature if n > 1 or cfg.temperature > 0 else 0.0
     prompt = prefix + task.doc_to_text(doc)
     return "generate", [[prompt, list(task.until), task.max_tokens, temp, cfg.seed + s] for s in range(n)]
@@ -153,15 +163,106 @@ def aggregate(task: Task, scores: list[dict[str, Any]]) -> dict[str, float | Non
     return out
 
 
+# -- the cache -> answer -> score loop (eval and audit both run it) --------------------------------
+Built = tuple[str, list]
+"""One document's requests: (kind, requests), as `build_requests` makes them."""
+
+
+def answer_docs(lm, built: list[Built], cache: Cache, progress: Callable[[int], None] | None = None,
+                ) -> tuple[list[list], int]:
+    """The responses to each document's requests, and how many documents needed the model.
+
+    Answers come from `cache` where it has them (keyed by the model's fingerprint; a model without
+    one is never cached), the rest from `lm`, CHUNK_DOCS documents at a time with requests of one
+    kind batched together; each chunk is written to the cache as soon as it is answered, so an
+    interrupted run loses at most one chunk. `progress(n)` is told after each chunk.
+    """
+    fp = getattr(lm, "fingerprint", None)
+    out: list[list] = [[] for _ in built]
+    computed = 0
+    for c0 in range(0, len(built), CHUNK_DOCS):
+        chunk = range(c0, min(len(built), c0 + CHUNK_DOCS))
+        keys = {(i, j): Cache.key(fp, built[i][0], r) for i in chunk for j, r in enumerate(built[i][1])} if fp else {}
+        have = cache.get_many(list(keys.values()))
+        todo: dict[str, list[tuple[int, int]]] = {}
+        for i in chunk:
+            for j in range(len(built[i][1])):
+                if not fp or keys[(i, j)] not in have:
+                    todo.setdefault(built[i][0], []).append((i, j))
+        got: dict[tuple[int, int], Any] = {}
+        for kind, ij in todo.items():
+            got.update(zip(ij, answer(lm, kind, [built[i][1][j] for i, j in ij])))
+        if fp:
+            cache.put_many({keys[k]: a for k, a in got.items()})
+        computed += len({i for i, _ in got})
+        for i in chunk:
+            out[i] = [got[(i, j)] if (i, j) in got else have[keys[(i, j)]] for j in range(len(built[i][1]))]
+        if progress is not None:
+            progress(len(chunk))
+    return out, computed
+
+
+def score_docs(lm, task: Task, docs: list[dict], built: list[Built], cache: Cache, *, progress: bool = False,
+               label: str = "") -> tuple[list[dict[str, Any]], list[list], int]:
+    """Answer every document's requests (`answer_docs`) and score each with the task's metric(s).
+
+    Returns (per-document scores, responses, documents the model was asked about)."""
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    bar = tqdm(total=len(docs), desc=label or task.name, unit="doc", disable=not progress or len(docs) < 2,
+               leave=False)
+    resps, computed = answer_docs(lm, built, cache, bar.update)
+    bar.close()
+    return [score_doc(task, d, r) for d, r in zip(docs, resps)], resps, computed
+
+
+# -- results -------------------------------------------------------------------------------------
+@dataclass
+class TaskResult:
+    """One task's aggregate (the results JSON's `tasks.<name>`)."""
+
+    version: str
+    n: int
+    shots: int
+    metrics: dict[str, float | None]
+    """each metric and its `<metric>_stderr`"""
+    primary: str
+    reported: list[str]
+    group: str | None
+    computed: int
+    """documents the model was asked about (the rest came from the cache)"""
+    seconds: float
+    items_per_s: float | None
+    notes: str
+
+
+@dataclass
+class EvalResult:
+    """What `run` returns and writes as the results JSON (`evaluate` fills only tasks/groups/samples)."""
+
+    model: dict[str, Any] | None = None
+    """name and fingerprint of the model scored"""
+    config: dict[str, Any] | None = None
+    task_versions: dict[str, str] | None = None
+    environment: dict[str, str] | None = None
+    git: str | None = None
+    argv: list[str] | None = None
+    started: str | None = None
+    seconds: float | None = None
+    tasks: dict[str, TaskResult] = field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """group -> micro and macro averages (`group_metrics`)"""
+    samples: dict[str, list[dict]] | None = None
+    """task -> per-document records, with --log-samples"""
+
+
 # -- the run ------------------------------------------------------------------------------------
-def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
+def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> EvalResult:
     tasks = expand(cfg.tasks)
     if not tasks:
         raise PrimerError("no tasks given; pass --tasks NAME[,NAME...]")
-    cache = Cache(None if str(cfg.cache).lower() == "none" else (cfg.cache or Path.home() / ".cache" / "primer" / "eval-cache.sqlite"))
-    results: dict[str, Any] = {"tasks": {}, "groups": {}, "samples": {}}
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
+    cache = Cache.open(cfg.cache)
+    results = EvalResult(samples={} if cfg.log_samples else None)
     for task in tasks:
         docs = task.docs(cfg.data_dir)
         if cfg.limit is not None:
@@ -175,60 +276,35 @@ def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
         for doc in docs:
             prefix = task.fewshot_prefix(doc, shots, pool, rnd) if (shots > 0 or task.description) else ""
             built.append(build_requests(task, doc, prefix, cfg))
-        scores, records, computed, t0 = [], [], 0, time.perf_counter()
-        bar = tqdm(total=len(docs), desc=task.name, disable=not progress or len(docs) < 2, leave=False)
-        for c0 in range(0, len(docs), CHUNK_DOCS):
-            chunk = list(range(c0, min(len(docs), c0 + CHUNK_DOCS)))
-            keys = {(i, j): Cache.key(lm.fingerprint, built[i][0], r) for i in chunk for j, r in enumerate(built[i][1])}
-            have = cache.get_many(list(keys.values()))
-            todo: dict[str, list[tuple[int, int]]] = {}
-            for (i, j), k in keys.items():
-                if k not in have:
-                    todo.setdefault(built[i][0], []).append((i, j))
-            new = {}
-            for kind, ij in todo.items():
-                for (i, j), a in zip(ij, answer(lm, kind, [built[i][1][j] for i, j in ij])):
-                    new[keys[(i, j)]] = a
-            computed += len({i for ij in todo.values() for i, _ in ij})
-            cache.put_many(new)
-            have.update(new)
-            for i in chunk:
-                resps = [have[keys[(i, j)]] for j in range(len(built[i][1]))]
-                s = score_doc(task, docs[i], resps)
-                scores.append(s)
-                if cfg.log_samples:
-                    records.append({"doc_id": i, "requests": built[i][1], "responses": resps,
-                                    "target": _jsonable(task.doc_to_target(docs[i])), "scores": _jsonable(s)})
-            bar.update(len(chunk))
-        bar.close()
+        t0 = time.perf_counter()
+        scores, resps, computed = score_docs(lm, task, docs, built, cache, progress=progress)
         secs = time.perf_counter() - t0
-        agg = aggregate(task, scores)
-        results["tasks"][task.name] = {
-            "version": task.version, "n": len(docs), "shots": shots, "metrics": agg, "primary": task.metrics[0],
-            "reported": list(task.metrics),
-            "group": task.group, "computed": computed, "seconds": round(secs, 3),
-            "items_per_s": round(computed / secs, 3) if computed and secs > 0 else None, "notes": task.notes,
-        }
-        if cfg.log_samples:
-            results["samples"][task.name] = records
+        results.tasks[task.name] = TaskResult(
+            version=task.version, n=len(docs), shots=shots, metrics=aggregate(task, scores), primary=task.metrics[0],
+            reported=list(task.metrics), group=task.group, computed=computed, seconds=round(secs, 3),
+            items_per_s=round(computed / secs, 3) if computed and secs > 0 else None, notes=task.notes,
+        )
+        if results.samples is not None:
+            results.samples[task.name] = [
+                {"doc_id": i, "requests": built[i][1], "responses": resps[i],
+                 "target": _jsonable(task.doc_to_target(docs[i])), "scores": _jsonable(scores[i])}
+                for i in range(len(docs))]
     for group, members in GROUPS.items():
-        done = [results["tasks"][m] for m in members if m in results["tasks"]]
+        done = [results.tasks[m] for m in members if m in results.tasks]
         if done:
-            results["groups"][group] = group_metrics(done)
-    if not cfg.log_samples:
-        results.pop("samples")
+            results.groups[group] = group_metrics(done)
     return results
 
 
-def group_metrics(done: list[dict]) -> dict[str, Any]:
+def group_metrics(done: list[TaskResult]) -> dict[str, Any]:
     """Micro (size-weighted, lm-eval's group number) and macro (mean over subtasks) averages."""
-    sizes = [t["n"] for t in done]
+    sizes = [t.n for t in done]
     out: dict[str, Any] = {"n": sum(sizes), "subtasks": len(done)}
-    for name in done[0]["metrics"]:
+    for name in done[0].metrics:
         if name.endswith("_stderr"):
             continue
-        vals = [t["metrics"][name] for t in done]
-        errs = [t["metrics"].get(name + "_stderr") for t in done]
+        vals = [t.metrics[name] for t in done]
+        errs = [t.metrics.get(name + "_stderr") for t in done]
         out[f"{name},micro"] = sum(v * n for v, n in zip(vals, sizes)) / sum(sizes)
         out[f"{name},macro"] = sum(vals) / len(vals)
         if all(e is not None and not math.isnan(e) for e in errs) and sum(sizes) > len(sizes):
@@ -245,25 +321,27 @@ def _jsonable(x):
     return x
 
 
-def run(lm, cfg: EvalConfig, output: Path | None = None, progress: bool = True) -> dict[str, Any]:
+def run(lm, cfg: EvalConfig, output: Path | None = None, progress: bool = True) -> EvalResult:
     """evaluate() + model/config/environment header, written to `output` when given."""
     t0 = time.time()
     res = evaluate(lm, cfg, progress=progress)
-    full = {
-        "model": {"name": lm.name, "fingerprint": lm.fingerprint},
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
-        "task_versions": {n: t["version"] for n, t in res["tasks"].items()},
-        "environment": {**package_versions(), "platform": platform.platform()}, "git": git_sha(), "argv": sys.argv,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)), "seconds": round(time.time() - t0, 2),
-        **res,
-    }
+    full = dataclasses.replace(
+        res, model={"name": lm.name, "fingerprint": lm.fingerprint},
+        config={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
+        task_versions={n: t.version for n, t in res.tasks.items()},
+        environment={**package_versions(), "platform": platform.platform()}, git=git_sha(), argv=sys.argv,
+        started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)), seconds=round(time.time() - t0, 2),
+    )
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(full, indent=2, default=str, allow_nan=True))
+        record = to_dict(full)
+        if full.samples is None:
+            del record["samples"]
+        output.write_text(json.dumps(record, indent=2, default=str, allow_nan=True))
     return full
 
 
-def table(results: dict[str, Any]) -> str:
+def table(results: EvalResult) -> str:
     """Markdown-style table: task, version, shots, n, metric, value, stderr (accuracies in %).
     Shows each task's declared metrics; the JSON also has acc_bytes for multiple choice."""
     rows = [("task", "version", "shots", "n", "metric", "value", "± stderr")]
@@ -274,19 +352,19 @@ def table(results: dict[str, Any]) -> str:
         pct = not any(s in name for s in ("perplexity", "bits_per_byte"))
         return f"{100 * v:.2f}" if pct else f"{v:.4f}"
 
-    grouped = {t for g in results.get("groups", {}) for t in GROUPS[g]}
-    for name, t in results["tasks"].items():
+    grouped = {t for g in results.groups for t in GROUPS[g]}
+    for name, t in results.tasks.items():
         if name in grouped:
             continue
-        for m, v in t["metrics"].items():
-            if m.endswith("_stderr") or m not in t.get("reported", [m]):
+        for m, v in t.metrics.items():
+            if m.endswith("_stderr") or m not in t.reported:
                 continue
-            rows.append((name, t["version"], str(t["shots"]), str(t["n"]), m, fmt(m, v), fmt(m, t["metrics"].get(m + "_stderr"))))
-    for g, gm in results.get("groups", {}).items():
+            rows.append((name, t.version, str(t.shots), str(t.n), m, fmt(m, v), fmt(m, t.metrics.get(m + "_stderr"))))
+    for g, gm in results.groups.items():
         for m, v in gm.items():
             if m in ("n", "subtasks") or m.endswith("_stderr") or m.startswith("acc_bytes"):
                 continue
-            shots = next((results["tasks"][t]["shots"] for t in GROUPS[g] if t in results["tasks"]), "")
+            shots = next((results.tasks[t].shots for t in GROUPS[g] if t in results.tasks), "")
             rows.append((f"{g} ({gm['subtasks']} subjects)", "", str(shots), str(gm["n"]), m, fmt(m, v), fmt(m, gm.get(m + "_stderr"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]

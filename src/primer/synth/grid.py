@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from primer.common.jsonl import BadInput, read_jsonl_lines
 from primer.errors import PrimerError
 
 # format -> (instruction, subjects it suits or None for all). {topic} is the topic text,
@@ -241,29 +242,23 @@ def plan(
         rnd += 1
 
 
-def read_extracts(path: str | Path, max_chars: int = 1000, min_chars: int = 200) -> list[Extract]:
+def read_extracts(path: str | Path, max_chars: int = 1000, min_chars: int = 200, bad: BadInput | None = None,
+                  strict: bool = False) -> list[Extract]:
     """Web extracts from a JSONL file (a "text" field per line) or plain text (blank-line separated).
 
     Each extract is the document's first `max_chars` characters, cut at a sentence end where one
-    is near; documents shorter than `min_chars` are skipped.
+    is near; documents shorter than `min_chars` are skipped. A malformed JSONL line goes to `bad`
+    (`primer.common.jsonl`'s policy; `strict` stops at it with its file and line).
     """
     p = Path(path)
     if not p.is_file():
         raise PrimerError(f"seed corpus not found: {p}")
     raw: list[tuple[str, str]] = []
     if p.suffix in (".jsonl", ".json"):
-        with p.open() as f:
-            for n, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise PrimerError(f"{p}:{n}: not JSON ({e})") from e
-                text = obj.get("text") if isinstance(obj, dict) else None
-                if isinstance(text, str):
-                    raw.append((text, f"{p.name}:{n}"))
+        for n, obj in read_jsonl_lines(p, bad, strict=strict):
+            text = obj.get("text")
+            if isinstance(text, str):
+                raw.append((text, f"{p.name}:{n}"))
     else:
         for n, block in enumerate(p.read_text().split("\n\n"), 1):
             raw.append((block, f"{p.name}:#{n}"))

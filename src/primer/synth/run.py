@@ -27,8 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from primer.common.files import DirLock
-from primer.common.jsonl import JsonlAppender, read_jsonl
+from primer.common.jsonl import BadInput, JsonlAppender, read_jsonl
 from primer.common.provenance import package_versions
+from primer.config import to_dict
 from primer.errors import PrimerError
 from primer.synth import grid, quality
 from primer.synth.quality import QualityRules
@@ -93,6 +94,51 @@ class SynthConfig(HttpOptions):
     """documents used for the near-duplicate and distinct-n-gram figures"""
     progress: bool = True
     """show a progress bar"""
+    strict: bool = False
+    """stop at the first malformed line of --topics / --seed-corpus (naming file and line) instead of
+    counting and naming it in the summary"""
+
+
+@dataclass
+class SynthRunStats:
+    """What one invocation did (a resumed job reports only its own share here)."""
+
+    seconds: float
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_per_s: float | None
+    docs_per_hour: float | None
+    finish_reasons: dict[str, int]
+    rejects: dict[str, int]
+    teacher_retries: int
+
+
+@dataclass
+class SynthResult:
+    """What `synth` returns and saves as summary.json: the output directory's totals, this run's
+    share, and the corpus-level quality figures."""
+
+    out: str
+    teacher: str
+    documents: int
+    target: int
+    grid_exhausted: bool
+    """the prompt grid ran out before `target` documents (widen topics/formats/audiences)"""
+    documents_this_run: int
+    completion_tokens_total: int
+    this_run: SynthRunStats
+    rejects_total: dict[str, int]
+    reject_rate: float
+    near_dup_rate: float | None
+    """share of documents with an earlier near-duplicate (MinHash J >= near_dup_threshold); None without datasketch"""
+    near_dups: int
+    near_dup_threshold: float
+    stats_docs: int
+    """documents the near-duplicate and distinct-n-gram figures were computed on"""
+    distinct_2gram_ratio: float
+    distinct_3gram_ratio: float
+    bad_input: BadInput
+    """malformed lines of the topics file or seed corpus, named"""
 
 
 class Store:
@@ -161,14 +207,15 @@ class Store:
 # ---------------------------------------------------------------------------- the run
 
 
-def build_plan(cfg: SynthConfig) -> Iterator[grid.PromptSpec]:
-    """The prompt sequence for `cfg` (the same on every rerun)."""
+def build_plan(cfg: SynthConfig, bad: BadInput | None = None) -> Iterator[grid.PromptSpec]:
+    """The prompt sequence for `cfg` (the same on every rerun); unreadable input lines go to `bad`."""
     from primer.synth import topics as topics_mod
 
-    extracts = grid.read_extracts(cfg.seed_corpus) if cfg.seed_corpus else []
+    extracts = grid.read_extracts(cfg.seed_corpus, bad=bad, strict=cfg.strict) if cfg.seed_corpus else []
     topic_list: list[grid.Topic] = []
     if not extracts:
-        topic_list = topics_mod.read_topics(cfg.topics) if cfg.topics else topics_mod.shipped()
+        topic_list = (topics_mod.read_topics(cfg.topics, bad, cfg.strict) if cfg.topics
+                      else topics_mod.shipped())
         if cfg.subjects:
             want = {s.strip().lower() for s in cfg.subjects}
             topic_list = [t for t in topic_list if t.subject.lower() in want]
@@ -207,11 +254,10 @@ def _doc(spec: grid.PromptSpec, comp, teacher_name: str, sampling) -> dict:
     }
 
 
-def synth(cfg: SynthConfig, teacher=None) -> dict:
+def synth(cfg: SynthConfig, teacher=None) -> SynthResult:
     """Run (or resume) a synth job; returns the summary (also saved as summary.json)."""
     from tqdm import tqdm
 
-    from primer.config import to_dict
     from primer.teachers import Sampling
 
     out = Path(cfg.out)
@@ -222,7 +268,10 @@ def synth(cfg: SynthConfig, teacher=None) -> dict:
                     repeat_penalty=cfg.repeat_penalty)
     with DirLock(out, "primer synth"):
         store = Store(out, cfg.shard_docs, cfg.fsync, cfg.fsync_interval)
-        plan_it = (p for p in build_plan(cfg) if p.id not in store.done)
+        bad = BadInput()
+        plan_it = (p for p in build_plan(cfg, bad) if p.id not in store.done)
+        if bad.count:
+            print(f"synth: {bad.describe()}", file=sys.stderr)
         own = teacher is None
         if own and store.n_docs < cfg.n:
             teacher = make_teacher(cfg)
@@ -271,57 +320,47 @@ def synth(cfg: SynthConfig, teacher=None) -> dict:
             if own and teacher is not None:
                 teacher.close()
         seconds = time.perf_counter() - t0
-        summary = summarize(store, cfg, seconds, new_docs, prompt_tok, gen_tok, rejects, finish, tname, exhausted)
-        summary["this_run"]["teacher_retries"] = getattr(teacher, "retried", 0)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        run = SynthRunStats(
+            seconds=round(seconds, 2), prompt_tokens=prompt_tok, completion_tokens=gen_tok,
+            tokens_per_s=round(gen_tok / seconds, 2) if seconds > 0 else None,
+            docs_per_hour=round(new_docs / seconds * 3600, 1) if seconds > 0 else None,
+            finish_reasons=dict(finish), rejects=dict(rejects), teacher_retries=getattr(teacher, "retried", 0))
+        summary = summarize(store, cfg, run, new_docs, tname, exhausted, bad)
+        (out / "summary.json").write_text(json.dumps(to_dict(summary), indent=2) + "\n")
         return summary
 
 
-def summarize(store: Store, cfg: SynthConfig, seconds: float, new_docs: int, prompt_tok: int, gen_tok: int,
-              rejects: Counter, finish: Counter, teacher: str, exhausted: bool) -> dict:
+def summarize(store: Store, cfg: SynthConfig, run: SynthRunStats, new_docs: int, teacher: str, exhausted: bool,
+              bad: BadInput) -> SynthResult:
     texts = [d["text"] for d in itertools.islice(store.iter_docs(), cfg.stats_sample)]
     rate, ndup = quality.near_dup_rate(texts)
-    all_rejects = store.rejects_before + rejects
-    return {
-        "out": str(store.out),
-        "teacher": teacher,
-        "documents": store.n_docs,
-        "target": cfg.n,
-        "grid_exhausted": exhausted,
-        "documents_this_run": new_docs,
-        "completion_tokens_total": store.tokens,
-        "this_run": {
-            "seconds": round(seconds, 2),
-            "prompt_tokens": prompt_tok,
-            "completion_tokens": gen_tok,
-            "tokens_per_s": round(gen_tok / seconds, 2) if seconds > 0 else None,
-            "docs_per_hour": round(new_docs / seconds * 3600, 1) if seconds > 0 else None,
-            "finish_reasons": dict(finish),
-            "rejects": dict(rejects),
-        },
-        "rejects_total": dict(all_rejects),
-        "reject_rate": round(sum(all_rejects.values()) / max(1, sum(all_rejects.values()) + store.n_docs), 4),
-        "near_dup_rate": round(rate, 4) if rate is not None else None,
-        "near_dups": ndup,
-        "near_dup_threshold": 0.8,
-        "stats_docs": len(texts),
-        "distinct_2gram_ratio": round(quality.distinct_ngram_ratio(texts, 2), 4),
-        "distinct_3gram_ratio": round(quality.distinct_ngram_ratio(texts, 3), 4),
-    }
+    all_rejects = store.rejects_before + Counter(run.rejects)
+    return SynthResult(
+        out=str(store.out), teacher=teacher, documents=store.n_docs, target=cfg.n, grid_exhausted=exhausted,
+        documents_this_run=new_docs, completion_tokens_total=store.tokens, this_run=run,
+        rejects_total=dict(all_rejects),
+        reject_rate=round(sum(all_rejects.values()) / max(1, sum(all_rejects.values()) + store.n_docs), 4),
+        near_dup_rate=round(rate, 4) if rate is not None else None, near_dups=ndup, near_dup_threshold=0.8,
+        stats_docs=len(texts),
+        distinct_2gram_ratio=round(quality.distinct_ngram_ratio(texts, 2), 4),
+        distinct_3gram_ratio=round(quality.distinct_ngram_ratio(texts, 3), 4),
+        bad_input=bad,
+    )
 
 
-def format_summary(s: dict) -> str:
-    r = s["this_run"]
-    rej = ", ".join(f"{k} {v}" for k, v in sorted(s["rejects_total"].items())) or "none"
+def format_summary(s: SynthResult) -> str:
+    r = s.this_run
+    rej = ", ".join(f"{k} {v}" for k, v in sorted(s.rejects_total.items())) or "none"
     lines = [
-        f"documents: {s['documents']} / {s['target']} ({s['documents_this_run']} new this run)"
-        + ("  [grid exhausted: widen topics/formats/audiences]" if s["grid_exhausted"] else ""),
-        f"tokens: {r['completion_tokens']} generated this run in {r['seconds']} s "
-        f"({r['tokens_per_s']} tok/s, {r['docs_per_hour']} docs/h); {s['completion_tokens_total']} in all docs",
-        f"rejects: {rej} (rate {s['reject_rate']:.1%}); teacher requests retried this run: {r.get('teacher_retries', 0)}",
-        (f"near-duplicates (MinHash J>=0.8): {s['near_dup_rate']:.2%} ({s['near_dups']} of {s['stats_docs']}); "
-         if s["near_dup_rate"] is not None else "near-duplicates: n/a (pip install datasketch); ")
-        + f"distinct 2/3-grams: {s['distinct_2gram_ratio']:.3f} / {s['distinct_3gram_ratio']:.3f}",
-        f"written to {s['out']} (summary.json)",
+        f"documents: {s.documents} / {s.target} ({s.documents_this_run} new this run)"
+        + ("  [grid exhausted: widen topics/formats/audiences]" if s.grid_exhausted else ""),
+        f"tokens: {r.completion_tokens} generated this run in {r.seconds} s "
+        f"({r.tokens_per_s} tok/s, {r.docs_per_hour} docs/h); {s.completion_tokens_total} in all docs",
+        f"rejects: {rej} (rate {s.reject_rate:.1%}); teacher requests retried this run: {r.teacher_retries}",
+        (f"near-duplicates (MinHash J>=0.8): {s.near_dup_rate:.2%} ({s.near_dups} of {s.stats_docs}); "
+         if s.near_dup_rate is not None else "near-duplicates: n/a (pip install datasketch); ")
+        + f"distinct 2/3-grams: {s.distinct_2gram_ratio:.3f} / {s.distinct_3gram_ratio:.3f}",
+        f"bad input: {s.bad_input.describe('bad line')}" if s.bad_input.count else "",
+        f"written to {s.out} (summary.json)",
     ]
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line)

@@ -12,15 +12,15 @@ near-identical topics are merged (normalized form, then MinHash on character 3-g
 
 from __future__ import annotations
 
-import json
 import re
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
-from primer.common.jsonl import JsonlAppender, read_jsonl
+from primer.common.jsonl import BadInput, JsonlAppender, read_jsonl, read_jsonl_lines
 from primer.errors import PrimerError
 from primer.synth.grid import Topic
 
@@ -72,34 +72,41 @@ def normalize(name: str) -> str:
     return " ".join(ws)
 
 
-def read_topics(path: str | Path) -> list[Topic]:
+def read_topics(path: str | Path, bad: BadInput | None = None, strict: bool = False) -> list[Topic]:
     """A topic file: JSONL ({"topic", "subject"?, "area"?} per line, as `primer topics` writes),
-    YAML (a tree like the shipped one), or plain text (one topic per line)."""
+    YAML (a tree like the shipped one), or plain text (one topic per line).
+
+    A JSONL line that is malformed or has no "topic" goes to `bad` as `file:line: why`
+    (`primer.common.jsonl`'s policy; `strict` stops at it with its file and line)."""
     p = Path(path)
     if not p.is_file():
         raise PrimerError(f"topics file not found: {p}")
     if p.suffix in (".yaml", ".yml"):
         return leaves(load_tree(p))
+    if p.suffix == ".jsonl":
+        found, skipped = [], BadInput()
+        for n, obj in read_jsonl_lines(p, skipped, strict=strict):
+            if obj.get("done"):  # expansion's resume markers
+                continue
+            if not isinstance(obj.get("topic"), str):
+                if strict:
+                    raise PrimerError(f"{p}:{n}: expected a JSON object with a 'topic' field")
+                skipped.add(f"{p}:{n}", "no 'topic' field")
+                continue
+            found.append(Topic(obj["topic"], obj.get("subject", ""), obj.get("area", "")))
+        if bad is not None:
+            bad.merge(skipped)
+        elif skipped.count:
+            print(f"{p}: {skipped.describe()}", file=sys.stderr)
+    else:
+        lines = (line.strip() for line in p.read_text().splitlines())
+        found = [Topic(line) for line in lines if line and not line.startswith("#")]
     out: list[Topic] = []
     seen: set[str] = set()
-    with p.open() as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if p.suffix == ".jsonl":
-                try:
-                    obj = json.loads(line)
-                    if obj.get("done"):  # expansion's resume markers
-                        continue
-                    t = Topic(obj["topic"], obj.get("subject", ""), obj.get("area", ""))
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise PrimerError(f"{p}:{n}: expected a JSON object with a 'topic' field ({e})") from e
-            else:
-                t = Topic(line)
-            if normalize(t.name) not in seen:
-                seen.add(normalize(t.name))
-                out.append(t)
+    for t in found:
+        if normalize(t.name) not in seen:
+            seen.add(normalize(t.name))
+            out.append(t)
     if not out:
         raise PrimerError(f"{p}: no topics in it")
     return out

@@ -31,12 +31,15 @@ import hashlib
 import json
 import os
 import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from primer.common.jsonl import BadInput, read_jsonl_lines
+from primer.config import from_dict, to_dict
 from primer.errors import PrimerError
 
 MAGIC = b"PRIMERTK"
@@ -187,29 +190,38 @@ def _open_text(p: Path):
     return gzip.open(p, "rt", encoding="utf-8") if p.suffix == ".gz" else open(p, encoding="utf-8")
 
 
-def iter_documents(paths: Iterable[str | Path], text_field: str = "text") -> Iterator[str]:
+def iter_documents(paths: Iterable[str | Path], text_field: str = "text", bad: BadInput | None = None,
+                   strict: bool = False) -> Iterator[str]:
     """Texts of the documents in `paths` (files or directories), in a fixed order; empty ones skipped.
 
-    .jsonl / .json lines: one JSON object per line, text under `text_field`.
+    .jsonl / .json lines: one JSON object per line, text under `text_field`, read by
+    `primer.common.jsonl`: a malformed line or a record without the field goes to `bad` as
+    `file:line: why` (with `strict`, the first one stops with its file and line); a file in which
+    no record has the field is an error naming the field (the usual cause: --text-field).
     .txt: documents separated by `<|endoftext|>` (TinyStories' layout); a file without one is one document.
     .parquet: the `text_field` column.
     """
     for p in _expand(paths):
         name = p.name
         if name.endswith((".jsonl", ".jsonl.gz", ".json")):
-            with _open_text(p) as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise PrimerError(f"{p}:{lineno}: not a JSON line ({e.msg})") from None
-                    if not isinstance(obj, dict) or text_field not in obj:
-                        raise PrimerError(f"{p}:{lineno}: no '{text_field}' field (set --text-field)")
-                    text = obj[text_field]
-                    if isinstance(text, str) and text.strip():
-                        yield text
+            seen, missing = 0, BadInput()
+            for lineno, obj in read_jsonl_lines(p, bad, strict=strict):
+                seen += 1
+                text = obj.get(text_field)
+                if not isinstance(text, str):
+                    why = f"no '{text_field}' field" if text is None else f"'{text_field}' is not a string"
+                    if strict:
+                        raise PrimerError(f"{p}:{lineno}: {why} (set --text-field, or fix or remove that line)")
+                    missing.add(f"{p}:{lineno}", why)
+                elif text.strip():
+                    yield text
+            if seen and missing.count == seen:
+                raise PrimerError(f"{p}: no '{text_field}' field in any of its {seen} records (set --text-field); "
+                                  f"first: {missing.examples[0]}")
+            if bad is not None:
+                bad.merge(missing)
+            elif missing.count:
+                print(f"{p}: {missing.describe('record')}", file=sys.stderr)
         elif name.endswith((".txt", ".txt.gz")):
             with _open_text(p) as f:
                 data = f.read()
@@ -268,6 +280,52 @@ class TokenizeConfig:
     """Documents encoded per parallel batch."""
     overwrite: bool = False
     """Replace an existing output directory's shards (otherwise a finished one is reused)."""
+    strict: bool = False
+    """Stop at the first malformed input line (naming file and line) instead of counting and naming it."""
+
+
+@dataclass
+class SplitStats:
+    """One split of a token directory."""
+
+    tokens: int
+    documents: int
+    shards: list[str]
+    """file names of its shards, in order"""
+
+
+@dataclass
+class TokenizeResult:
+    """What `primer tokenize` wrote: OUT/tokens.json, the token directory's description of itself."""
+
+    format_version: int
+    tokenizer_hash: str
+    vocab_size: int
+    eot_id: int
+    dtype: str
+    splits: dict[str, SplitStats]
+    inputs: list[str] = field(default_factory=list)
+    """the document files read (empty for a directory written from ids in hand)"""
+    config: dict[str, Any] = field(default_factory=dict)
+    """the settings that made it (a rerun with the same ones reuses the directory)"""
+    bad_input: BadInput = field(default_factory=BadInput)
+    """input lines that could not be read, named"""
+
+    def split(self, name: str) -> SplitStats:
+        return self.splits.get(name) or SplitStats(0, 0, [])
+
+    @classmethod
+    def read(cls, directory: Path) -> TokenizeResult:
+        path = Path(directory) / META_FILE
+        if not path.is_file():
+            raise PrimerError(f"{directory}: no {META_FILE}; is this a `primer tokenize` output? {rebuild_hint(directory)}")
+        try:
+            return from_dict(cls, json.loads(path.read_text()), where=str(path))
+        except (ValueError, PrimerError) as e:
+            raise PrimerError(f"{path}: unreadable ({e}); {rebuild_hint(directory)}") from None
+
+    def write(self, directory: Path) -> None:
+        (Path(directory) / META_FILE).write_text(json.dumps(to_dict(self), indent=2) + "\n")
 
 
 def _batched(it: Iterator[str], n: int) -> Iterator[list[str]]:
@@ -281,8 +339,8 @@ def _batched(it: Iterator[str], n: int) -> Iterator[list[str]]:
         yield batch
 
 
-def tokenize_corpus(cfg: TokenizeConfig, progress: bool = True) -> dict:
-    """Run the stage; returns the summary also written to OUT/tokens.json."""
+def tokenize_corpus(cfg: TokenizeConfig, progress: bool = True) -> TokenizeResult:
+    """Run the stage; returns what it also writes to OUT/tokens.json."""
     from primer.tokens.bpe import document_end_id, load_tokenizer, train_bpe
 
     if not cfg.inputs:
@@ -292,21 +350,21 @@ def tokenize_corpus(cfg: TokenizeConfig, progress: bool = True) -> dict:
     if cfg.shard_tokens < 1:
         raise PrimerError("shard_tokens must be positive")
     out = Path(cfg.out)
-    meta_path = out / META_FILE
-    if meta_path.is_file() and not cfg.overwrite:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("config") == _config_key(cfg):
+    if (out / META_FILE).is_file() and not cfg.overwrite:
+        meta = TokenizeResult.read(out)
+        if meta.config == _config_key(cfg):
             return meta
         raise PrimerError(f"{out} already holds shards made with other settings; pass --overwrite or pick another --out")
     out.mkdir(parents=True, exist_ok=True)
-    for old in list(out.glob("*.bin")) + ([meta_path] if meta_path.exists() else []):
+    for old in list(out.glob("*.bin")) + ([out / META_FILE] if (out / META_FILE).exists() else []):
         old.unlink()
 
-    docs = lambda: iter_documents(cfg.inputs, cfg.text_field)  # noqa: E731
+    bad = BadInput()  # counted on the encoding pass, the one that reads every document
     if cfg.tokenizer:
         tok = load_tokenizer(cfg.tokenizer)
     else:
-        train_docs = (d for d in docs() if not is_validation(d, cfg.val_fraction))
+        docs = iter_documents(cfg.inputs, cfg.text_field, BadInput(), cfg.strict)
+        train_docs = (d for d in docs if not is_validation(d, cfg.val_fraction))
         if cfg.tokenizer_train_docs is not None:
             train_docs = (d for _, d in zip(range(cfg.tokenizer_train_docs), train_docs))
         tok = train_bpe(train_docs, cfg.vocab_size, min_frequency=cfg.min_frequency, show_progress=progress)
@@ -320,7 +378,7 @@ def tokenize_corpus(cfg: TokenizeConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     bar = tqdm(desc="tokenize", unit="doc", disable=not progress)
-    for batch in _batched(docs(), cfg.batch_docs):
+    for batch in _batched(iter_documents(cfg.inputs, cfg.text_field, bad, cfg.strict), cfg.batch_docs):
         # add_special_tokens=False: the shards hold exactly the text ids plus our separator.
         # allow_special=False: "<|endoftext|>" written inside a document is text, not a boundary.
         encoded = tok.encode_batch(batch, add_special_tokens=False, allow_special=False)
@@ -334,28 +392,25 @@ def tokenize_corpus(cfg: TokenizeConfig, progress: bool = True) -> dict:
         w.close()
     if writers["train"].num_tokens == 0:
         raise PrimerError("no training documents were written (inputs empty, or val_fraction took them all)")
-    extra = {"inputs": [str(p) for p in _expand(cfg.inputs)], "config": _config_key(cfg)}
-    return _write_meta(out, thash, vocab, eot, writers, extra)
+    if bad.count:
+        print(f"tokenize: {bad.describe()}", file=sys.stderr)
+    return _write_meta(out, thash, vocab, eot, writers, inputs=[str(p) for p in _expand(cfg.inputs)],
+                       config=_config_key(cfg), bad_input=bad)
 
 
-def _write_meta(out: Path, thash: str, vocab: int, eot: int, writers: dict[str, ShardWriter], extra: dict) -> dict:
-    meta = {
-        "format_version": VERSION,
-        "tokenizer_hash": thash,
-        "vocab_size": vocab,
-        "eot_id": eot,
-        "dtype": dtype_for_vocab(vocab).name,
-        "splits": {
-            s: {"tokens": w.num_tokens, "documents": w.num_docs, "shards": [p.name for p in w.paths]}
-            for s, w in writers.items()
-        },
+def _write_meta(out: Path, thash: str, vocab: int, eot: int, writers: dict[str, ShardWriter], **extra) -> TokenizeResult:
+    meta = TokenizeResult(
+        format_version=VERSION, tokenizer_hash=thash, vocab_size=vocab, eot_id=eot,
+        dtype=dtype_for_vocab(vocab).name,
+        splits={s: SplitStats(w.num_tokens, w.num_docs, [p.name for p in w.paths]) for s, w in writers.items()},
         **extra,
-    }
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    )
+    meta.write(out)
     return meta
 
 
-def write_token_dir(out: str | Path, tokenizer, splits: dict[str, np.ndarray], shard_tokens: int = 100_000_000) -> dict:
+def write_token_dir(out: str | Path, tokenizer, splits: dict[str, np.ndarray],
+                    shard_tokens: int = 100_000_000) -> TokenizeResult:
     """A token directory from ids already in hand (tests, benchmarks, other tools' data)."""
     from primer.tokens.bpe import document_end_id
 
@@ -369,15 +424,13 @@ def write_token_dir(out: str | Path, tokenizer, splits: dict[str, np.ndarray], s
         ids = np.asarray(splits.get(split, np.zeros(0, dtype=np.int64)))
         w.add(ids.astype(dtype_for_vocab(vocab), copy=False))
         w.close()
-    return _write_meta(out, thash, vocab, document_end_id(tokenizer), writers, {})
+    return _write_meta(out, thash, vocab, document_end_id(tokenizer), writers)
 
 
 def _config_key(cfg: TokenizeConfig) -> dict:
-    from primer.config import to_dict
-
     d = to_dict(cfg)
-    d.pop("overwrite", None)
-    d.pop("batch_docs", None)
+    for k in ("overwrite", "batch_docs", "strict"):  # how it is run, not what it makes
+        d.pop(k, None)
     return d
 
 
@@ -389,25 +442,21 @@ class TokenDataset:
 
     def __init__(self, directory: str | Path, tokenizer_hash: str | None = None):
         self.dir = Path(directory)
-        meta_path = self.dir / META_FILE
-        if not meta_path.is_file():
-            raise PrimerError(f"{self.dir}: no {META_FILE}; is this a `primer tokenize` output? {rebuild_hint(self.dir)}")
-        self.meta = json.loads(meta_path.read_text())
-        self.tokenizer_hash = tokenizer_hash or self.meta["tokenizer_hash"]
-        if self.meta.get("tokenizer_hash") != self.tokenizer_hash:
+        self.meta = TokenizeResult.read(self.dir)
+        self.tokenizer_hash = tokenizer_hash or self.meta.tokenizer_hash
+        if self.meta.tokenizer_hash != self.tokenizer_hash:
             raise PrimerError(
-                f"{self.dir}: shards were written with tokenizer {self.meta.get('tokenizer_hash', '?')[:12]}, "
+                f"{self.dir}: shards were written with tokenizer {self.meta.tokenizer_hash[:12]}, "
                 f"but the tokenizer in use is {self.tokenizer_hash[:12]}. {rebuild_hint(self.dir)}"
             )
-        self.vocab_size: int = self.meta["vocab_size"]
-        self.eot_id: int = self.meta["eot_id"]
+        self.vocab_size: int = self.meta.vocab_size
+        self.eot_id: int = self.meta.eot_id
         self._cache: dict[str, list[np.ndarray]] = {}
 
     def shards(self, split: str) -> list[np.ndarray]:
         """Memory-mapped ids of each shard of `split` ("train" or "val"), headers checked."""
         if split not in self._cache:
-            names = self.meta["splits"].get(split, {}).get("shards", [])
-            self._cache[split] = [open_shard(self.dir / n, self.tokenizer_hash) for n in names]
+            self._cache[split] = [open_shard(self.dir / n, self.tokenizer_hash) for n in self.meta.split(split).shards]
         return self._cache[split]
 
     def num_tokens(self, split: str) -> int:

@@ -15,8 +15,8 @@ from primer.train.config import TrainConfig
 __all__ = ["TrainConfig", "train"]
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) training; see `primer.train.loop.train`."""
+def train(cfg: TrainConfig):
+    """Run (or resume) training; returns a `primer.train.loop.TrainResult`."""
     from primer.train.loop import train as _train
 
     return _train(cfg)

@@ -18,13 +18,16 @@ import json
 import math
 import platform
 import statistics
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from primer.config import to_dict
+from primer.common.jsonl import BadInput
 from primer.common.provenance import git_sha
+from primer.config import to_dict
 from primer.errors import PrimerError
 from primer.model.transformer import Transformer
 from primer.tokens.shards import TokenDataset
@@ -38,7 +41,31 @@ from primer.train.schedule import schedule_of
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def train(cfg: TrainConfig) -> dict:
+@dataclass
+class TrainResult:
+    """What `train` returns (and the main process writes as OUT/summary.json)."""
+
+    steps: int
+    tokens: int
+    params: int
+    final_loss: float | None
+    """mean training loss of the last log window"""
+    val_loss: float | None
+    val_curve: list[tuple[int, float]]
+    """(step, held-out loss) at every evaluation"""
+    loss_curve: list[tuple[int, float]]
+    """(step, mean training loss) at every log line"""
+    tokens_per_s: float | None
+    """median over the log windows after the first (which holds warm-up and compile time)"""
+    mfu: float | None
+    checkpoint: str | None
+    out_dir: str
+    samples: list[str]
+    bad_input: BadInput
+    """unreadable lines of metrics.jsonl met on resume, named (they are dropped)"""
+
+
+def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) training as `cfg` says; returns a summary (curves, throughput, paths)."""
     d = Dist.from_env(cfg.device, cfg.parallel)
     threads = torch.get_num_threads()
@@ -276,13 +303,13 @@ class Trainer:
             "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
             "max_steps": self.max_steps, "tokens_per_step": self.tokens_per_step,
             "flops_per_token": self.flops_per_token, "peak_flops": self.peak,
-            "data": {k: v for k, v in self.data.meta.items() if k != "config"},
+            "data": {k: v for k, v in to_dict(self.data.meta).items() if k != "config"},
             "git_sha": git_sha(), "torch": torch.__version__, "python": platform.python_version(),
             "resumed_from": str(self.resume_from) if self.resume_from else None,
         }
         (out / "config.json").write_text(json.dumps(info, indent=2) + "\n")
 
-    def run(self) -> dict:
+    def run(self) -> TrainResult:
         cfg, d = self.cfg, self.dist
         out = Path(cfg.out_dir)
         main = d.is_main
@@ -347,22 +374,25 @@ class Trainer:
         # The first log window holds warm-up (and compile) time: it counts only when it is all there is.
         steady = [t for first, t in self.speeds if not first] or [t for _, t in self.speeds]
         tps = statistics.median(steady) if steady else None
-        summary = {
-            "steps": self.step,
-            "tokens": self.step * self.tokens_per_step,
-            "params": self.model_params,
-            "final_loss": self.loss_curve[-1][1] if self.loss_curve else None,
-            "val_loss": self.val_curve[-1][1] if self.val_curve else None,
-            "val_curve": self.val_curve,
-            "loss_curve": self.loss_curve,
-            "tokens_per_s": tps,
-            "mfu": tps * self.flops_per_token / self.peak if tps else None,
-            "checkpoint": str(saved_at) if saved_at else None,
-            "out_dir": str(out),
-            "samples": samples,
-        }
+        summary = TrainResult(
+            steps=self.step,
+            tokens=self.step * self.tokens_per_step,
+            params=self.model_params,
+            final_loss=self.loss_curve[-1][1] if self.loss_curve else None,
+            val_loss=self.val_curve[-1][1] if self.val_curve else None,
+            val_curve=self.val_curve,
+            loss_curve=self.loss_curve,
+            tokens_per_s=tps,
+            mfu=tps * self.flops_per_token / self.peak if tps else None,
+            checkpoint=str(saved_at) if saved_at else None,
+            out_dir=str(out),
+            samples=samples,
+            bad_input=log.bad,
+        )
         if main:
-            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            if log.bad.count:
+                print(f"train: {log.path}: {log.bad.describe()}", file=sys.stderr)
+            (out / "summary.json").write_text(json.dumps(to_dict(summary), indent=2) + "\n")
             if self.val_curve:
                 plot_curves(out, self.loss_curve, self.val_curve)
         return summary

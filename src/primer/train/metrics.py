@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from primer.common.jsonl import BadInput, read_jsonl
 from primer.model.transformer import ModelConfig
 
 # name fragment -> (bf16/fp16 dense, tf32 dense) TFLOP/s
@@ -83,18 +84,24 @@ def device_peak_flops(device: torch.device, dtype: torch.dtype, override_tflops:
 
 
 class MetricsLog:
-    """Append-only JSONL of training metrics; on resume, lines past the resumed step are dropped."""
+    """Append-only JSONL of training metrics; on resume, lines past the resumed step are dropped.
+
+    The read-back on resume goes through `primer.common.jsonl`: a torn last line (a kill in the
+    middle of a write) is cut, and any other unreadable line is counted and named in `bad` (which
+    the train result reports as `bad_input`) and dropped, so a resume never fails on its own log.
+    """
 
     def __init__(self, path: str | Path, resume_step: int | None, enabled: bool = True):
         self.path = Path(path)
         self.enabled = enabled
+        self.bad = BadInput()
         if not enabled:
             return
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
-            keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            self.path.write_text("".join(k + "\n" for k in keep))
+            keep = [r for r in read_jsonl(self.path, self.bad, repair=True) if r.get("step", 0) <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
     def write(self, **row) -> None:
         if self.enabled:
@@ -103,4 +110,5 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+    """The rows of a metrics.jsonl (an unreadable line is named on stderr and left out)."""
+    return list(read_jsonl(path))

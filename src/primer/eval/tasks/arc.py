@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from primer.eval.tasks.core import Doc, Task, need_split, read_jsonl, strip_prefix
+from primer.common.jsonl import read_jsonl
+from primer.eval.tasks.core import Doc, Task, need_split, strip_prefix
 
 
 def _loader(name: str, rel: str):
     def load(data_dir: Path, split: str) -> list[Doc]:
         need_split(name, split, ("test",))
         out = []
-        for d in read_jsonl(data_dir / rel):
+        for d in read_jsonl(data_dir / rel, strict=True):
             labels = list("ABCDE"[: len(d["choices"])])
             out.append({"question": strip_prefix(d["query"], "Question: "),
                         "choices": {"text": d["choices"], "label": labels}, "answerKey": labels[d["gold"]]})

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from primer.eval import metrics as M
-from primer.eval.tasks.core import Doc, Task, need_split, read_jsonl
+from primer.common.jsonl import read_jsonl
+from primer.eval.tasks.core import Doc, Task, need_split
 
 KS = (1, 10, 100)
 
@@ -33,7 +34,7 @@ HUMANEVAL_FILE = "humaneval/HumanEval.jsonl"
 
 def load_humaneval(data_dir: Path, split: str) -> list[Doc]:
     need_split("humaneval", split, ("test",))
-    return list(read_jsonl(data_dir / HUMANEVAL_FILE))
+    return list(read_jsonl(data_dir / HUMANEVAL_FILE, strict=True))
 
 
 def humaneval_program(doc: Doc, completion: str) -> str:
@@ -53,7 +54,7 @@ HUMANEVAL = Task(
     target_delimiter="",
     decontam=lambda d: d["prompt"],
     metrics=("pass@1",),
-    until=("\nclass", "\ndef", "\n#", "\nif", "\nprint"), max_tokens=512,
+    until=("\nclass", "\ndef", "\n#", "\nif", "\nprint"), max_tokens=512, pass_at_k=True,
     score=score_humaneval,
     hf=("openai/openai_humaneval", None, "test"),
     notes="lm-eval's humaneval; max_tokens 512 (lm-eval: 1024); tests run in primer's sandbox",
@@ -67,7 +68,7 @@ MBPP_SPLITS = {"test": range(11, 511), "prompt": range(1, 11), "validation": ran
 def load_mbpp(data_dir: Path, split: str) -> list[Doc]:
     need_split("mbpp", split, tuple(MBPP_SPLITS))
     ids = MBPP_SPLITS[split]
-    return [d for d in read_jsonl(data_dir / MBPP_FILE) if d["task_id"] in ids]
+    return [d for d in read_jsonl(data_dir / MBPP_FILE, strict=True) if d["task_id"] in ids]
 
 
 def _mbpp_text(d: Doc) -> str:
@@ -115,7 +116,7 @@ MBPP = Task(
     default_shots=3,
     decontam=lambda d: d["text"],
     metrics=("pass@1",),
-    until=("[DONE]",), max_tokens=512,
+    until=("[DONE]",), max_tokens=512, pass_at_k=True,
     score=score_mbpp,
     hf=("google-research-datasets/mbpp", "full", "test"),
     notes="lm-eval's mbpp (3-shot, tasks 2-4); tests run in primer's sandbox",

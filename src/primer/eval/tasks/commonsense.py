@@ -11,7 +11,8 @@ import os
 import re
 from pathlib import Path
 
-from primer.eval.tasks.core import Doc, Task, need_split, read_jsonl
+from primer.common.jsonl import read_jsonl
+from primer.eval.tasks.core import Doc, Task, need_split
 
 # -- PIQA ---------------------------------------------------------------------------------------
 PIQA_FILES = ("piqa/valid.jsonl", "piqa/valid-labels.txt")
@@ -20,7 +21,7 @@ PIQA_FILES = ("piqa/valid.jsonl", "piqa/valid-labels.txt")
 def load_piqa(data_dir: Path, split: str) -> list[Doc]:
     need_split("piqa", split, ("validation",))
     labels = (data_dir / PIQA_FILES[1]).read_text().split()
-    docs = list(read_jsonl(data_dir / PIQA_FILES[0]))
+    docs = list(read_jsonl(data_dir / PIQA_FILES[0], strict=True))
     return [{"goal": d["goal"], "sol1": d["sol1"], "sol2": d["sol2"], "label": int(y)} for d, y in zip(docs, labels)]
 
 
@@ -66,7 +67,7 @@ def _restore_ctx_b_capital(ctx: str) -> str:
 def load_hellaswag(data_dir: Path, split: str) -> list[Doc]:
     need_split("hellaswag", split, ("validation",))
     out = []
-    for d in read_jsonl(data_dir / HELLASWAG_FILE):
+    for d in read_jsonl(data_dir / HELLASWAG_FILE, strict=True):
         # ctx_b left empty: lm-eval's ctx_a + " " + ctx_b.capitalize() then strips the space.
         out.append({"ind": d["idx"], "activity_label": d["activity_label"], "ctx_a": _restore_ctx_b_capital(d["ctx"]),
                     "ctx_b": "", "endings": d["endings"], "label": str(d["label"])})
@@ -100,7 +101,7 @@ def load_winogrande(data_dir: Path, split: str) -> list[Doc]:
     what follows the two contexts' common prefix, so sentence[:idx] + option == each context."""
     need_split("winogrande", split, ("validation",))
     out = []
-    for d in read_jsonl(data_dir / WINOGRANDE_FILE):
+    for d in read_jsonl(data_dir / WINOGRANDE_FILE, strict=True):
         c1, c2 = d["context_options"]
         prefix = os.path.commonprefix([c1, c2])
         prefix = prefix[: prefix.rfind(" ") + 1]  # back off to a word start: "Sa|rah" -> "|Sarah"
@@ -143,7 +144,7 @@ SIQA_FILE = "siqa/siqa_dev.jsonl"
 def load_siqa(data_dir: Path, split: str) -> list[Doc]:
     need_split("siqa", split, ("validation",))
     out = []
-    for d in read_jsonl(data_dir / SIQA_FILE):
+    for d in read_jsonl(data_dir / SIQA_FILE, strict=True):
         a, b, c = d["options"]
         out.append({"context": d["context"], "question": d["question"], "answerA": a, "answerB": b, "answerC": c,
                     "label": str(d["options"].index(d["answer"]) + 1)})
@@ -170,7 +171,7 @@ OBQA_FILE = "openbookqa/openbookqa_test.jsonl"
 def load_obqa(data_dir: Path, split: str) -> list[Doc]:
     need_split("openbookqa", split, ("test",))
     return [{"question_stem": d["query"], "choices": {"text": d["choices"], "label": list("ABCD"[: len(d["choices"])])},
-             "answerKey": "ABCD"[d["gold"]]} for d in read_jsonl(data_dir / OBQA_FILE)]
+             "answerKey": "ABCD"[d["gold"]]} for d in read_jsonl(data_dir / OBQA_FILE, strict=True)]
 
 
 OPENBOOKQA = Task(

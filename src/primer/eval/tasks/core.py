@@ -10,9 +10,8 @@ lm-eval uses, and the same documents can be fed to lm-eval for the agreement che
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,6 +73,11 @@ class Task:
     """Stop strings for generation."""
     max_tokens: int = 256
     """Generation budget in tokens."""
+    pass_at_k: bool = False
+    """Generative code tasks: draw `--samples` completions per problem and report pass@k for k <= samples."""
+    doc_schema: str = ""
+    """The document schema, where code outside the task relies on it (e.g. 'gsm8k': a question and a worked
+    answer with <<calculator>> annotations and '#### n', which the audit's perturbations rewrite)."""
     score: Callable[[Doc, list[str]], dict[str, float]] | None = None
     """Generative tasks: (doc, responses) -> per-document metric values."""
     group: str | None = None
@@ -161,17 +165,8 @@ class Task:
         return text if isinstance(text, str) else str(self.doc_to_target(doc))
 
 
-# -- small loaders shared by the families -------------------------------------------------------
-def read_jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise PrimerError(f"{path}:{i}: not a JSON line ({e})") from e
-
-
+# -- small helpers shared by the families (their JSONL files are read by primer.common.jsonl, strict:
+# a malformed line in a benchmark file stops with its file and line, it is never skipped) -------
 def need_split(task: str, split: str, have: tuple[str, ...]) -> None:
     if split not in have:
         raise PrimerError(f"task {task}: split '{split}' is not available locally; available: {', '.join(have)}")

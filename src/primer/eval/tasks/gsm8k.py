@@ -15,7 +15,8 @@ import re
 from pathlib import Path
 
 from primer.eval import metrics as M
-from primer.eval.tasks.core import Doc, Task, need_split, read_jsonl
+from primer.common.jsonl import read_jsonl
+from primer.eval.tasks.core import Doc, Task, need_split
 
 FILES = {"test": "gsm8k/test.jsonl", "train": "gsm8k/train.jsonl"}
 LAYOUT = "gsm8k/test.jsonl and gsm8k/train.jsonl (JSON lines with question, answer ending in '#### <number>')"
@@ -23,7 +24,7 @@ LAYOUT = "gsm8k/test.jsonl and gsm8k/train.jsonl (JSON lines with question, answ
 
 def load_gsm8k(data_dir: Path, split: str) -> list[Doc]:
     need_split("gsm8k", split, tuple(FILES))
-    return list(read_jsonl(data_dir / FILES[split]))
+    return list(read_jsonl(data_dir / FILES[split], strict=True))
 
 
 def gold_number(doc: Doc) -> str:
@@ -40,7 +41,7 @@ def score_gsm8k(doc: Doc, responses: list[str]) -> dict[str, float]:
 
 
 GSM8K = Task(
-    name="gsm8k", version="3.0", kind="generate", files=(FILES["test"], FILES["train"]),
+    name="gsm8k", version="3.0", kind="generate", files=(FILES["test"], FILES["train"]), doc_schema="gsm8k",
     layout=LAYOUT, loader=load_gsm8k, split="test",
     doc_to_text=lambda d: f"Question: {d['question']}\nAnswer:",
     doc_to_target=lambda d: d["answer"],
@@ -105,7 +106,7 @@ def score_gsm8k_code(doc: Doc, responses: list[str]) -> dict[str, float]:
 
 
 GSM8K_CODE = Task(
-    name="gsm8k_code", version="1.0", kind="generate", files=(FILES["test"],),
+    name="gsm8k_code", version="1.0", kind="generate", files=(FILES["test"],), doc_schema="gsm8k",
     layout=LAYOUT, loader=load_gsm8k, split="test",
     doc_to_text=_code_text,
     doc_to_target=lambda d: gold_number(d),

@@ -12,14 +12,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from primer.eval.tasks.core import Doc, Task, need_split, read_jsonl
+from primer.common.jsonl import read_jsonl
+from primer.eval.tasks.core import Doc, Task, need_split
 
 LAMBADA_FILE = "lambada/lambada_openai.jsonl"
 
 
 def load_lambada(data_dir: Path, split: str) -> list[Doc]:
     need_split("lambada", split, ("test",))
-    return [{"text": d["context"] + " " + d["continuation"].strip()} for d in read_jsonl(data_dir / LAMBADA_FILE)]
+    return [{"text": d["context"] + " " + d["continuation"].strip()}
+            for d in read_jsonl(data_dir / LAMBADA_FILE, strict=True)]
 
 
 LAMBADA = Task(

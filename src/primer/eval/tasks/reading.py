@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 from primer.eval import metrics as M
-from primer.eval.tasks.core import Doc, Task, need_split, read_jsonl, strip_prefix
+from primer.common.jsonl import read_jsonl
+from primer.eval.tasks.core import Doc, Task, need_split, strip_prefix
 
 # -- BoolQ --------------------------------------------------------------------------------------
 BOOLQ_FILE = "boolq/boolq_dev.jsonl"
@@ -22,7 +23,7 @@ def load_boolq(data_dir: Path, split: str) -> list[Doc]:
     """llm-foundry's query is "Passage: {passage}\\nQuestion: {question}?"; split it back."""
     need_split("boolq", split, ("validation",))
     out = []
-    for d in read_jsonl(data_dir / BOOLQ_FILE):
+    for d in read_jsonl(data_dir / BOOLQ_FILE, strict=True):
         q = strip_prefix(d["query"], "Passage: ")
         cut = q.rfind("\nQuestion: ")
         passage, question = (q[:cut], q[cut + len("\nQuestion: "):]) if cut >= 0 else (q, "")
@@ -49,7 +50,7 @@ TRIVIAQA_FILE = "triviaqa/triviaqa_sm_sub.jsonl"
 def load_triviaqa(data_dir: Path, split: str) -> list[Doc]:
     need_split("triviaqa", split, ("validation",))
     out = []
-    for i, d in enumerate(read_jsonl(data_dir / TRIVIAQA_FILE)):
+    for i, d in enumerate(read_jsonl(data_dir / TRIVIAQA_FILE, strict=True)):
         q = strip_prefix(d["context"], "Question: ").removesuffix("\nAnswer:")
         out.append({"question_id": str(i), "question": q, "answer": {"value": d["answer"], "aliases": d["aliases"]}})
     return out

@@ -1,0 +1,90 @@
+"""What `audit` returns (and writes as audit.json): typed, so the report, the `primer run` stage and
+the terminal table read named fields.
+
+The contamination signals' own outputs stay plain dicts (each signal has its own numbers, see
+`contamination`); the verdict line per signal (`Verdict`) is what readers compare.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from primer.common.jsonl import BadInput
+
+
+@dataclass
+class Baseline:
+    """A condition the perturbations are compared with (the original prompt, or the lettered list)."""
+
+    n: int
+    acc: float
+    ci: tuple[float, float]
+    at_chance: bool
+    """its interval reaches the accuracy of guessing: a change against it is position bias, not evidence"""
+
+
+@dataclass
+class Condition:
+    """One perturbation scored on the same items as its baseline (paired bootstrap, `stats.PairedResult`)."""
+
+    name: str
+    description: str
+    baseline: str
+    content: bool
+    """it changes what the item says (not only its format): a significant drop is evidence"""
+    n: int
+    """items it applied to (0: skipped)"""
+    skipped: str | None = None
+    acc_orig: float | None = None
+    acc_pert: float | None = None
+    ci_orig: tuple[float, float] | None = None
+    ci_pert: tuple[float, float] | None = None
+    drop: float | None = None
+    drop_ci: tuple[float, float] | None = None
+    p_bootstrap: float | None = None
+    p_mcnemar: float | None = None
+    significant: bool = False
+    variants: int = 0
+    baseline_at_chance: bool = False
+
+
+@dataclass
+class Robustness:
+    """The perturbation half of the audit."""
+
+    metric: str
+    shots: int
+    baselines: dict[str, Baseline]
+    conditions: list[Condition]
+    chance: float | None = None
+    """multiple choice: mean accuracy of guessing over the items"""
+    memorisation: dict[str, Any] = field(default_factory=dict)
+    """baseline -> the memorisation signature (`stats.Signature`) with the pooled conditions and examples"""
+    coverage: dict[str, Any] = field(default_factory=dict)
+    """what the perturbations could be applied to (e.g. GSM8K items rebuilt with new numbers)"""
+
+
+@dataclass
+class Verdict:
+    signal: str
+    flag: bool
+    verdict: str
+    """what was measured, on how many items, the effect and the rule that decided the flag"""
+
+
+@dataclass
+class AuditResult:
+    model: dict[str, Any]
+    """name and fingerprint of the audited model"""
+    task: str
+    n_items: int
+    config: dict[str, Any]
+    robustness: Robustness | None = None
+    contamination: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """signal -> its numbers (or {"skipped": why})"""
+    verdicts: list[Verdict] = field(default_factory=list)
+    seconds: float | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    bad_input: BadInput = field(default_factory=BadInput)
+    """unreadable lines of the --corpus files, named"""
