@@ -21,6 +21,7 @@ def make_run_dir(rd: Path, stages: tuple[str, ...] = ("synth", "curate", "tokeni
                  failed: str | None = None) -> Path:
     rng = random.Random(0)
     rd.mkdir(parents=True, exist_ok=True)
+    no_bad = {"count": 0, "examples": []}
     summaries = {
         "synth": {
             "teacher": "bundled:SmolLM2-135M-Instruct", "documents": 120, "tokens": 48_000, "tokens_per_s": 161.2,
@@ -28,42 +29,55 @@ def make_run_dir(rd: Path, stages: tuple[str, ...] = ("synth", "curate", "tokeni
             "by_format": {"textbook": 40, "exercises": 30, "story": 30, "dialogue": 20},
             "by_audience": {"young children": 30, "middle school": 50, "college": 40},
             "near_dup_rate": 0.004, "distinct_ngram_ratio": 0.71,
-            "samples": [{"topic": "Photosynthesis", "format": "textbook", "audience": "middle school",
+            "samples": [{"title": "Photosynthesis", "format": "textbook", "audience": "middle school",
                          "text": "Plants make food from light. <script>alert(1)</script> " * 5}],
+            "data": ["synth/data-00000.jsonl"], "bad_input": no_bad,
         },
         "curate": {
-            "sources": {"synth": {"in": 120, "kept": 101}, "web": {"in": 300, "kept": 140}},
+            "web_input": "c4_sample", "sources": {"synth": {"read": 120, "kept": 101}, "web": {"read": 300, "kept": 140}},
             "documents_in": 420, "documents_kept": 241,
             "rejects": {"min_words": 20, "edu_score<3": 130, "near_duplicate": 15, "decontaminated": 4,
                         "symbol_ratio": 10},
             "edu_scores": [min(5, max(0, rng.gauss(2.6, 1.1))) for _ in range(420)], "edu_threshold": 3.0,
-            "dedup": {"exact": 5, "near": 10}, "decontam": {"dropped": 4, "matches": {"gsm8k": 3, "hellaswag": 1}},
-            "samples": [{"id": "web-17", "source": "web", "edu_score": 3.4, "text": "The water cycle ..."}],
+            "dedup": {"exact": 5, "near": 10}, "dedup_settings": "MinHash 5-word shingles, 25 bands x 4 rows",
+            "decontam": {"dropped": 4, "matches": {"gsm8k": 3, "hellaswag": 1}, "items": 4},
+            "samples": [{"title": "web-17", "id": "web-17", "source": "web", "edu_score": 3.4,
+                         "text": "The water cycle ..."}],
+            "data": ["curate/data/synth-00000.jsonl.gz"],
+            "bad_input": {"count": 2, "examples": ["curate/input/web/000-c4.jsonl:7: malformed JSON (Expecting "
+                                                   "value at column 1)", "curate/input/web/000-c4.jsonl:9: missing "
+                                                   "field 'text'"]},
         },
-        "tokenize": {"tokenizer": "bpe", "vocab_size": 4096, "train_tokens": 210_000, "val_tokens": 11_000,
-                     "shards": 1},
+        "tokenize": {"tokenizer": "bpe", "vocab_size": 4096, "train_documents": 230, "train_tokens": 210_000,
+                     "val_documents": 11, "val_tokens": 11_000, "tokenizer_hash": "ab" * 32, "bad_input": no_bad},
         "train": {
             "shape": "tiny-8m", "params": 3_100_000, "steps": 300, "tokens": 2_400_000, "tokens_per_s": 9100.0,
-            "final_train_loss": 3.1, "final_val_loss": 3.3,
+            "mfu": 0.01, "final_train_loss": 3.1, "final_val_loss": 3.3,
             "curve": {"step": list(range(0, 300, 5)), "loss": [8 * math.exp(-s / 80) + 3 for s in range(0, 300, 5)]},
             "val_curve": {"step": [100, 200, 300], "loss": [4.5, 3.6, 3.3]},
-            "checkpoint": "train/ckpt",
+            "checkpoint": "train/ckpt", "samples": ["Once upon a time"], "bad_input": no_bad,
         },
         "eval": {
-            "model": "our model", "teacher": "SmolLM2-135M-Instruct",
-            "tasks": {"piqa": {"metric": "acc_norm", "n": 100, "model": 0.55, "model_stderr": 0.05, "teacher": 0.66,
-                               "teacher_stderr": 0.047, "published": 66.3, "chance": 0.5},
-                      "arc_easy": {"metric": "acc_norm", "n": 100, "model": 0.31, "model_stderr": 0.046,
+            "skipped": None, "model": "our model", "teacher": "SmolLM2-135M-Instruct",
+            "tasks": {"piqa": {"metric": "acc_norm", "n": 100, "shots": 0, "model": 0.55, "model_stderr": 0.05,
+                               "teacher": 0.66, "teacher_stderr": 0.047, "published": 66.3, "chance": 0.5},
+                      "arc_easy": {"metric": "acc_norm", "n": 100, "shots": 0, "model": 0.31, "model_stderr": 0.046,
                                    "teacher": 0.52, "teacher_stderr": 0.05, "chance": 0.25}},
             "generations": [{"prompt": "Photosynthesis is", "model": "a process <b>that</b> ...",
                              "teacher": "the process by which plants ..."}],
         },
         "audit": {
-            "gaps": [{"task": "gsm8k", "suite": "numbers", "n": 50, "original": 0.2, "perturbed": 0.1, "drop": 0.1,
-                      "ci_low": 0.02, "ci_high": 0.18, "significant": True},
-                     {"task": "arc_easy", "suite": "shuffle options", "n": 100, "original": 0.31, "perturbed": 0.3,
-                      "drop": 0.01, "ci_low": -0.05, "ci_high": 0.07, "significant": False}],
-            "contamination": [{"task": "gsm8k", "signal": "13-gram overlap", "value": 0.0, "verdict": "no evidence"}],
+            "skipped": None, "task": "gsm8k", "items": 50, "metric": "exact_match,flexible-extract",
+            "baselines": {"original": {"n": 50, "acc": 0.2, "ci": [0.1, 0.32], "at_chance": False}},
+            "gaps": [{"task": "gsm8k", "suite": "numbers", "description": "new numbers", "baseline": "original",
+                      "n": 50, "original": 0.2, "perturbed": 0.1, "drop": 0.1, "ci_low": 0.02, "ci_high": 0.18,
+                      "significant": True},
+                     {"task": "arc_easy", "suite": "shuffle options", "description": "options reordered",
+                      "baseline": "mcf", "n": 100, "original": 0.31, "perturbed": 0.3, "drop": 0.01, "ci_low": -0.05,
+                      "ci_high": 0.07, "significant": False}],
+            "contamination": [{"task": "gsm8k", "signal": "13-gram overlap", "value": "not flagged",
+                               "verdict": "no evidence"}],
+            "bad_input": no_bad,
         },
     }
     run_stages = []

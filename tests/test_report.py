@@ -7,7 +7,8 @@ import re
 import pytest
 
 from primer.errors import PrimerError
-from primer.pipeline.report import render, write_report
+from primer.pipeline.report import SUMMARIES, STAGE_ORDER, render, write_report
+from primer.pipeline.summaries import read_summary
 
 from report_fixture import check_in_chromium, make_run_dir
 
@@ -66,8 +67,32 @@ def test_skipped_eval_and_audit_say_why(tmp_path):
     for stage in ("eval", "audit"):
         p = rd / stage / "stage.json"
         rec = json.loads(p.read_text())
-        rec["summary"] = {"skipped": "no benchmark data found: set PRIMER_DATA", "gaps": [], "tasks": {}}
+        rec["summary"]["skipped"] = "no benchmark data found: set PRIMER_DATA"
         p.write_text(json.dumps(rec))
     html = render(rd)
     assert "benchmarks skipped: no benchmark data found" in html
     assert "audit skipped: no benchmark data found" in html
+
+
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_a_summary_without_a_field_the_report_shows_fails_and_says_which(tmp_path, stage):
+    """The summaries are typed: every field without a default is one the report shows; a stored summary
+    that lacks one is an error naming it (and the report says so), never an empty table cell."""
+    import dataclasses
+    import json
+
+    rd = make_run_dir(tmp_path / "run")
+    path = rd / stage / "stage.json"
+    rec = json.loads(path.read_text())
+    cls = SUMMARIES[stage]
+    shown = [f.name for f in dataclasses.fields(cls)
+             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    assert shown and read_summary(cls, rec["summary"], stage)
+    for name in shown:
+        partial = {k: v for k, v in rec["summary"].items() if k != name}
+        with pytest.raises(PrimerError, match=rf"stage '{stage}': missing field\(s\) \['{name}'\]"):
+            read_summary(cls, partial, stage)
+    del rec["summary"][shown[-1]]
+    path.write_text(json.dumps(rec))
+    html = render(rd)
+    assert f"stage <b>{stage}</b>: summary unreadable" in html and f"[&#x27;{shown[-1]}&#x27;]" in html

@@ -86,7 +86,7 @@ def _recipe(tmp_path: Path, text: str):
 
 
 def _statuses(record):
-    return {s["name"]: s["status"] for s in record["stages"]}
+    return {s.name: s.status for s in record.stages}
 
 
 def test_rerun_skips_and_change_reruns_only_downstream(tmp_path):
@@ -155,6 +155,34 @@ def test_bug_in_stage_keeps_traceback_in_log(tmp_path):
     with pytest.raises(StageFailed, match="stage 'b' failed: division by zero"):
         run_recipe(r, tmp_path / "run", stages=stages, log=lambda s: None, write_report=False)
     assert "ZeroDivisionError" in (tmp_path / "run" / "b" / "error.log").read_text()
+
+
+@dataclass
+class ASummary:
+    n: int
+    items: list[int]
+
+
+def test_a_stored_summary_that_does_not_fit_its_type_reruns_the_stage(tmp_path):
+    """A summary is read back typed; one that lacks a field (another primer version wrote it) is not
+    passed on to the next stages: the stage runs again, and says why."""
+    CALLS.clear()
+    typed = [StageSpec("a", (), lambda: ACfg, lambda cfg, ctx: CALLS.append("a") or ASummary(cfg.n, [1, 2]), ASummary),
+             StageSpec("b", ("a",), lambda: BCfg, lambda cfg, ctx: CALLS.append("b") or {"n": ctx.summaries["a"].n})]
+    r, p = _recipe(tmp_path, "[a]\nn = 4\n")
+    r = load_recipe(p, typed)
+    rd = tmp_path / "run"
+    run_recipe(r, rd, stages=typed, log=lambda s: None, write_report=False)
+    assert CALLS == ["a", "b"] and json.loads((rd / "b" / "stage.json").read_text())["summary"] == {"n": 4}
+    stage = json.loads((rd / "a" / "stage.json").read_text())
+    assert stage["summary"] == {"n": 4, "items": [1, 2]}
+    del stage["summary"]["items"]
+    (rd / "a" / "stage.json").write_text(json.dumps(stage))
+    CALLS.clear()
+    said = []
+    rec = run_recipe(r, rd, stages=typed, log=said.append, write_report=False)
+    assert CALLS == ["a"] and _statuses(rec) == {"a": "done", "b": "skipped"}
+    assert any("stage 'a': missing field(s) ['items']" in line for line in said), said
 
 
 def test_external_file_content_is_part_of_fingerprint(tmp_path):

@@ -1,8 +1,10 @@
 """`primer report RUN_DIR`: one self-contained HTML page about a run.
 
 Everything it shows comes from `RUN_DIR/run.json` and each stage's `RUN_DIR/<stage>/stage.json`
-summary (written by the adapters in `primer.pipeline.stages`), so the report never re-runs anything and
-renders whatever subset of the run exists: a section whose stage has not run says so.
+summary (written by the adapters in `primer.pipeline.stages`, read back as the typed summaries of
+`primer.pipeline.summaries`), so the report never re-runs anything and renders whatever subset of
+the run exists: a section whose stage has not run says so, and one whose summary lacks a field the
+report shows says which.
 Plots are matplotlib PNGs inlined as base64 `data:` URIs; there is no script, stylesheet or font
 from outside the file, so it opens offline and can be mailed as one attachment.
 """
@@ -16,9 +18,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from primer.common.jsonl import BadInput
 from primer.errors import PrimerError
-
-STAGE_ORDER = ["synth", "curate", "tokenize", "train", "eval", "audit"]
+from primer.pipeline.records import RunRecord, StageRecord, read_run, read_stage
+from primer.pipeline.stages import STAGES
+from primer.pipeline.summaries import Curve, Gap, read_summary
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -87,11 +91,11 @@ def kv_table(d: dict[str, Any]) -> str:
     return table(["", ""], [[k, v] for k, v in d.items() if v is not None], num_cols={1})
 
 
-def missing(stage: str, rec: dict | None) -> str:
-    if rec and rec.get("status") in ("failed", "interrupted"):
-        return (f'<div class="failed">stage <b>{esc(stage)}</b> {esc(rec["status"])}: '
-                f'<code>{esc(rec.get("error"))}</code></div>')
-    if rec and rec.get("status") == "running":
+def missing(stage: str, rec: StageRecord | None) -> str:
+    if rec and rec.status in ("failed", "interrupted"):
+        return (f'<div class="failed">stage <b>{esc(stage)}</b> {esc(rec.status)}: '
+                f'<code>{esc(rec.error)}</code></div>')
+    if rec and rec.status == "running":
         return f'<div class="missing">stage <b>{esc(stage)}</b> is running or was killed mid-way.</div>'
     return f'<div class="missing">stage <b>{esc(stage)}</b> not run.</div>'
 
@@ -137,15 +141,10 @@ def barh(counts: dict[str, float], title: str, xlabel: str = "documents") -> str
     return img(fig)
 
 
-def histogram(values: list[float] | None, hist: dict | None, title: str, threshold: float | None) -> str:
+def histogram(values: list[float], title: str, threshold: float | None) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3))
-    if hist and hist.get("counts"):
-        edges, counts = hist["edges"], hist["counts"]
-        ax.bar(edges[:-1], counts, width=[b - a for a, b in zip(edges[:-1], edges[1:])], align="edge",
-               color="#10b981", edgecolor="white")
-    elif values:
-        ax.hist(values, bins=min(30, max(5, len(values) // 5)), color="#10b981", edgecolor="white")
+    ax.hist(values, bins=min(30, max(5, len(values) // 5)), color="#10b981", edgecolor="white")
     if threshold is not None:
         ax.axvline(threshold, color="#b91c1c", linestyle="--", label=f"threshold {threshold:g}")
         ax.legend()
@@ -155,13 +154,13 @@ def histogram(values: list[float] | None, hist: dict | None, title: str, thresho
     return img(fig)
 
 
-def curves(train: dict, val: dict | None) -> str:
+def curves(train: Curve, val: Curve) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    if train and train.get("step"):
-        ax.plot(train["step"], train["loss"], label="train loss", color="#6366f1", linewidth=1)
-    if val and val.get("step"):
-        ax.plot(val["step"], val["loss"], "o-", label="validation loss", color="#f59e0b")
+    if train.step:
+        ax.plot(train.step, train.loss, label="train loss", color="#6366f1", linewidth=1)
+    if val.step:
+        ax.plot(val.step, val.loss, "o-", label="validation loss", color="#f59e0b")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("Training curves")
@@ -188,15 +187,15 @@ def grouped_bars(tasks: list[str], series: dict[str, list[float | None]], title:
     return img(fig)
 
 
-def gap_plot(gaps: list[dict]) -> str:
+def gap_plot(gaps: list[Gap]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(gaps) + 1.4))
-    labels = [f"{g.get('task', '')} · {g.get('suite', '')}".strip(" ·") for g in gaps]
+    labels = [f"{g.task} · {g.suite}" for g in gaps]
     ys = list(range(len(gaps)))
-    drops = [g.get("drop") or 0.0 for g in gaps]
-    lo = [d - (g.get("ci_low") if g.get("ci_low") is not None else d) for d, g in zip(drops, gaps)]
-    hi = [(g.get("ci_high") if g.get("ci_high") is not None else d) - d for d, g in zip(drops, gaps)]
-    colors = ["#b91c1c" if g.get("significant") else "#6366f1" for g in gaps]
+    drops = [g.drop or 0.0 for g in gaps]
+    lo = [d - (g.ci_low if g.ci_low is not None else d) for d, g in zip(drops, gaps)]
+    hi = [(g.ci_high if g.ci_high is not None else d) - d for d, g in zip(drops, gaps)]
+    colors = ["#b91c1c" if g.significant else "#6366f1" for g in gaps]
     ax.errorbar(drops, ys, xerr=[lo, hi], fmt="none", ecolor="#52525b", capsize=3)
     ax.scatter(drops, ys, c=colors, zorder=3)
     ax.axvline(0, color="#a1a1aa", linewidth=1)
@@ -208,9 +207,8 @@ def gap_plot(gaps: list[dict]) -> str:
     return img(fig)
 
 
-def time_plot(stages: list[dict]) -> str:
+def time_plot(rows: list[tuple[str, float]]) -> str:
     plt = _plt()
-    rows = [(s["name"], float(s.get("seconds") or 0.0)) for s in stages]
     fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(rows) + 1.2))
     ax.barh([r[0] for r in rows][::-1], [r[1] for r in rows][::-1], color="#a855f7")
     ax.set_xlabel("seconds")
@@ -222,48 +220,66 @@ def time_plot(stages: list[dict]) -> str:
 # Sections
 
 
-def _load(run_dir: Path) -> tuple[dict, dict[str, dict]]:
+SUMMARIES = {spec.name: spec.summary_cls for spec in STAGES}
+STAGE_ORDER = list(SUMMARIES)
+
+
+def _load(run_dir: Path) -> tuple[RunRecord | None, str | None, dict[str, StageRecord]]:
+    """run.json (or why it could not be read) and every stage.json there is."""
     try:
-        run = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        run = {}
-    stages: dict[str, dict] = {}
+        run, run_error = read_run(run_dir), None
+    except PrimerError as e:
+        run, run_error = None, str(e)
     names = list(STAGE_ORDER)
-    names += [s["name"] for s in run.get("stages", []) if s.get("name") not in names]
-    for name in names:
-        try:
-            stages[name] = json.loads((run_dir / name / "stage.json").read_text())
-        except (OSError, ValueError):
-            pass
-    return run, stages
+    names += [s.name for s in (run.stages if run else []) if s.name not in names]
+    stages = {n: rec for n in names if (rec := read_stage(run_dir, n)) is not None}
+    return run, run_error, stages
 
 
-def _summary(stages: dict[str, dict], name: str) -> dict | None:
+def _summary(stages: dict[str, StageRecord], name: str) -> tuple[Any, str]:
+    """(the stage's typed summary, "") when it is done; (None, HTML saying why not) otherwise."""
     rec = stages.get(name)
-    if rec and rec.get("status") == "done":
-        return rec.get("summary") or {}
-    return None
+    if not rec or rec.status != "done":
+        return None, missing(name, rec)
+    try:
+        return read_summary(SUMMARIES[name], rec.summary, name), ""
+    except PrimerError as e:
+        return None, f'<div class="failed">stage <b>{esc(name)}</b>: summary unreadable: {esc(e)}</div>'
 
 
-def section_overview(run: dict, stages: dict[str, dict]) -> str:
+def bad_input(stage: str, bad: BadInput) -> str:
+    """The input lines a stage could not use, named (never skipped without a word)."""
+    if not bad.count:
+        return ""
+    shown = "".join(f"<li><code>{esc(e)}</code></li>" for e in bad.examples[:5])
+    more = f"<li>... {bad.count - 5} more</li>" if bad.count > 5 else ""
+    return (f'<p class="bad">{stage}: {bad.count} input line{"s" if bad.count != 1 else ""} could not be read '
+            f"and {'were' if bad.count != 1 else 'was'} left out:</p><ul>{shown}{more}</ul>")
+
+
+def section_overview(run: RunRecord | None, stages: dict[str, StageRecord]) -> str:
     out = []
     rows = []
-    by_name = {s["name"]: s for s in run.get("stages", [])}
+    by_name = {s.name: s for s in (run.stages if run else [])}
     for name in [n for n in STAGE_ORDER if n in by_name or n in stages] + [n for n in by_name if n not in STAGE_ORDER]:
-        rec = stages.get(name) or {}
-        st = by_name.get(name, {})
-        status = st.get("status") or rec.get("status") or "not run"
+        rec, st = stages.get(name), by_name.get(name)
+
+        def pick(attr: str) -> Any:  # stage.json's value, else run.json's line
+            v = getattr(rec, attr) if rec else None
+            return v if v is not None else (getattr(st, attr) if st else None)
+
+        status = (st.status if st else None) or pick("status") or "not run"
         if status == "skipped":
             status = "cached (done earlier)"
-        rows.append([name, status, rec.get("seconds", st.get("seconds")), rec.get("cpu_seconds", st.get("cpu_seconds")),
-                     rec.get("fingerprint", st.get("fingerprint")), rec.get("finished")])
+        rows.append([name, status, pick("seconds"), pick("cpu_seconds"), pick("fingerprint"),
+                     rec.finished if rec else None])
     if rows:
         out.append(table(["stage", "status", "wall seconds", "CPU seconds", "fingerprint", "finished"], rows,
                          num_cols={2, 3}))
         total = sum(r[2] or 0 for r in rows)
         out.append(f"<p>Total: {fmt(round(total, 1))} s of stage time ({fmt(round(total / 60, 1))} min). Cached "
                    "stages show the time they took when they ran.</p>")
-        timed = [{"name": r[0], "seconds": r[2]} for r in rows if r[2]]
+        timed = [(r[0], r[2]) for r in rows if r[2]]
         if timed:
             out.append(time_plot(timed))
     else:
@@ -271,207 +287,199 @@ def section_overview(run: dict, stages: dict[str, dict]) -> str:
     return "\n".join(out)
 
 
-def section_data(stages: dict[str, dict]) -> str:
-    out = ["<h3>Synthetic textbooks (synth)</h3>"]
-    s = _summary(stages, "synth")
+def section_synth(stages: dict[str, StageRecord]) -> str:
+    s, why = _summary(stages, "synth")
     if s is None:
-        out.append(missing("synth", stages.get("synth")))
+        return why
+    out = [kv_table({
+        "teacher": s.teacher, "documents written": s.documents, "tokens": s.tokens, "tokens/s": s.tokens_per_s,
+        "near-duplicate rate": s.near_dup_rate, "distinct n-gram ratio": s.distinct_ngram_ratio,
+    }), bad_input("synth", s.bad_input)]
+    plots = []
+    if s.rejects:
+        plots.append(barh(s.rejects, "Synth rejects per reason"))
+    if s.by_format:
+        plots.append(barh(s.by_format, "Documents per format"))
+    if s.by_audience:
+        plots.append(barh(s.by_audience, "Documents per audience"))
+    if plots:
+        out.append('<div class="grid">' + "".join(f"<div>{p}</div>" for p in plots) + "</div>")
     else:
-        out.append(kv_table({
-            "teacher": s.get("teacher"), "documents written": s.get("documents"), "tokens": s.get("tokens"),
-            "tokens/s": s.get("tokens_per_s"), "near-duplicate rate": s.get("near_dup_rate"),
-            "distinct n-gram ratio": s.get("distinct_ngram_ratio"),
-        }))
-        plots = []
-        if s.get("rejects"):
-            plots.append(barh(s["rejects"], "Synth rejects per reason"))
-        if s.get("by_format"):
-            plots.append(barh(s["by_format"], "Documents per format"))
-        if s.get("by_audience"):
-            plots.append(barh(s["by_audience"], "Documents per audience"))
-        if plots:
-            out.append('<div class="grid">' + "".join(f"<div>{p}</div>" for p in plots) + "</div>")
-        elif "rejects" in s:
-            out.append('<p class="muted">no document was rejected.</p>')
-
-    out.append("<h3>Curation (curate)</h3>")
-    c = _summary(stages, "curate")
-    if c is None:
-        out.append(missing("curate", stages.get("curate")))
-    else:
-        src = c.get("sources") or {}
-        if src:
-            out.append(table(["source", "documents in", "kept"],
-                             [[k, v.get("in"), v.get("kept")] for k, v in src.items()]))
-        out.append(kv_table({
-            "documents in": c.get("documents_in"), "documents kept": c.get("documents_kept"),
-            "exact duplicates removed": (c.get("dedup") or {}).get("exact"),
-            "near duplicates removed": (c.get("dedup") or {}).get("near"),
-            "dropped by decontamination": (c.get("decontam") or {}).get("dropped"),
-            "educational-score threshold": c.get("edu_threshold"),
-        }))
-        plots = []
-        if src:
-            plots.append(barh({k: v.get("kept", 0) for k, v in src.items()}, "Documents kept per source"))
-        if c.get("rejects"):
-            plots.append(barh(c["rejects"], "Rejects per reason"))
-        if c.get("edu_scores") or c.get("edu_hist"):
-            plots.append(histogram(c.get("edu_scores"), c.get("edu_hist"), "Educational-value score",
-                                   c.get("edu_threshold")))
-        if plots:
-            out.append('<div class="grid">' + "".join(f"<div>{p}</div>" for p in plots) + "</div>")
-        if not (c.get("edu_scores") or c.get("edu_hist")):
-            out.append('<p class="muted">educational-value filter off (no <code>[curate] scorer</code>; train one with '
-                       '<code>primer curate annotate</code> + <code>train-scorer</code>): no score histogram.</p>')
-        if c.get("decontam") is None:
-            out.append('<p class="muted">decontamination off (no benchmark data given to curate).</p>')
-        matches = (c.get("decontam") or {}).get("matches") or {}
-        if matches:
-            out.append("<p>Benchmark items found in the corpus (document dropped):</p>")
-            out.append(table(["benchmark", "documents"], [[k, v] for k, v in matches.items()]))
-        elif c.get("decontam") is not None:
-            out.append('<p class="muted">no benchmark text found in the corpus.</p>')
-
-    out.append("<h3>Sample documents</h3>")
-    samples = []
-    for name in ("synth", "curate"):
-        sm = _summary(stages, name)
-        if sm and sm.get("samples"):
-            samples += [(name, d) for d in sm["samples"][:3]]
-    if samples:
-        for name, d in samples:
-            meta = ", ".join(f"{k}: {d[k]}" for k in ("source", "format", "audience", "edu_score") if d.get(k) is not None)
-            title = d.get("title") or d.get("topic") or d.get("id") or "document"
-            out.append(sample_block(f"{'synthetic' if name == 'synth' else 'kept by curation'}: {title}",
-                                    d.get("text", ""), meta=meta))
-    else:
-        out.append('<div class="missing">no sample documents (synth/curate not run).</div>')
-
-    out.append("<h3>Tokenization (tokenize)</h3>")
-    t = _summary(stages, "tokenize")
-    if t is None:
-        out.append(missing("tokenize", stages.get("tokenize")))
-    else:
-        out.append(kv_table({k.replace("_", " "): v for k, v in t.items() if not isinstance(v, (dict, list))}))
+        out.append('<p class="muted">no document was rejected.</p>')
     return "\n".join(out)
 
 
-def section_train(stages: dict[str, dict]) -> str:
-    s = _summary(stages, "train")
+def section_curate(stages: dict[str, StageRecord]) -> str:
+    c, why = _summary(stages, "curate")
+    if c is None:
+        return why
+    out = []
+    if c.sources:
+        out.append(table(["source", "documents in", "kept"], [[k, v.read, v.kept] for k, v in c.sources.items()]))
+    out.append(kv_table({
+        "documents in": c.documents_in, "documents kept": c.documents_kept,
+        "exact duplicates removed": c.dedup.exact if c.dedup else None,
+        "near duplicates removed": c.dedup.near if c.dedup else None,
+        "dropped by decontamination": c.decontam.dropped if c.decontam else None,
+        "educational-score threshold": c.edu_threshold,
+    }))
+    out.append(bad_input("curate", c.bad_input))
+    plots = []
+    if c.sources:
+        plots.append(barh({k: v.kept for k, v in c.sources.items()}, "Documents kept per source"))
+    if c.rejects:
+        plots.append(barh(c.rejects, "Rejects per reason"))
+    if c.edu_scores:
+        plots.append(histogram(c.edu_scores, "Educational-value score", c.edu_threshold))
+    if plots:
+        out.append('<div class="grid">' + "".join(f"<div>{p}</div>" for p in plots) + "</div>")
+    if not c.edu_scores:
+        out.append('<p class="muted">educational-value filter off (no <code>[curate] scorer</code>; train one with '
+                   '<code>primer curate annotate</code> + <code>train-scorer</code>): no score histogram.</p>')
+    if c.decontam is None:
+        out.append('<p class="muted">decontamination off (no benchmark data given to curate).</p>')
+    elif c.decontam.matches:
+        out.append("<p>Benchmark items found in the corpus (document dropped):</p>")
+        out.append(table(["benchmark", "documents"], [[k, v] for k, v in c.decontam.matches.items()]))
+    else:
+        out.append('<p class="muted">no benchmark text found in the corpus.</p>')
+    return "\n".join(out)
+
+
+def section_samples_docs(stages: dict[str, StageRecord]) -> str:
+    out = []
+    for name, label in (("synth", "synthetic"), ("curate", "kept by curation")):
+        sm, _ = _summary(stages, name)
+        for d in (sm.samples[:3] if sm else []):
+            meta = ", ".join(f"{k}: {v}" for k, v in (("source", d.source), ("format", d.format),
+                                                      ("audience", d.audience), ("edu_score", d.edu_score))
+                             if v is not None)
+            out.append(sample_block(f"{label}: {d.title}", d.text, meta=meta))
+    return "\n".join(out) or '<div class="missing">no sample documents (synth/curate not run).</div>'
+
+
+def section_tokenize(stages: dict[str, StageRecord]) -> str:
+    t, why = _summary(stages, "tokenize")
+    if t is None:
+        return why
+    return kv_table({
+        "tokenizer": t.tokenizer, "vocab size": t.vocab_size, "train documents": t.train_documents,
+        "train tokens": t.train_tokens, "val documents": t.val_documents, "val tokens": t.val_tokens,
+        "tokenizer hash": t.tokenizer_hash,
+    }) + bad_input("tokenize", t.bad_input)
+
+
+def section_data(stages: dict[str, StageRecord]) -> str:
+    return "\n".join([
+        "<h3>Synthetic textbooks (synth)</h3>", section_synth(stages),
+        "<h3>Curation (curate)</h3>", section_curate(stages),
+        "<h3>Sample documents</h3>", section_samples_docs(stages),
+        "<h3>Tokenization (tokenize)</h3>", section_tokenize(stages),
+    ])
+
+
+def section_train(stages: dict[str, StageRecord]) -> str:
+    s, why = _summary(stages, "train")
     if s is None:
-        return missing("train", stages.get("train"))
+        return why
     out = [kv_table({
-        "model shape": s.get("shape"), "parameters": s.get("params"), "steps": s.get("steps"),
-        "tokens seen": s.get("tokens"), "tokens/s": s.get("tokens_per_s"),
-        "final train loss": s.get("final_train_loss"), "final validation loss": s.get("final_val_loss"),
-        "checkpoint": s.get("checkpoint"),
-    })]
-    if (s.get("curve") or {}).get("step") or (s.get("val_curve") or {}).get("step"):
-        out.append(curves(s.get("curve") or {}, s.get("val_curve")))
+        "model shape": s.shape, "parameters": s.params, "steps": s.steps, "tokens seen": s.tokens,
+        "tokens/s": s.tokens_per_s, "final train loss": s.final_train_loss,
+        "final validation loss": s.final_val_loss, "checkpoint": s.checkpoint,
+    }), bad_input("train", s.bad_input)]
+    if s.curve.step or s.val_curve.step:
+        out.append(curves(s.curve, s.val_curve))
     else:
         out.append('<p class="muted">no loss curve recorded.</p>')
     return "\n".join(out)
 
 
-def section_eval(stages: dict[str, dict]) -> str:
-    s = _summary(stages, "eval")
+def section_eval(stages: dict[str, StageRecord]) -> str:
+    s, why = _summary(stages, "eval")
     if s is None:
-        return missing("eval", stages.get("eval"))
-    rows_in = s.get("tasks") or {}
-    if s.get("skipped"):
-        return f'<div class="missing">benchmarks skipped: {esc(s["skipped"])}</div>'
-    if not rows_in:
+        return why
+    if s.skipped:
+        return f'<div class="missing">benchmarks skipped: {esc(s.skipped)}</div>'
+    if not s.tasks:
         return '<p class="muted">no task was evaluated.</p>'
-    model_name, ref_name = s.get("model") or "our model", s.get("teacher") or "teacher"
-    rows = []
-    for task, r in rows_in.items():
-        def pm(v, e):
-            if v is None:
-                return None
-            return Raw(f"{100 * v:.1f}" + (f' <span class="muted">± {100 * e:.1f}</span>' if e is not None else ""))
+    model_name, ref_name = s.model, s.teacher or "teacher"
 
-        rows.append([task, r.get("metric"), r.get("n"), pm(r.get("model"), r.get("model_stderr")),
-                     pm(r.get("teacher"), r.get("teacher_stderr")),
-                     f"{r['published']:.1f}" if r.get("published") is not None else None,
-                     r.get("chance") and f"{100 * r['chance']:.1f}"])
+    def pm(v, e):
+        if v is None:
+            return None
+        return Raw(f"{100 * v:.1f}" + (f' <span class="muted">± {100 * e:.1f}</span>' if e is not None else ""))
+
+    rows = [[task, r.metric, r.n, pm(r.model, r.model_stderr), pm(r.teacher, r.teacher_stderr),
+             f"{r.published:.1f}" if r.published is not None else None,
+             f"{100 * r.chance:.1f}" if r.chance else None] for task, r in s.tasks.items()]
     out = [f"<p>Scores in percent, ± one standard error; the reference is <b>{esc(ref_name)}</b> "
            f"scored by the same code on the same items.</p>",
            table(["task", "metric", "items", esc(model_name), esc(ref_name), "published (ref.)", "chance"], rows,
                  num_cols={2, 3, 4, 5, 6})]
-    tasks = list(rows_in)
+    tasks = list(s.tasks)
     out.append(grouped_bars(tasks, {
-        model_name: [rows_in[t].get("model") for t in tasks],
-        ref_name: [rows_in[t].get("teacher") for t in tasks],
+        model_name: [s.tasks[t].model for t in tasks],
+        ref_name: [s.tasks[t].teacher for t in tasks],
     }, "Benchmarks: our model beside the reference", "score"))
     return "\n".join(out)
 
 
-def section_audit(stages: dict[str, dict]) -> str:
-    s = _summary(stages, "audit")
+def section_audit(stages: dict[str, StageRecord]) -> str:
+    s, why = _summary(stages, "audit")
     if s is None:
-        return missing("audit", stages.get("audit"))
-    if s.get("skipped"):
-        return f'<div class="missing">audit skipped: {esc(s["skipped"])}</div>'
-    out = []
-    gaps = s.get("gaps") or []
-    if gaps:
-        rows = [[g.get("task"), g.get("suite"), g.get("n"),
-                 None if g.get("original") is None else 100 * g["original"],
-                 None if g.get("perturbed") is None else 100 * g["perturbed"],
-                 None if g.get("drop") is None else 100 * g["drop"],
-                 Raw(f"[{100 * g['ci_low']:.1f}, {100 * g['ci_high']:.1f}]") if g.get("ci_low") is not None else None,
-                 Raw('<span class="bad">yes</span>' if g.get("significant") else "no")] for g in gaps]
+        return why
+    if s.skipped:
+        return f'<div class="missing">audit skipped: {esc(s.skipped)}</div>'
+    out = [bad_input("audit", s.bad_input)]
+
+    def pct(x):
+        return None if x is None else 100 * x
+
+    if s.gaps:
+        rows = [[g.task, g.suite, g.n, pct(g.original), pct(g.perturbed), pct(g.drop),
+                 Raw(f"[{100 * g.ci_low:.1f}, {100 * g.ci_high:.1f}]") if g.ci_low is not None else None,
+                 Raw('<span class="bad">yes</span>' if g.significant else "no")] for g in s.gaps]
         out.append("<p>Accuracy on original items and on perturbed versions of the same items; drop with a 95% "
                    "paired-bootstrap interval.</p>")
         out.append(table(["task", "perturbation", "items", "original %", "perturbed %", "drop (points)", "95% CI",
                           "significant"], rows, num_cols={2, 3, 4, 5}))
-        out.append(gap_plot(gaps))
+        out.append(gap_plot(s.gaps))
     else:
         out.append('<p class="muted">no perturbation suite was run.</p>')
-    signals = s.get("contamination") or []
-    if signals:
+    if s.contamination:
         out.append("<h3>Contamination signals</h3>")
         out.append(table(["task", "signal", "value", "verdict"],
-                         [[x.get("task"), x.get("signal"), x.get("value"), x.get("verdict")] for x in signals]))
+                         [[x.task, x.signal, x.value, x.verdict] for x in s.contamination]))
     return "\n".join(out)
 
 
-def section_samples(stages: dict[str, dict]) -> str:
-    samples = []
-    for name in ("eval", "train"):
-        sm = _summary(stages, name)
-        if sm and sm.get("generations"):
-            samples = sm["generations"]
-            break
-    if not samples:
+def section_samples(stages: dict[str, StageRecord]) -> str:
+    s, _ = _summary(stages, "eval")
+    if s is None or not s.generations:
         return '<div class="missing">no generation samples (eval not run).</div>'
     out = []
-    for g in samples:
-        out.append(f'<div class="sample"><b>prompt:</b> <code>{esc(g.get("prompt"))}</code>')
-        for who in ("model", "teacher"):
-            if g.get(who) is not None:
-                label = "our model" if who == "model" else "teacher"
-                out.append(f"<div><i>{label}:</i><pre>{esc(g[who])}</pre></div>")
+    for g in s.generations:
+        out.append(f'<div class="sample"><b>prompt:</b> <code>{esc(g.prompt)}</code>')
+        for label, text in (("our model", g.model), ("teacher", g.teacher)):
+            if text is not None:
+                out.append(f"<div><i>{label}:</i><pre>{esc(text)}</pre></div>")
         out.append("</div>")
     return "\n".join(out)
 
 
-def section_recipe(run: dict) -> str:
-    rec = run.get("recipe")
-    if not rec:
+def section_recipe(run: RunRecord | None) -> str:
+    if run is None or not run.recipe:
         return '<div class="missing">no run.json: recipe unknown.</div>'
-    return (f"<p>From <code>{esc(run.get('recipe_path'))}</code>. Re-run: <code>{esc(run.get('command'))}</code></p>"
-            f"<details open><summary>resolved recipe</summary><pre>{esc(to_toml(rec))}</pre></details>")
+    return (f"<p>From <code>{esc(run.recipe_path)}</code>. Re-run: <code>{esc(run.command)}</code></p>"
+            f"<details open><summary>resolved recipe</summary><pre>{esc(to_toml(run.recipe))}</pre></details>")
 
 
-def section_env(run: dict) -> str:
-    if not run:
+def section_env(run: RunRecord | None) -> str:
+    if run is None:
         return '<div class="missing">no run.json.</div>'
-    hw = run.get("hardware") or {}
-    out = [kv_table({"git sha": run.get("git_sha"), "primer": run.get("primer_version"), **hw})]
-    pk = run.get("packages") or {}
-    if pk:
-        out.append(table(["package", "version"], [[k, v] for k, v in pk.items()]))
+    out = [kv_table({"git sha": run.git_sha, "primer": run.primer_version, **run.hardware})]
+    if run.packages:
+        out.append(table(["package", "version"], [[k, v] for k, v in run.packages.items()]))
     return "\n".join(out)
 
 
@@ -515,22 +523,23 @@ def render(run_dir: str | Path) -> str:
     rd = Path(run_dir)
     if not rd.is_dir():
         raise PrimerError(f"run directory not found: {rd}")
-    run, stages = _load(rd)
-    if not run and not stages:
+    run, run_error, stages = _load(rd)
+    if run is None and run_error is None and not stages:
         raise PrimerError(f"{rd} is not a primer run directory (no run.json, no <stage>/stage.json)")
-    name = (run.get("recipe") or {}).get("run", {}).get("name") or rd.name
-    status = run.get("status", "unknown")
+    name = (run.recipe.get("run", {}).get("name") if run else None) or rd.name
+    status = run.status if run else "unknown"
     status_html = (f'<span class="good">{esc(status)}</span>' if status == "done"
                    else f'<span class="bad">{esc(status)}</span>')
-    if run.get("failed_stage"):
-        status_html += f" at stage <b>{esc(run['failed_stage'])}</b>"
+    if run and run.failed_stage:
+        status_html += f" at stage <b>{esc(run.failed_stage)}</b>"
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">",
         f"<title>primer run: {esc(name)}</title><style>{CSS}</style></head><body>",
         f"<h1>primer run: {esc(name)}</h1>",
-        f"<p class='muted'>status {status_html} · started {esc(run.get('started'))} · finished "
-        f"{esc(run.get('finished'))} · primer {esc(run.get('primer_version'))} · git {esc(run.get('git_sha'))}</p>",
+        f"<p class='muted'>status {status_html} · started {esc(run and run.started)} · finished "
+        f"{esc(run and run.finished)} · primer {esc(run and run.primer_version)} · git {esc(run and run.git_sha)}</p>",
+        f'<div class="failed">{esc(run_error)}</div>' if run_error else "",
         "<h2>Stages and time</h2>", section_overview(run, stages),
         "<h2>Data</h2>", section_data(stages),
         "<h2>Training</h2>", section_train(stages),

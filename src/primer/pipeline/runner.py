@@ -14,13 +14,14 @@ exactly it and what follows re-run. A stage that failed (or was interrupted) wit
 fingerprint keeps its directory, so a stage that resumes internally (synth, train) picks up where
 it stopped; a stage whose fingerprint changed starts from an empty directory.
 
-The wiring of stage outputs into the next stage's inputs (paths) is done here, by small adapter
+The wiring of stage outputs into the next stage's inputs (paths) is done by small adapter
 functions (`primer.pipeline.stages`), never by the recipe: a recipe says *what* to do, the run directory
-says *where*. Each adapter returns a JSON-able summary (counts, curves, tables, samples) that is
-stored in `stage.json` and is what `primer report` draws.
+says *where*. Each adapter returns its stage's summary (`primer.pipeline.summaries`: counts, curves,
+tables, samples) that is stored in `stage.json`, read back typed when the stage is skipped, and is
+what `primer report` draws.
 
 `RUN_DIR/run.json` records the resolved recipe, git sha, package versions, hardware and time per
-stage.
+stage (`primer.pipeline.records`).
 """
 
 from __future__ import annotations
@@ -37,18 +38,17 @@ import traceback
 from dataclasses import field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from primer import __version__
-from primer.common.files import DirLock, atomic_write_json
+from primer.common.files import DirLock
 from primer.common.provenance import git_sha, hardware, package_versions
 from primer.config import from_dict, read_recipe_file, to_dict
 from primer.errors import PrimerError
+from primer.pipeline.records import RunRecord, StageRecord, read_stage
 from primer.pipeline.spec import RunConfig, StageContext, StageSpec
 from primer.pipeline.stages import STAGES
-
-STAGE_FILE = "stage.json"
-RUN_FILE = "run.json"
+from primer.pipeline.summaries import read_summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,14 +173,6 @@ def fingerprint(spec: StageSpec, cfg: Any, input_fps: dict[str, str], run_cfg: A
     )[:16]
 
 
-def read_stage(run_dir: Path, name: str) -> dict | None:
-    p = Path(run_dir) / name / STAGE_FILE
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _cpu_seconds() -> float:
     """CPU time (user + system) of this process and its finished children (e.g. curate's workers)."""
     import resource
@@ -223,7 +215,7 @@ def run_recipe(
     log: Callable[[str], None] = print,
     write_report: bool | None = None,
     resume_hint: str | None = None,
-) -> dict:
+) -> RunRecord:
     """Run every stage of `recipe` into `run_dir`; returns the run record (also in run.json).
 
     Raises StageFailed (a PrimerError) naming the failing stage and the command that resumes.
@@ -232,133 +224,132 @@ def run_recipe(
     explicit = run_dir is not None or recipe.run.run_dir is not None
     rd = Path(run_dir or recipe.run.run_dir or Path("runs") / recipe.run.name)
     rd.mkdir(parents=True, exist_ok=True)
-    with DirLock(rd, "`primer run`", "wait for it to finish or use another --run-dir"):
-        return _run_locked(recipe, rd, recipe_path=recipe_path, stages=stages, log=log, write_report=write_report,
-                           hint=resume_hint or resume_command(recipe_path, rd, explicit))
-
-
-def _run_locked(recipe: Any, rd: Path, *, recipe_path, stages: list[StageSpec], log, write_report, hint: str) -> dict:
-    only = list(recipe.run.stages)
     names = [s.name for s in stages]
-    bad = [s for s in only if s not in names]
+    bad = [s for s in recipe.run.stages if s not in names]
     if bad:
         raise PrimerError(f"[run] stages: unknown stage(s) {bad}; known: {', '.join(names)}")
+    with DirLock(rd, "`primer run`", "wait for it to finish or use another --run-dir"):
+        run = _Run(recipe, rd, stages, log, resume_hint or resume_command(recipe_path, rd, explicit), recipe_path)
+        for i, spec in enumerate(stages, 1):
+            run.stage(spec, f"[{i}/{len(stages)}] {spec.name}")
+        return run.finish(write_report if write_report is not None else recipe.run.report)
 
-    record: dict[str, Any] = {
-        "primer_version": __version__,
-        "recipe_path": str(recipe_path) if recipe_path is not None else "(built-in default)",
-        "recipe": recipe_record(recipe, stages),
-        "run_dir": str(rd.resolve()),
-        "command": " ".join(["primer"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("primer") else hint,
-        "git_sha": git_sha(),
-        "packages": package_versions(),
-        "hardware": hardware(),
-        "started": _now(),
-        "finished": None,
-        "status": "running",
-        "stages": [],
-    }
-    atomic_write_json(rd / RUN_FILE, record)
 
-    fps: dict[str, str] = {}
-    summaries: dict[str, dict] = {}
-    t_run = time.perf_counter()
-    for i, spec in enumerate(stages, 1):
-        cfg = getattr(recipe, spec.name)
-        out = rd / spec.name
-        prev = read_stage(rd, spec.name)
-        tag = f"[{i}/{len(stages)}] {spec.name}"
-        missing = [n for n in spec.inputs if n not in fps]
-        if missing and not (only and spec.name not in only):
-            raise PrimerError(f"stage '{spec.name}' needs {missing}, which have not run in {rd}")
-        fp = None if missing else fingerprint(spec, cfg, {n: fps[n] for n in spec.inputs}, recipe.run)
-        entry: dict[str, Any] = {"name": spec.name, "fingerprint": fp}
+class _Run:
+    """One `primer run` in progress: run.json, and the fingerprints and summaries of the stages so far."""
 
-        if fp is not None and prev and prev.get("status") == "done" and prev.get("fingerprint") == fp:
-            log(f"{tag}: up to date (fingerprint {fp}), skipped")
-            entry.update(status="skipped", seconds=prev.get("seconds"), cpu_seconds=prev.get("cpu_seconds"),
-                         finished=prev.get("finished"))
-            fps[spec.name] = fp
-            summaries[spec.name] = prev.get("summary") or {}
-            record["stages"].append(entry)
-            atomic_write_json(rd / RUN_FILE, record)
-            continue
-        if only and spec.name not in only:
-            if prev and prev.get("status") == "done":
+    def __init__(self, recipe: Any, rd: Path, stages: list[StageSpec], log: Callable[[str], None], hint: str,
+                 recipe_path: str | Path | None):
+        self.recipe, self.rd, self.log, self.hint = recipe, rd, log, hint
+        self.only = list(recipe.run.stages)
+        self.fps: dict[str, str] = {}
+        self.summaries: dict[str, Any] = {}
+        self.t0 = time.perf_counter()
+        self.record = RunRecord(
+            primer_version=__version__,
+            recipe_path=str(recipe_path) if recipe_path is not None else "(built-in default)",
+            recipe=recipe_record(recipe, stages), run_dir=str(rd.resolve()),
+            command=" ".join(["primer"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("primer") else hint,
+            git_sha=git_sha(), packages=package_versions(), hardware=hardware(), started=_now(), status="running",
+        )
+        self.record.write(rd)
+
+    def _log_stage(self, rec: StageRecord) -> None:
+        self.record.stages.append(rec)
+        self.record.write(self.rd)
+
+    def stage(self, spec: StageSpec, tag: str) -> None:
+        prev = read_stage(self.rd, spec.name)
+        missing = [n for n in spec.inputs if n not in self.fps]
+        selected = not self.only or spec.name in self.only
+        if missing and selected:
+            raise PrimerError(f"stage '{spec.name}' needs {missing}, which have not run in {self.rd}")
+        cfg = getattr(self.recipe, spec.name)
+        fp = None if missing else fingerprint(spec, cfg, {n: self.fps[n] for n in spec.inputs}, self.recipe.run)
+        if fp is not None and prev and prev.status == "done" and prev.fingerprint == fp and self._reuse(spec, prev):
+            self.log(f"{tag}: up to date (fingerprint {fp}), skipped")
+            self._log_stage(StageRecord(spec.name, fp, "skipped", seconds=prev.seconds, cpu_seconds=prev.cpu_seconds,
+                                        finished=prev.finished))
+        elif not selected:
+            if prev and prev.status == "done" and self._reuse(spec, prev):
                 # Deselected but done with another fingerprint: use what is there, say so.
-                log(f"{tag}: not selected; using its existing output (fingerprint {prev.get('fingerprint')})")
-                fps[spec.name] = prev["fingerprint"]
-                summaries[spec.name] = prev.get("summary") or {}
-                entry.update(status="not selected (stale)", seconds=prev.get("seconds"))
+                self.log(f"{tag}: not selected; using its existing output (fingerprint {prev.fingerprint})")
+                self._log_stage(StageRecord(spec.name, fp, "not selected (stale)", seconds=prev.seconds))
             else:
-                log(f"{tag}: not selected")
-                entry.update(status="not selected")
-            record["stages"].append(entry)
-            continue
+                self.log(f"{tag}: not selected")
+                self._log_stage(StageRecord(spec.name, fp, "not selected"))
+        else:
+            self._execute(spec, cfg, fp, prev, tag)
 
-        if prev and prev.get("fingerprint") != fp and out.exists():
+    def _reuse(self, spec: StageSpec, prev: StageRecord) -> bool:
+        """Take a finished stage's fingerprint and summary as the next stages' input; False (run it again)
+        when its stored summary does not fit this primer's summary type."""
+        summary = prev.summary if prev.summary is not None else {}
+        if spec.summary_cls is not None:
+            try:
+                summary = read_summary(spec.summary_cls, summary, spec.name)
+            except PrimerError as e:
+                self.log(f"  {spec.name}: {e}")
+                return False
+        self.fps[spec.name] = prev.fingerprint
+        self.summaries[spec.name] = summary
+        return True
+
+    def _execute(self, spec: StageSpec, cfg: Any, fp: str, prev: StageRecord | None, tag: str) -> None:
+        out = self.rd / spec.name
+        if prev and prev.fingerprint != fp and out.exists():
             shutil.rmtree(out)  # config or inputs changed: outputs of the old config are stale
         out.mkdir(parents=True, exist_ok=True)
-        resumed = bool(prev and prev.get("fingerprint") == fp)
-        log(f"{tag}: running{' (resuming)' if resumed else ''} -> {out}")
-        stage_rec: dict[str, Any] = {
-            "name": spec.name,
-            "fingerprint": fp,
-            "inputs": {n: fps[n] for n in spec.inputs},
-            "config": to_dict(cfg),
-            "primer_version": __version__,
-            "status": "running",
-            "started": _now(),
-        }
-        atomic_write_json(out / STAGE_FILE, stage_rec)
-        ctx = StageContext(
-            run_dir=rd, out_dir=out, inputs={n: rd / n for n in spec.inputs},
-            summaries={n: summaries[n] for n in spec.inputs}, recipe=recipe, log=log,
-        )
+        resumed = bool(prev and prev.fingerprint == fp)
+        self.log(f"{tag}: running{' (resuming)' if resumed else ''} -> {out}")
+        rec = StageRecord(spec.name, fp, "running", inputs={n: self.fps[n] for n in spec.inputs}, config=to_dict(cfg),
+                          primer_version=__version__, started=_now())
+        rec.write(out)
+        ctx = StageContext(run_dir=self.rd, out_dir=out, inputs={n: self.rd / n for n in spec.inputs},
+                           summaries={n: self.summaries[n] for n in spec.inputs}, recipe=self.recipe, log=self.log)
         t0, c0 = time.perf_counter(), _cpu_seconds()
         try:
-            summary = spec.execute(cfg, ctx) or {}
+            summary = spec.execute(cfg, ctx)
         except BaseException as e:  # noqa: BLE001 - record every way a stage can stop, then re-raise
-            secs = time.perf_counter() - t0
-            interrupted = isinstance(e, KeyboardInterrupt)
-            tb = traceback.format_exc()
-            (out / "error.log").write_text(tb)
-            stage_rec.update(status="interrupted" if interrupted else "failed", seconds=round(secs, 2),
-                             error=f"{type(e).__name__}: {e}", finished=_now())
-            atomic_write_json(out / STAGE_FILE, stage_rec)
-            entry.update(status=stage_rec["status"], seconds=round(secs, 2), error=stage_rec["error"])
-            record["stages"].append(entry)
-            record.update(status=stage_rec["status"], failed_stage=spec.name, finished=_now(),
-                          seconds=round(time.perf_counter() - t_run, 2))
-            atomic_write_json(rd / RUN_FILE, record)
-            if interrupted or not isinstance(e, Exception):
-                raise
-            if not isinstance(e, PrimerError):
-                sys.stderr.write(tb)
-            raise StageFailed(
-                spec.name,
-                f"stage '{spec.name}' failed: {e}\n"
-                f"  (traceback in {out / 'error.log'}; finished stages are kept)\n"
-                f"  fix the cause, then resume with: {hint}",
-            ) from e
-        secs = time.perf_counter() - t0
-        cpu = round(_cpu_seconds() - c0, 2)
-        stage_rec.update(status="done", seconds=round(secs, 2), cpu_seconds=cpu, finished=_now(), summary=summary)
-        atomic_write_json(out / STAGE_FILE, stage_rec)
-        log(f"{tag}: done in {secs:.1f} s")
-        entry.update(status="done", seconds=round(secs, 2), cpu_seconds=cpu, finished=stage_rec["finished"])
-        fps[spec.name] = fp
-        summaries[spec.name] = summary
-        record["stages"].append(entry)
-        atomic_write_json(rd / RUN_FILE, record)
+            self._fail(spec, rec, out, e, time.perf_counter() - t0)
+        rec.status, rec.seconds, rec.cpu_seconds = "done", round(time.perf_counter() - t0, 2), round(_cpu_seconds() - c0, 2)
+        rec.finished, rec.summary = _now(), summary if summary is not None else {}
+        rec.write(out)
+        self.log(f"{tag}: done in {rec.seconds:.1f} s")
+        self.fps[spec.name] = fp
+        self.summaries[spec.name] = rec.summary
+        self._log_stage(rec)
 
-    record.update(status="done", finished=_now(), seconds=round(time.perf_counter() - t_run, 2))
-    atomic_write_json(rd / RUN_FILE, record)
-    if write_report if write_report is not None else recipe.run.report:
-        from primer.pipeline.report import write_report as _write
+    def _fail(self, spec: StageSpec, rec: StageRecord, out: Path, e: BaseException, secs: float) -> NoReturn:
+        interrupted = isinstance(e, KeyboardInterrupt)
+        tb = traceback.format_exc()
+        (out / "error.log").write_text(tb)
+        rec.status = "interrupted" if interrupted else "failed"
+        rec.seconds, rec.error, rec.finished = round(secs, 2), f"{type(e).__name__}: {e}", _now()
+        rec.write(out)
+        self.record.status, self.record.failed_stage = rec.status, spec.name
+        self.record.finished, self.record.seconds = _now(), round(time.perf_counter() - self.t0, 2)
+        self._log_stage(rec)
+        if interrupted or not isinstance(e, Exception):
+            raise e
+        if not isinstance(e, PrimerError):
+            sys.stderr.write(tb)
+        raise StageFailed(
+            spec.name,
+            f"stage '{spec.name}' failed: {e}\n"
+            f"  (traceback in {out / 'error.log'}; finished stages are kept)\n"
+            f"  fix the cause, then resume with: {self.hint}",
+        ) from e
 
-        path = _write(rd)
-        record["report"] = str(path)
-        atomic_write_json(rd / RUN_FILE, record)
-        log(f"report: {path}")
-    return record
+    def finish(self, report: bool) -> RunRecord:
+        self.record.status, self.record.finished = "done", _now()
+        self.record.seconds = round(time.perf_counter() - self.t0, 2)
+        self.record.write(self.rd)
+        if report:
+            from primer.pipeline.report import write_report
+
+            path = write_report(self.rd)
+            self.record.report = str(path)
+            self.record.write(self.rd)
+            self.log(f"report: {path}")
+        return self.record

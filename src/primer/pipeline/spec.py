@@ -45,8 +45,10 @@ class StageSpec:
     """Names of earlier stages whose outputs this one reads (their fingerprints feed ours)."""
     config_cls: Callable[[], type]
     """Lazily returns the stage's own config dataclass (imported on demand)."""
-    execute: Callable[[Any, "StageContext"], dict]
-    """Runs the stage: (its config, context) -> a JSON-able summary for stage.json / the report."""
+    execute: Callable[[Any, "StageContext"], Any]
+    """Runs the stage: (its config, context) -> its summary for stage.json / the report."""
+    summary_cls: type | None = None
+    """The dataclass `execute` returns (`primer.pipeline.summaries`); None: a plain JSON-able dict."""
     help: str = ""
     wired: tuple[str, ...] = ()
     """Config fields the orchestrator sets (paths into the run directory); a recipe may not set them."""
@@ -66,7 +68,7 @@ class StageContext:
     out_dir: Path
     inputs: dict[str, Path]
     """Input stage name -> that stage's directory."""
-    summaries: dict[str, dict]
-    """Input stage name -> that stage's summary (what its adapter returned)."""
+    summaries: dict[str, Any]
+    """Input stage name -> that stage's summary (what its adapter returned, typed as its `summary_cls`)."""
     recipe: Any
     log: Callable[[str], None] = print
