@@ -27,7 +27,6 @@ from primer.audit import perturb as P
 from primer.audit import stats as S
 from primer.audit.result import AuditResult, Baseline, Condition, Robustness
 from primer.audit.suites import suite_for
-from primer.common.jsonl import BadInput
 from primer.common.paths import benchmark_dir
 from primer.config import to_dict
 from primer.errors import PrimerError
