@@ -64,55 +64,60 @@ def verdicts(result: AuditResult) -> list[Verdict]:
                 f"{n_mem} of {mem['n_right_orig']} items right on the original are wrong on most of their variants "
                 f"({_pct(mem['rate'])}), against {n_mir} of {n_wrong} the other way round ({_pct(mem['mirror_rate'])}); "
                 f"one-sided sign test of the excess p={_p(mem['p_excess'])} (variants pooled: {', '.join(mem['pooled'])})")))
-    con = result.contamination
-    ng = con.get("ngram")
-    if ng is not None:
-        if "skipped" in ng:
-            out.append(_not_measured("ngram", ng["skipped"]))
+    for name, measured, text in _SIGNALS:
+        r = result.contamination.get(name)
+        if r is None:
+            continue
+        if "skipped" in r or not measured(r):
+            out.append(_not_measured(name, r.get("skipped") or r.get("rule")))
         else:
-            top = max((p["overlap"] for p in ng["per_item"]), default=0.0)
-            out.append(Verdict("ngram", ng["flag"], (
-                f"{len(ng['contaminated'])}/{ng['items']} items ({_pct(ng['contaminated_fraction'])}) have >= "
-                f"{ng['threshold']:.0%} of their {ng['n']}-grams in one of {ng['corpus_docs']} corpus documents; "
-                f"{ng['any_overlap']} share at least one {ng['n']}-gram; largest overlap {_pct(top)}")))
-    mk = con.get("mink")
-    if mk is not None:
-        if "skipped" in mk or not mk.get("n"):
-            out.append(_not_measured("mink", mk.get("skipped") or mk.get("rule")))
-        else:
-            out.append(Verdict("mink", mk["flag"], (
-                f"Min-K%++ (k={mk['k']:.0%}) originals {mk['orig_mean']:.3f} vs matched perturbed copies "
-                f"({'/'.join(mk.get('perturbation', []))}) {mk['pert_mean']:.3f}: mean paired difference "
-                f"{mk['diff_mean']:+.3f} [{mk['diff_ci'][0]:+.3f}, {mk['diff_ci'][1]:+.3f}], originals higher in "
-                f"{mk['orig_higher']}/{mk['n']} pairs (sign test p={_p(mk.get('p_sign'))}), paired t-test p={_p(mk['p_value'])} "
-                f"(flag: {mk['rule']})")))
-    vb = con.get("verbatim")
-    if vb is not None:
-        if not vb.get("n"):
-            out.append(_not_measured("verbatim", vb.get("rule")))
-        else:
-            extra = ""
-            if "perturbed" in vb:
-                pv = vb["perturbed"]
-                extra = (f"; matched perturbed copies: {pv.get('near_exact', 0)}/{pv.get('n', 0)} near-exact, "
-                         f"mean ROUGE-L {pv.get('mean_rouge_l', 0):.2f}")
-            out.append(Verdict("verbatim", vb["flag"], (
-                f"greedy completion of the second half from the first: {vb['exact']}/{vb['n']} exact, "
-                f"{vb['near_exact']}/{vb['n']} near-exact ({_pct(vb['near_exact_rate'])}), mean ROUGE-L "
-                f"{vb['mean_rouge_l']:.2f}, mean edit similarity {vb['mean_edit_sim']:.2f}{extra} (flag: {vb['rule']})")))
-    pm = con.get("permutation")
-    if pm is not None:
-        if not pm.get("per_shard"):
-            out.append(_not_measured("permutation", pm.get("rule")))
-        else:
-            s0 = pm["per_shard"][0]
-            detail = (f"canonical log-likelihood {s0['canonical']:.1f} vs shuffled mean {s0['shuffled_mean']:.1f} "
-                      f"(sd {s0['shuffled_std']:.1f})" if pm["shards"] == 1 else
-                      f"mean canonical-minus-shuffled log-likelihood {pm['mean_diff']:+.2f} over {pm['shards']} shards")
-            out.append(Verdict("permutation", pm["flag"], (
-                f"{pm['n']} items in canonical order vs {pm['permutations']} shuffled orders: {detail}; "
-                f"p={_p(pm['p_value'])} ({pm['test']}; flag: {pm['rule']})")))
+            out.append(Verdict(name, r["flag"], text(r)))
     return out
+
+
+def _ngram_text(ng: dict[str, Any]) -> str:
+    top = max((p["overlap"] for p in ng["per_item"]), default=0.0)
+    return (f"{len(ng['contaminated'])}/{ng['items']} items ({_pct(ng['contaminated_fraction'])}) have >= "
+            f"{ng['threshold']:.0%} of their {ng['n']}-grams in one of {ng['corpus_docs']} corpus documents; "
+            f"{ng['any_overlap']} share at least one {ng['n']}-gram; largest overlap {_pct(top)}")
+
+
+def _mink_text(mk: dict[str, Any]) -> str:
+    return (f"Min-K%++ (k={mk['k']:.0%}) originals {mk['orig_mean']:.3f} vs matched perturbed copies "
+            f"({'/'.join(mk.get('perturbation', []))}) {mk['pert_mean']:.3f}: mean paired difference "
+            f"{mk['diff_mean']:+.3f} [{mk['diff_ci'][0]:+.3f}, {mk['diff_ci'][1]:+.3f}], originals higher in "
+            f"{mk['orig_higher']}/{mk['n']} pairs (sign test p={_p(mk.get('p_sign'))}), paired t-test "
+            f"p={_p(mk['p_value'])} (flag: {mk['rule']})")
+
+
+def _verbatim_text(vb: dict[str, Any]) -> str:
+    extra = ""
+    if "perturbed" in vb:
+        pv = vb["perturbed"]
+        extra = (f"; matched perturbed copies: {pv.get('near_exact', 0)}/{pv.get('n', 0)} near-exact, "
+                 f"mean ROUGE-L {pv.get('mean_rouge_l', 0):.2f}")
+    return (f"greedy completion of the second half from the first: {vb['exact']}/{vb['n']} exact, "
+            f"{vb['near_exact']}/{vb['n']} near-exact ({_pct(vb['near_exact_rate'])}), mean ROUGE-L "
+            f"{vb['mean_rouge_l']:.2f}, mean edit similarity {vb['mean_edit_sim']:.2f}{extra} (flag: {vb['rule']})")
+
+
+def _permutation_text(pm: dict[str, Any]) -> str:
+    s0 = pm["per_shard"][0]
+    detail = (f"canonical log-likelihood {s0['canonical']:.1f} vs shuffled mean {s0['shuffled_mean']:.1f} "
+              f"(sd {s0['shuffled_std']:.1f})" if pm["shards"] == 1 else
+              f"mean canonical-minus-shuffled log-likelihood {pm['mean_diff']:+.2f} over {pm['shards']} shards")
+    return (f"{pm['n']} items in canonical order vs {pm['permutations']} shuffled orders: {detail}; "
+            f"p={_p(pm['p_value'])} ({pm['test']}; flag: {pm['rule']})")
+
+
+# Each contamination signal: whether it saw data to measure (else its verdict is "not measured: <rule>"),
+# and the words of its verdict.
+_SIGNALS = (
+    ("ngram", lambda r: True, _ngram_text),
+    ("mink", lambda r: r.get("n"), _mink_text),
+    ("verbatim", lambda r: r.get("n"), _verbatim_text),
+    ("permutation", lambda r: r.get("per_shard"), _permutation_text),
+)
 
 
 def table(result: AuditResult) -> str:

@@ -89,13 +89,17 @@ def _lines(text: str) -> list[str]:
     return [ln.strip() for ln in text.split("\n") if ln.strip()]
 
 
-class GopherQualityFilter(Filter):
-    """Gopher's quality rules plus primer's digit fraction."""
-
-    name = "gopher_quality"
+class HeuristicFilter(Filter):
+    """A filter whose thresholds are a `HeuristicConfig` (the defaults unless one is given)."""
 
     def __init__(self, cfg: HeuristicConfig | None = None):
         self.cfg = cfg or HeuristicConfig()
+
+
+class GopherQualityFilter(HeuristicFilter):
+    """Gopher's quality rules plus primer's digit fraction."""
+
+    name = "gopher_quality"
 
     def check(self, doc: Document) -> bool | str:
         c = self.cfg
@@ -187,13 +191,10 @@ def _ngram_char_counts(ids: np.ndarray, lens: np.ndarray, n: int) -> tuple[int, 
     return top, dup
 
 
-class RepetitionFilter(Filter):
+class RepetitionFilter(HeuristicFilter):
     """Gopher's repetition rules: duplicate lines/paragraphs and repeated n-grams."""
 
     name = "gopher_repetition"
-
-    def __init__(self, cfg: HeuristicConfig | None = None):
-        self.cfg = cfg or HeuristicConfig()
 
     def check(self, doc: Document) -> bool | str:
         c = self.cfg
@@ -226,13 +227,10 @@ class RepetitionFilter(Filter):
         return True
 
 
-class BoilerplateFilter(Filter):
+class BoilerplateFilter(HeuristicFilter):
     """C4's lorem-ipsum rule and a cap on the fraction of boilerplate lines."""
 
     name = "boilerplate"
-
-    def __init__(self, cfg: HeuristicConfig | None = None):
-        self.cfg = cfg or HeuristicConfig()
 
     def check(self, doc: Document) -> bool | str:
         low = doc.text.lower()
@@ -246,13 +244,10 @@ class BoilerplateFilter(Filter):
         return True
 
 
-class LineStructureFilter(Filter):
+class LineStructureFilter(HeuristicFilter):
     """FineWeb's line rules: enough lines end like sentences; not mostly short lines (menus, lists)."""
 
     name = "fineweb_lines"
-
-    def __init__(self, cfg: HeuristicConfig | None = None):
-        self.cfg = cfg or HeuristicConfig()
 
     def check(self, doc: Document) -> bool | str:
         lines = _lines(doc.text)

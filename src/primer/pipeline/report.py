@@ -16,13 +16,14 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from primer.common.jsonl import BadInput
 from primer.errors import PrimerError
 from primer.pipeline.records import RunRecord, StageRecord, read_run, read_stage
 from primer.pipeline.stages import STAGES
-from primer.pipeline.summaries import Curve, Gap, read_summary
+from primer.pipeline.summaries import (AuditSummary, CurateSummary, Curve, EvalSummary, Gap, SynthSummary,
+                                       TokenizeSummary, TrainSummary, read_summary)
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -247,6 +248,16 @@ def _summary(stages: dict[str, StageRecord], name: str) -> tuple[Any, str]:
         return None, f'<div class="failed">stage <b>{esc(name)}</b>: summary unreadable: {esc(e)}</div>'
 
 
+def stage_section(stages: dict[str, StageRecord], name: str, body: Callable[[Any], str]) -> str:
+    """`body` of the stage's summary, or the box that says why the stage has none."""
+    s, why = _summary(stages, name)
+    return why if s is None else body(s)
+
+
+def grid(plots: list[str]) -> str:
+    return '<div class="grid">' + "".join(f"<div>{p}</div>" for p in plots) + "</div>"
+
+
 def bad_input(stage: str, bad: BadInput) -> str:
     """The input lines a stage could not use, named (never skipped without a word)."""
     if not bad.count:
@@ -287,10 +298,7 @@ def section_overview(run: RunRecord | None, stages: dict[str, StageRecord]) -> s
     return "\n".join(out)
 
 
-def section_synth(stages: dict[str, StageRecord]) -> str:
-    s, why = _summary(stages, "synth")
-    if s is None:
-        return why
+def section_synth(s: SynthSummary) -> str:
     out = [kv_table({
         "teacher": s.teacher, "documents written": s.documents, "tokens": s.tokens, "tokens/s": s.tokens_per_s,
         "near-duplicate rate": s.near_dup_rate, "distinct n-gram ratio": s.distinct_ngram_ratio,
@@ -302,17 +310,11 @@ def section_synth(stages: dict[str, StageRecord]) -> str:
         plots.append(barh(s.by_format, "Documents per format"))
     if s.by_audience:
         plots.append(barh(s.by_audience, "Documents per audience"))
-    if plots:
-        out.append('<div class="grid">' + "".join(f"<div>{p}</div>" for p in plots) + "</div>")
-    else:
-        out.append('<p class="muted">no document was rejected.</p>')
+    out.append(grid(plots) if plots else '<p class="muted">no document was rejected.</p>')
     return "\n".join(out)
 
 
-def section_curate(stages: dict[str, StageRecord]) -> str:
-    c, why = _summary(stages, "curate")
-    if c is None:
-        return why
+def section_curate(c: CurateSummary) -> str:
     out = []
     if c.sources:
         out.append(table(["source", "documents in", "kept"], [[k, v.read, v.kept] for k, v in c.sources.items()]))
@@ -332,7 +334,7 @@ def section_curate(stages: dict[str, StageRecord]) -> str:
     if c.edu_scores:
         plots.append(histogram(c.edu_scores, "Educational-value score", c.edu_threshold))
     if plots:
-        out.append('<div class="grid">' + "".join(f"<div>{p}</div>" for p in plots) + "</div>")
+        out.append(grid(plots))
     if not c.edu_scores:
         out.append('<p class="muted">educational-value filter off (no <code>[curate] scorer</code>; train one with '
                    '<code>primer curate annotate</code> + <code>train-scorer</code>): no score histogram.</p>')
@@ -358,10 +360,7 @@ def section_samples_docs(stages: dict[str, StageRecord]) -> str:
     return "\n".join(out) or '<div class="missing">no sample documents (synth/curate not run).</div>'
 
 
-def section_tokenize(stages: dict[str, StageRecord]) -> str:
-    t, why = _summary(stages, "tokenize")
-    if t is None:
-        return why
+def section_tokenize(t: TokenizeSummary) -> str:
     return kv_table({
         "tokenizer": t.tokenizer, "vocab size": t.vocab_size, "train documents": t.train_documents,
         "train tokens": t.train_tokens, "val documents": t.val_documents, "val tokens": t.val_tokens,
@@ -371,17 +370,14 @@ def section_tokenize(stages: dict[str, StageRecord]) -> str:
 
 def section_data(stages: dict[str, StageRecord]) -> str:
     return "\n".join([
-        "<h3>Synthetic textbooks (synth)</h3>", section_synth(stages),
-        "<h3>Curation (curate)</h3>", section_curate(stages),
+        "<h3>Synthetic textbooks (synth)</h3>", stage_section(stages, "synth", section_synth),
+        "<h3>Curation (curate)</h3>", stage_section(stages, "curate", section_curate),
         "<h3>Sample documents</h3>", section_samples_docs(stages),
-        "<h3>Tokenization (tokenize)</h3>", section_tokenize(stages),
+        "<h3>Tokenization (tokenize)</h3>", stage_section(stages, "tokenize", section_tokenize),
     ])
 
 
-def section_train(stages: dict[str, StageRecord]) -> str:
-    s, why = _summary(stages, "train")
-    if s is None:
-        return why
+def section_train(s: TrainSummary) -> str:
     out = [kv_table({
         "model shape": s.shape, "parameters": s.params, "steps": s.steps, "tokens seen": s.tokens,
         "tokens/s": s.tokens_per_s, "final train loss": s.final_train_loss,
@@ -394,10 +390,7 @@ def section_train(stages: dict[str, StageRecord]) -> str:
     return "\n".join(out)
 
 
-def section_eval(stages: dict[str, StageRecord]) -> str:
-    s, why = _summary(stages, "eval")
-    if s is None:
-        return why
+def section_eval(s: EvalSummary) -> str:
     if s.skipped:
         return f'<div class="missing">benchmarks skipped: {esc(s.skipped)}</div>'
     if not s.tasks:
@@ -424,10 +417,7 @@ def section_eval(stages: dict[str, StageRecord]) -> str:
     return "\n".join(out)
 
 
-def section_audit(stages: dict[str, StageRecord]) -> str:
-    s, why = _summary(stages, "audit")
-    if s is None:
-        return why
+def section_audit(s: AuditSummary) -> str:
     if s.skipped:
         return f'<div class="missing">audit skipped: {esc(s.skipped)}</div>'
     out = [bad_input("audit", s.bad_input)]
@@ -542,9 +532,9 @@ def render(run_dir: str | Path) -> str:
         f'<div class="failed">{esc(run_error)}</div>' if run_error else "",
         "<h2>Stages and time</h2>", section_overview(run, stages),
         "<h2>Data</h2>", section_data(stages),
-        "<h2>Training</h2>", section_train(stages),
-        "<h2>Benchmarks</h2>", section_eval(stages),
-        "<h2>Audit</h2>", section_audit(stages),
+        "<h2>Training</h2>", stage_section(stages, "train", section_train),
+        "<h2>Benchmarks</h2>", stage_section(stages, "eval", section_eval),
+        "<h2>Audit</h2>", stage_section(stages, "audit", section_audit),
         "<h2>Generation samples</h2>", section_samples(stages),
         "<h2>Recipe</h2>", section_recipe(run),
         "<h2>Hardware and software</h2>", section_env(run),

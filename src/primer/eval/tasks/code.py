@@ -9,6 +9,7 @@ the unbiased pass@k is reported for each k <= n in (1, 10, 100).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from primer.eval import metrics as M
@@ -28,6 +29,15 @@ def score_programs(programs: list[str], timeout: float) -> dict[str, float]:
     return out
 
 
+def tests_pass(program: Callable[[Doc, str], str], timeout: float = 10.0) -> Callable[[Doc, list[str]], dict[str, float]]:
+    """A task's scorer: each completion made into a program with the task's tests (`program`), run in the sandbox."""
+
+    def score(doc: Doc, responses: list[str]) -> dict[str, float]:
+        return score_programs([program(doc, r) for r in responses], timeout=timeout)
+
+    return score
+
+
 # -- HumanEval ----------------------------------------------------------------------------------
 HUMANEVAL_FILE = "humaneval/HumanEval.jsonl"
 
@@ -41,10 +51,6 @@ def humaneval_program(doc: Doc, completion: str) -> str:
     return doc["prompt"] + completion + "\n" + doc["test"] + "\n" + f"check({doc['entry_point']})\n"
 
 
-def score_humaneval(doc: Doc, responses: list[str]) -> dict[str, float]:
-    return score_programs([humaneval_program(doc, r) for r in responses], timeout=10.0)
-
-
 HUMANEVAL = Task(
     name="humaneval", version="1.0", kind="generate", files=(HUMANEVAL_FILE,),
     layout=f"{HUMANEVAL_FILE} (JSON lines with task_id, prompt, entry_point, canonical_solution, test)",
@@ -55,7 +61,7 @@ HUMANEVAL = Task(
     decontam=lambda d: d["prompt"],
     metrics=("pass@1",),
     until=("\nclass", "\ndef", "\n#", "\nif", "\nprint"), max_tokens=512, pass_at_k=True,
-    score=score_humaneval,
+    score=tests_pass(humaneval_program),
     hf=("openai/openai_humaneval", None, "test"),
     notes="lm-eval's humaneval; max_tokens 512 (lm-eval: 1024); tests run in primer's sandbox",
 )
@@ -100,10 +106,6 @@ def mbpp_program(doc: Doc, completion: str) -> str:
     return completion + "\n" + (doc.get("test_setup_code") or "") + "\n" + "\n".join(doc["test_list"]) + "\n"
 
 
-def score_mbpp(doc: Doc, responses: list[str]) -> dict[str, float]:
-    return score_programs([mbpp_program(doc, r) for r in responses], timeout=10.0)
-
-
 MBPP = Task(
     name="mbpp", version="1.0", kind="generate", files=(MBPP_FILE,),
     layout=f"{MBPP_FILE} (JSON lines with text, code, task_id, test_setup_code, test_list)",
@@ -117,7 +119,7 @@ MBPP = Task(
     decontam=lambda d: d["text"],
     metrics=("pass@1",),
     until=("[DONE]",), max_tokens=512, pass_at_k=True,
-    score=score_mbpp,
+    score=tests_pass(mbpp_program),
     hf=("google-research-datasets/mbpp", "full", "test"),
     notes="lm-eval's mbpp (3-shot, tasks 2-4); tests run in primer's sandbox",
 )
