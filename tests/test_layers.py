@@ -16,16 +16,18 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
+# Packages marked "planned" do not exist yet; their place is decided here so a new verb lands in it.
 LAYERS: list[tuple[str, ...]] = [
     ("primer", "primer.errors"),                  # the version string and the one error type
     ("primer.config", "primer.common"),           # dataclass configs; JSONL, locks, provenance, data paths
-    ("primer.model",),                            # the decoder, its tokenizer, generation, fast decode
-    ("primer.weights",),                          # every external format <-> the model (GGUF, HF, checkpoints)
-    ("primer.teachers", "primer.tokens"),         # teacher API and backends; `primer tokenize`
-    ("primer.synth", "primer.train", "primer.eval"),  # the verbs that need only the layers below
-    ("primer.curate",),                           # decontaminates against eval's tasks, annotates with teachers
+    ("primer.model", "primer.benchmarks"),        # the decoder, tokenizer, generation; `primer data` (planned)
+    ("primer.weights",),                          # every external format <-> the model; weights.export (planned)
+    ("primer.teachers", "primer.tokens", "primer.index"),  # teachers; `primer tokenize`; retrieval (planned)
+    ("primer.synth", "primer.train", "primer.eval", "primer.serve"),  # verbs on the layers below; serve (planned)
+    ("primer.curate", "primer.tune"),             # curate uses eval's tasks and teachers; tune, SFT/DPO (planned)
     ("primer.audit",),                            # eval's tasks and models, curate's n-gram index
     ("primer.pipeline",),                         # `primer run` / `primer report` over every stage
+    ("primer.publish",),                          # reads run directories (planned)
     ("primer.cli", "primer.__main__"),            # thin leaves, one per verb
 ]
 
