@@ -5,8 +5,9 @@ directory (the previous stage's output in, `RUN_DIR/<stage>/` out), calls the st
 function, and turns the typed result that came back into the stage's summary for `primer report`
 (a `primer.pipeline.summaries` dataclass: counts, curves, tables, a few samples, and the input
 lines it could not read, counted and named). Every file it reads back goes through
-`primer.common.jsonl`, so a malformed line is never skipped silently. All the work lives in the stage modules; the orchestration (fingerprints,
-caching, failure handling) lives in `primer.pipeline.runner`.
+`primer.common.jsonl`, so a malformed line is never skipped silently. All the work lives in the
+stage modules; the orchestration (fingerprints, caching, failure handling) lives in
+`primer.pipeline.runner`.
 
 Fields an adapter sets are listed in each spec's `wired`; a recipe that sets one gets an error saying the run
 directory decides it, so a recipe never points a stage at a stale or foreign directory.
