@@ -16,6 +16,10 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
     p.add_argument("--seed", type=int, default=1234, help="seed for few-shot draws and sampling")
     p.add_argument("--cache", default=None, help="sqlite answer cache (default ~/.cache/primer/eval-cache.sqlite; 'none' = off)")
+    p.add_argument("--chat", action="store_true",
+                   help="generative tasks: send each prompt as one user turn through the model's chat template")
+    p.add_argument("--max-gen-tokens", type=int, default=None,
+                   help="cap every generative task's token budget (shorter runs; changes scores, recorded in the JSON)")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
     p.add_argument("--max-length", type=int, default=2048, help="context window used for scoring, in tokens")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
@@ -46,6 +50,7 @@ def run(args) -> int:
         tasks=[t for t in args.tasks.split(",") if t.strip()], shots=args.shots, limit=args.limit,
         data_dir=Path(data_dir) if data_dir else None, samples=args.samples, temperature=args.temperature,
         seed=args.seed, log_samples=args.log_samples, cache=Path(args.cache) if args.cache else None,
+        chat=args.chat, max_gen_tokens=args.max_gen_tokens,
     )
     if args.threads:
         torch.set_num_threads(args.threads)

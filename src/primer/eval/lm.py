@@ -197,6 +197,10 @@ class PrimerLM:
         return out
 
     # -- generation ------------------------------------------------------------------------------
+    def chat_prompt(self, messages: list[dict]) -> str:
+        """`messages` rendered with the model's chat template and the assistant's generation prompt."""
+        return self.tok.apply_chat_template(messages, add_generation_prompt=True)
+
     def generate(self, prompts: Sequence[str], stop: Sequence[str] = (), max_tokens: int = 256,
                  temperature: float = 0.0, seed: int = 0) -> list[str]:
         """Batched greedy or sampled decoding (`primer.model.generate`, the exact fp32 path the scores use);
@@ -204,7 +208,10 @@ class PrimerLM:
         from primer.model.generate import generate  # noqa: PLC0415
 
         budget = max(1, self.max_length - max_tokens)
-        enc = [self.tok.encode(p)[-budget:] or [self.prefix_token_id] for p in prompts]
+        bos = getattr(self.tok, "bos_token", None)
+        # a rendered chat prompt that already begins with the BOS text gets no second BOS
+        enc = [self.tok.encode(p, add_special_tokens=not (bos and p.startswith(bos)))[-budget:] or [self.prefix_token_id]
+               for p in prompts]
         res = generate((self.model, self.tok), enc, max_new_tokens=max_tokens, temperature=temperature,
                        stop=stop, seed=seed, batch_size=self.batch_size, fast=False)
         return [r.text for r in res]

@@ -50,6 +50,11 @@ class EvalConfig:
     """Keep per-document records (prompt, targets, responses, scores) in the results JSON."""
     cache: Path | None = None
     """sqlite cache of model answers (default: ~/.cache/primer/eval-cache.sqlite); 'none' disables."""
+    chat: bool = False
+    """Generative tasks: send each prompt (few-shot examples included) as one user turn through the model's chat
+    template, as lm-eval's --apply_chat_template does; IFEval and XSTest always do."""
+    max_gen_tokens: int | None = None
+    """Cap every generative task's token budget (a shorter CPU run; it changes scores, so it is recorded)."""
 
 
 class Cache:
@@ -92,8 +97,10 @@ class Cache:
 
 
 # -- requests per document ------------------------------------------------------------------------
-def build_requests(task: Task, doc: dict, prefix: str, cfg: EvalConfig) -> tuple[str, list]:
-    """(kind, requests) for one document; kind is the LM method that answers them."""
+def build_requests(task: Task, doc: dict, prefix: str, cfg: EvalConfig, lm=None) -> tuple[str, list]:
+    """(kind, requests) for one document; kind is the LM method that answers them.
+
+    A chat prompt is rendered here, with `lm.chat_prompt`, so the cache key is the exact text sent."""
     if task.kind == "multiple_choice":
         choices = task.doc_to_choice(doc)
         if task.multiple_input:
@@ -108,7 +115,12 @@ def build_requests(task: Task, doc: dict, prefix: str, cfg: EvalConfig) -> tuple
     n = max(1, cfg.samples) if task.pass_at_k else 1
     temp = cfg.temperature if n > 1 or cfg.temperature > 0 else 0.0
     prompt = prefix + task.doc_to_text(doc)
-    return "generate", [[prompt, list(task.until), task.max_tokens, temp, cfg.seed + s] for s in range(n)]
+    if task.chat or cfg.chat:
+        if lm is None or not hasattr(lm, "chat_prompt"):
+            raise PrimerError(f"task {task.name} is a chat task; the model interface has no chat template renderer")
+        prompt = lm.chat_prompt([{"role": "user", "content": prompt}])
+    budget = min(task.max_tokens, cfg.max_gen_tokens) if cfg.max_gen_tokens else task.max_tokens
+    return "generate", [[prompt, list(task.until), budget, temp, cfg.seed + s] for s in range(n)]
 
 
 def answer(lm, kind: str, reqs: list) -> list:
@@ -148,10 +160,13 @@ def score_doc(task: Task, doc: dict, resps: list) -> dict[str, Any]:
 
 def aggregate(task: Task, scores: list[dict[str, Any]]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
-    names = [k for k in scores[0] if not k.startswith("_")] if scores else []
+    # every metric any document reported (XSTest reports each prompt type on its own documents only)
+    names = [k for k in dict.fromkeys(k for s in scores for k in s) if not k.startswith("_")]
     for name in names:
         xs = [s[name] for s in scores if name in s]
-        if name == "perplexity":
+        if name in task.aggregations:
+            out.update({name + suffix: v for suffix, v in task.aggregations[name](xs).items()})
+        elif name == "perplexity":
             out[name] = M.perplexity(xs)
             out[name + "_stderr"] = M.bootstrap_stderr(M.perplexity, xs, iters=100)
         elif name in ("word_perplexity", "byte_perplexity"):
@@ -275,7 +290,7 @@ def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> EvalResult:
         built = []
         for doc in docs:
             prefix = task.fewshot_prefix(doc, shots, pool, rnd) if (shots > 0 or task.description) else ""
-            built.append(build_requests(task, doc, prefix, cfg))
+            built.append(build_requests(task, doc, prefix, cfg, lm))
         t0 = time.perf_counter()
         scores, resps, computed = score_docs(lm, task, docs, built, cache, progress=progress)
         secs = time.perf_counter() - t0

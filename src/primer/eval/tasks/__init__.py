@@ -15,13 +15,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from primer.errors import PrimerError
-from primer.eval.tasks import arc, code, commonsense, gsm8k, language, mmlu, reading
+from primer.eval.tasks import arc, code, commonsense, gsm8k, instruct, language, mmlu, reading
 from primer.eval.tasks.core import Doc, Task
 
 __all__ = ["Doc", "Task", "GROUPS", "get_task", "list_tasks", "expand", "iter_decontam_texts"]
 
 _REGISTRY: dict[str, Task] = {}
-for _mod in (commonsense, arc, reading, mmlu, language, gsm8k, code):
+for _mod in (commonsense, arc, reading, mmlu, language, gsm8k, code, instruct):
     for _t in _mod.TASKS:
         if _t.name in _REGISTRY:
             raise RuntimeError(f"duplicate task name {_t.name}")

@@ -88,6 +88,11 @@ class Task:
     """Where this entry differs from lm-eval and why (shown in results JSON)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Task-specific settings (e.g. n samples and k for pass@k)."""
+    chat: bool = False
+    """Generative tasks: send the prompt as one user turn through the model's chat template (IFEval, XSTest)."""
+    aggregations: dict[str, Callable[[list], dict[str, float]]] = field(default_factory=dict)
+    """Metric name -> (per-document values -> {suffix: number}), suffix "" the value, "_stderr" its error, and
+    any others (e.g. "_ci_low"); metrics not named here are means with lm-eval's mean_stderr."""
 
     # -- data ---------------------------------------------------------------------------------
     def docs(self, data_dir: Path | str | None, split: str | None = None) -> list[Doc]:
