@@ -16,31 +16,15 @@ from primer.model.transformer import SHAPES, ModelConfig
 
 
 @dataclass
-class TrainConfig:
-    """`primer train`: pretrain a decoder on token shards."""
+class LoopConfig:
+    """The training loop's knobs, shared by `primer train` (pretraining) and `primer tune` (SFT, DPO)."""
 
-    data: str = "runs/tokens"
-    """Token directory written by `primer tokenize` (tokens.json, tokenizer, .bin shards)."""
-    out_dir: str = "runs/train"
-    """Run directory: metrics.jsonl, config.json, checkpoints/, samples.txt."""
-    model: str = "debug"
-    """Model shape from the registry (primer.model.transformer.SHAPES), e.g. debug, tiny-8m, phi-1.5."""
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    """Shape fields to change, e.g. {n_layer = 2} in TOML, or n_layer=2,n_embd=128 on the command line."""
-    vocab_size: int | None = None
-    """Embedding rows; None: the tokenizer's vocabulary rounded up to a multiple of 64."""
-    init_from: str | None = None
-    """Start from the weights of this primer checkpoint directory instead of a random init."""
-    seq_len: int | None = None
-    """Tokens per training sequence; None: the shape's context length (block_size)."""
     batch_size: int = 8
     """Sequences per optimizer step over all processes (the global batch)."""
     micro_batch_size: int | None = None
     """Sequences per forward/backward in each process; None: batch_size / processes (no accumulation)."""
     max_steps: int = 100
     """Optimizer steps to train for."""
-    max_tokens: int | None = None
-    """Train for this many tokens instead: max_steps = ceil(max_tokens / (batch_size x seq_len))."""
     lr: float = 3e-4
     """Peak learning rate."""
     schedule: Literal["constant", "cosine", "wsd"] = "cosine"
@@ -77,8 +61,6 @@ class TrainConfig:
     """Seed of the initial weights and the data order."""
     eval_every: int = 100
     """Compute the validation loss every N steps (and at the end); 0: only at the end."""
-    eval_batches: int = 8
-    """Validation batches (of batch_size sequences) per evaluation; fewer when the split is smaller."""
     log_every: int = 10
     """Write a metrics line (loss, lr, tokens/s, MFU) every N steps."""
     save_every: int = 500
@@ -87,23 +69,13 @@ class TrainConfig:
     """Keep the last N checkpoints, deleting older ones."""
     resume: bool = True
     """Continue from the latest checkpoint in out_dir when there is one."""
-    samples: int = 0
-    """After training, write this many samples (each started from <|endoftext|>) to out_dir/samples.txt."""
-    sample_tokens: int = 200
-    """Maximum new tokens per sample."""
-    sample_temperature: float = 0.8
-    """Sampling temperature of those samples."""
-    sample_top_k: int = 50
-    """Sample among the k most likely tokens (0: all)."""
     progress: bool = True
     """Show a progress bar (main process only)."""
     peak_tflops: float | None = None
     """Device peak TFLOP/s for MFU; None: a table for GPUs, cores x clock x SIMD width for CPUs."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.model_overrides, str):
-            self.model_overrides = parse_overrides(self.model_overrides)
-        for name in ("batch_size", "max_steps", "log_every", "keep_checkpoints", "eval_batches"):
+        for name in ("batch_size", "max_steps", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise PrimerError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
@@ -112,6 +84,45 @@ class TrainConfig:
             raise PrimerError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.decay_fraction <= 1:
             raise PrimerError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """`primer train`: pretrain a decoder on token shards."""
+
+    data: str = "runs/tokens"
+    """Token directory written by `primer tokenize` (tokens.json, tokenizer, .bin shards)."""
+    out_dir: str = "runs/train"
+    """Run directory: metrics.jsonl, config.json, checkpoints/, samples.txt."""
+    model: str = "debug"
+    """Model shape from the registry (primer.model.transformer.SHAPES), e.g. debug, tiny-8m, phi-1.5."""
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    """Shape fields to change, e.g. {n_layer = 2} in TOML, or n_layer=2,n_embd=128 on the command line."""
+    vocab_size: int | None = None
+    """Embedding rows; None: the tokenizer's vocabulary rounded up to a multiple of 64."""
+    init_from: str | None = None
+    """Start from the weights of this primer checkpoint directory instead of a random init."""
+    seq_len: int | None = None
+    """Tokens per training sequence; None: the shape's context length (block_size)."""
+    max_tokens: int | None = None
+    """Train for this many tokens instead: max_steps = ceil(max_tokens / (batch_size x seq_len))."""
+    eval_batches: int = 8
+    """Validation batches (of batch_size sequences) per evaluation; fewer when the split is smaller."""
+    samples: int = 0
+    """After training, write this many samples (each started from <|endoftext|>) to out_dir/samples.txt."""
+    sample_tokens: int = 200
+    """Maximum new tokens per sample."""
+    sample_temperature: float = 0.8
+    """Sampling temperature of those samples."""
+    sample_top_k: int = 50
+    """Sample among the k most likely tokens (0: all)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model_overrides, str):
+            self.model_overrides = parse_overrides(self.model_overrides)
+        super().__post_init__()
+        if self.eval_batches < 1:
+            raise PrimerError(f"eval_batches must be at least 1, got {self.eval_batches}")
 
 
 def parse_overrides(text: str) -> dict[str, Any]:

@@ -113,7 +113,11 @@ def keep_freed_memory() -> bool:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, dist: Dist):
+    """The loop. Pretraining is this class; `primer tune` subclasses it and overrides the hooks below
+    (data, model, loss, checkpoint weights), so SFT and DPO share its steps, accumulation, clipping,
+    precision, metrics, progress, checkpoints, exact resume and torchrun layouts."""
+
+    def __init__(self, cfg, dist: Dist):
         self.cfg, self.dist = cfg, dist
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -121,10 +125,6 @@ class Trainer:
         if dev.type == "cpu":
             keep_freed_memory()
         self.device = dev
-        self.data = TokenDataset(cfg.data)
-        self.tokenizer = self.data.tokenizer()
-        self.mcfg = build_model_config(cfg, self.data.vocab_size)
-        self.seq_len = cfg.seq_len or self.mcfg.block_size
         W = dist.world_size
         if cfg.batch_size % W:
             raise PrimerError(f"batch_size {cfg.batch_size} does not split over {W} processes")
@@ -133,10 +133,6 @@ class Trainer:
         if per_rank % self.micro:
             raise PrimerError(f"{per_rank} sequences per process do not split into micro-batches of {self.micro}")
         self.accum = per_rank // self.micro
-        tokens_per_step = cfg.batch_size * self.seq_len
-        self.max_steps = math.ceil(cfg.max_tokens / tokens_per_step) if cfg.max_tokens else cfg.max_steps
-        self.tokens_per_step = tokens_per_step
-
         if cfg.dtype == "auto":
             bf16_ok = dev.type == "cuda" and torch.cuda.is_bf16_supported()
             self.dtype = torch.bfloat16 if bf16_ok else torch.float32
@@ -145,24 +141,12 @@ class Trainer:
         if dev.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-
-        self.batches = TrainBatches(self.data, seq_len=self.seq_len, batch_size=cfg.batch_size,
-                                    micro_batch_size=self.micro, rank=dist.rank, world_size=W, seed=cfg.seed)
-        # No held-out split (val_fraction = 0 at tokenize time): train without validation.
-        self.val = ValBatches(self.data, seq_len=self.seq_len, micro_batch_size=self.micro,
-                              max_windows=cfg.eval_batches * cfg.batch_size, rank=dist.rank,
-                              world_size=W) if self.data.num_tokens("val") else None
-
+        self.resume_from = latest_checkpoint(cfg.out_dir) if cfg.resume else None
+        self.setup_data()  # tokenizer, seq_len, batches, val, max_steps, tokens_per_step
         torch.manual_seed(cfg.seed)
-        with torch.device(dev):
-            model = Transformer(self.mcfg)
+        model = self.build_model()  # the module to train (its Transformer at self.mcfg's shape)
         model.gradient_checkpointing = cfg.activation_checkpointing
         self.model = model
-        self.resume_from = latest_checkpoint(cfg.out_dir) if cfg.resume else None
-        if self.resume_from is None and cfg.init_from:
-            self._check_tokenizer(Path(cfg.init_from))
-            sd = load_weights(Path(cfg.init_from), self.mcfg, "init_from checkpoint")
-            model.load_state_dict(sd)
         compute = self.dtype if self.dtype != torch.float32 else None
         self.wrapped, autocast = dist.wrap(model, compute_dtype=compute, compile=cfg.compile)
         self.autocast = (
@@ -181,11 +165,73 @@ class Trainer:
         self.flops_per_token = flops_per_token(self.mcfg, self.seq_len)
         self.peak = device_peak_flops(dev, self.dtype, cfg.peak_tflops) * W
         self.step = 0
+        self.tokens_seen = 0
         self.val_curve: list[tuple[int, float]] = []
         self.loss_curve: list[tuple[int, float]] = []
         self.speeds: list[tuple[bool, float]] = []
         if self.resume_from is not None:
             self._load(self.resume_from)
+
+    # ------------------------------------------------------------------------------ hooks (pretraining)
+
+    def setup_data(self) -> None:
+        """Token shards -> self.tokenizer, mcfg, seq_len, batches, val, max_steps, tokens_per_step."""
+        cfg, dist = self.cfg, self.dist
+        self.data = TokenDataset(cfg.data)
+        self.tokenizer = self.data.tokenizer()
+        self.mcfg = build_model_config(cfg, self.data.vocab_size)
+        self.seq_len = cfg.seq_len or self.mcfg.block_size
+        W = dist.world_size
+        tokens_per_step = cfg.batch_size * self.seq_len
+        self.max_steps = math.ceil(cfg.max_tokens / tokens_per_step) if cfg.max_tokens else cfg.max_steps
+        self.tokens_per_step = tokens_per_step
+        self.batches = TrainBatches(self.data, seq_len=self.seq_len, batch_size=cfg.batch_size,
+                                    micro_batch_size=self.micro, rank=dist.rank, world_size=W, seed=cfg.seed)
+        # No held-out split (val_fraction = 0 at tokenize time): train without validation.
+        self.val = ValBatches(self.data, seq_len=self.seq_len, micro_batch_size=self.micro,
+                              max_windows=cfg.eval_batches * cfg.batch_size, rank=dist.rank,
+                              world_size=W) if self.data.num_tokens("val") else None
+
+    def build_model(self) -> torch.nn.Module:
+        """A random init of the shape (or init_from's weights); a resumed run loads its checkpoint later."""
+        with torch.device(self.device):
+            model = Transformer(self.mcfg)
+        if self.resume_from is None and self.cfg.init_from:
+            self._check_tokenizer(Path(self.cfg.init_from))
+            model.load_state_dict(load_weights(Path(self.cfg.init_from), self.mcfg, "init_from checkpoint"))
+        return model
+
+    def forward_loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(this micro-batch's share of the step loss, its shares of extra step metrics)."""
+        x, y = batch
+        nonblock = self.device.type == "cuda"
+        with self.autocast:
+            _, loss = self.wrapped(x.to(self.device, non_blocking=nonblock), y.to(self.device, non_blocking=nonblock))
+        return loss / self.accum, {}
+
+    def step_tokens(self, micro: list) -> int:
+        """Tokens this process trained on in one step (throughput; all processes are summed)."""
+        return self.tokens_per_step // self.dist.world_size
+
+    def check_resume(self, ckpt: Path, state: dict) -> None:
+        self._check_tokenizer(ckpt)
+        if state.get("batch_size") != self.cfg.batch_size or state.get("seq_len") != self.seq_len:
+            raise PrimerError(
+                f"{ckpt} was trained with batch_size {state.get('batch_size')} x seq_len {state.get('seq_len')}; "
+                f"resuming with {self.cfg.batch_size} x {self.seq_len} would change the data order. "
+                f"Keep them, or start a new out_dir (or pass --no-resume)"
+            )
+
+    def resume_weights(self, ckpt: Path, state: dict) -> dict[str, torch.Tensor]:
+        """The full state dict of `self.model` to resume from (pretraining: the checkpoint's weights)."""
+        return load_weights(ckpt, self.mcfg, "checkpoint")
+
+    def checkpoint_weights(self, msd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+        """(the Transformer weights a checkpoint dir holds, extra trainer state) from `self.model`'s full state."""
+        return msd, {}
+
+    def checkpoint_meta(self) -> dict:
+        return {"train_config": to_dict(self.cfg)}
 
     # ------------------------------------------------------------------------------ state
 
@@ -200,17 +246,12 @@ class Trainer:
             )
 
     def _load(self, ckpt: Path) -> None:
-        self._check_tokenizer(ckpt)
-        msd = load_weights(ckpt, self.mcfg, "checkpoint")
         state = load_trainer_state(ckpt)
-        if state.get("batch_size") != self.cfg.batch_size or state.get("seq_len") != self.seq_len:
-            raise PrimerError(
-                f"{ckpt} was trained with batch_size {state.get('batch_size')} x seq_len {state.get('seq_len')}; "
-                f"resuming with {self.cfg.batch_size} x {self.seq_len} would change the data order. "
-                f"Keep them, or start a new out_dir (or pass --no-resume)"
-            )
+        self.check_resume(ckpt, state)
+        msd = self.resume_weights(ckpt, state)
         self.dist.load_full_state(self.model, self.optimizer, msd, state["optimizer"])
         self.step = state["step"]
+        self.tokens_seen = state.get("tokens_seen", self.step * getattr(self, "tokens_per_step", 0))
         torch.set_rng_state(state["rng"]["cpu"])
         if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
@@ -223,7 +264,10 @@ class Trainer:
         msd, osd = self.dist.full_state(self.model, self.optimizer)  # collective: every process
         path = None
         if self.dist.is_main:
+            weights, extra = self.checkpoint_weights(msd)
             state = {
+                **extra,
+                "tokens_seen": self.tokens_seen,
                 "step": self.step,
                 "optimizer": osd,
                 "rng": {"cpu": torch.get_rng_state(),
@@ -236,46 +280,46 @@ class Trainer:
             }
             meta = {
                 "step": self.step,
-                "tokens": self.step * self.tokens_per_step,
+                "tokens": self.tokens_seen,
                 "val_loss": self.val_curve[-1][1] if self.val_curve else None,
-                "train_config": to_dict(self.cfg),
+                **self.checkpoint_meta(),
             }
-            path = save_training_checkpoint(self.cfg.out_dir, self.step, self.mcfg, msd, state, self.tokenizer,
+            path = save_training_checkpoint(self.cfg.out_dir, self.step, self.mcfg, weights, state, self.tokenizer,
                                             meta, self.cfg.keep_checkpoints)
         self.dist.barrier()
         return path
 
     # ------------------------------------------------------------------------------ steps
 
-    def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One optimizer step; returns (mean loss over this process's micro-batches, grad norm)."""
+    def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """One optimizer step; returns (this process's step loss, grad norm, extra step metrics)."""
         lr = self.lr_at(step)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         micro = self.batches.micro_batches(step)
         total = torch.zeros((), device=self.device)
-        nonblock = self.device.type == "cuda"
-        for i, (x, y) in enumerate(micro):
-            x = x.to(self.device, non_blocking=nonblock)
-            y = y.to(self.device, non_blocking=nonblock)
+        stats: dict[str, torch.Tensor] = {}
+        for i, batch in enumerate(micro):
             with self.dist.grad_sync(self.wrapped, i == len(micro) - 1):
-                with self.autocast:
-                    _, loss = self.wrapped(x, y)
-                loss = loss / self.accum
+                loss, extra = self.forward_loss(batch)
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             total += loss.detach()
+            for k, v in extra.items():
+                stats[k] = stats.get(k, 0) + v.detach()
+        self.tokens_seen += self.step_tokens(micro) * self.dist.world_size
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         norm = None
         if self.cfg.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                                  self.cfg.grad_clip)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total, norm
+        return total, norm, stats
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -292,9 +336,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ run
 
-    def _write_run_info(self, out: Path) -> None:
-
-        info = {
+    def run_info(self) -> dict:
+        """config.json of the run directory."""
+        return {
             "train_config": to_dict(self.cfg),
             "model_config": self.mcfg.to_dict(),
             "num_params": self.model_params,
@@ -307,7 +351,6 @@ class Trainer:
             "git_sha": git_sha(), "torch": torch.__version__, "python": platform.python_version(),
             "resumed_from": str(self.resume_from) if self.resume_from else None,
         }
-        (out / "config.json").write_text(json.dumps(info, indent=2) + "\n")
 
     def run(self) -> TrainResult:
         cfg, d = self.cfg, self.dist
@@ -316,7 +359,7 @@ class Trainer:
         self.model_params = sum(p.numel() for p in self.model.parameters())
         if main:
             out.mkdir(parents=True, exist_ok=True)
-            self._write_run_info(out)
+            (out / "config.json").write_text(json.dumps(self.run_info(), indent=2) + "\n")
         log = MetricsLog(out / "metrics.jsonl", self.step if self.resume_from else None, enabled=main)
         from tqdm import tqdm
 
@@ -327,9 +370,13 @@ class Trainer:
         last_t, last_step = t0, self.step
         saved_at = None
         window_loss = torch.zeros((), device=self.device)
+        window_stats: dict[str, torch.Tensor] = {}
+        last_tokens = self.tokens_seen
         while self.step < self.max_steps:
-            loss, norm = self.train_step(self.step)
+            loss, norm, stats = self.train_step(self.step)
             window_loss += loss
+            for k, v in stats.items():
+                window_stats[k] = window_stats.get(k, 0) + v
             self.step += 1
             s = self.step
             last = s == self.max_steps
@@ -340,25 +387,28 @@ class Trainer:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 now = time.perf_counter()
-                tps = n * self.tokens_per_step / (now - last_t)
+                tps = (self.tokens_seen - last_tokens) / (now - last_t)
                 mfu = tps * self.flops_per_token / self.peak
                 self.speeds.append((last_step == start_step, tps))
                 self.loss_curve.append((s, mean_loss))
-                row = dict(step=s, loss=round(mean_loss, 6), lr=self.lr_at(s - 1), tokens=s * self.tokens_per_step,
+                row = dict(step=s, loss=round(mean_loss, 6), lr=self.lr_at(s - 1), tokens=self.tokens_seen,
                            tokens_per_s=round(tps, 1), mfu=round(mfu, 5), epoch=round(self.batches.epoch_of(s), 4),
                            elapsed_s=round(now - t0, 2))
+                for k, v in window_stats.items():
+                    row[k] = round(float(d.all_reduce_sum(v.clone().double())) / (n * d.world_size), 6)
+                window_stats = {}
                 if norm is not None:
                     row["grad_norm"] = round(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm), 5)
                 log.write(**row)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
                 window_loss.zero_()
-                last_t, last_step = now, s
+                last_t, last_step, last_tokens = now, s, self.tokens_seen
             bar.update(1)
             paused = False
             if self.val is not None and ((cfg.eval_every and s % cfg.eval_every == 0) or last):
                 v = self.evaluate()
                 self.val_curve.append((s, v))
-                log.write(step=s, val_loss=round(v, 6), tokens=s * self.tokens_per_step)
+                log.write(step=s, val_loss=round(v, 6), tokens=self.tokens_seen)
                 if main and cfg.progress:
                     bar.write(f"step {s}: val loss {v:.4f}")
                 paused = True
@@ -370,13 +420,13 @@ class Trainer:
         bar.close()
         if saved_at is None and self.max_steps > 0 and start_step == self.max_steps:
             saved_at = latest_checkpoint(cfg.out_dir)
-        samples = self.write_samples(saved_at) if (main and cfg.samples > 0 and saved_at) else []
+        samples = self.write_samples(saved_at) if (main and getattr(cfg, "samples", 0) > 0 and saved_at) else []
         # The first log window holds warm-up (and compile) time: it counts only when it is all there is.
         steady = [t for first, t in self.speeds if not first] or [t for _, t in self.speeds]
         tps = statistics.median(steady) if steady else None
         summary = TrainResult(
             steps=self.step,
-            tokens=self.step * self.tokens_per_step,
+            tokens=self.tokens_seen,
             params=self.model_params,
             final_loss=self.loss_curve[-1][1] if self.loss_curve else None,
             val_loss=self.val_curve[-1][1] if self.val_curve else None,
