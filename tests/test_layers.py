@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("primer.weights",),                          # every external format <-> the model; weights.export (planned)
     ("primer.teachers", "primer.tokens", "primer.index"),  # teachers; `primer tokenize`; retrieval (planned)
     ("primer.synth", "primer.train", "primer.eval", "primer.serve"),  # verbs on the layers below; serve (planned)
-    ("primer.curate", "primer.tune"),             # curate uses eval's tasks and teachers; tune, SFT/DPO (planned)
+    ("primer.curate", "primer.tune"),             # curate uses eval's tasks and teachers; tune: SFT/DPO on train's loop
     ("primer.audit",),                            # eval's tasks and models, curate's n-gram index
     ("primer.pipeline",),                         # `primer run` / `primer report` over every stage
     ("primer.publish",),                          # reads run directories (planned)

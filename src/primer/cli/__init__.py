@@ -25,6 +25,7 @@ LEAVES = [
     "eval",
     "tokenize",
     "train",
+    "tune",
     "audit",
     "run",
     "report",

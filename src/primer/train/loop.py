@@ -65,12 +65,12 @@ class TrainResult:
     """unreadable lines of metrics.jsonl met on resume, named (they are dropped)"""
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run (or resume) training as `cfg` says; returns a summary (curves, throughput, paths)."""
+def train(cfg: TrainConfig, trainer: type[Trainer] | None = None) -> TrainResult:
+    """Run (or resume) training as `cfg` says, with `Trainer` or a subclass (`primer tune`); returns a summary."""
     d = Dist.from_env(cfg.device, cfg.parallel)
     threads = torch.get_num_threads()
     try:
-        return Trainer(cfg, d).run()
+        return (trainer or Trainer)(cfg, d).run()
     finally:
         torch.set_num_threads(threads)
         d.close()
@@ -345,9 +345,9 @@ class Trainer:
             "seq_len": self.seq_len, "micro_batch_size": self.micro, "grad_accum": self.accum,
             "world_size": self.dist.world_size, "parallel": self.dist.parallel,
             "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
-            "max_steps": self.max_steps, "tokens_per_step": self.tokens_per_step,
+            "max_steps": self.max_steps, "tokens_per_step": getattr(self, "tokens_per_step", None),
             "flops_per_token": self.flops_per_token, "peak_flops": self.peak,
-            "data": {k: v for k, v in to_dict(self.data.meta).items() if k != "config"},
+            "data": {k: v for k, v in to_dict(self.data.meta).items() if k != "config"} if hasattr(self, "data") else None,
             "git_sha": git_sha(), "torch": torch.__version__, "python": platform.python_version(),
             "resumed_from": str(self.resume_from) if self.resume_from else None,
         }
