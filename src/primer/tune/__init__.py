@@ -7,7 +7,7 @@ accumulation, precision, metrics, progress bar, checkpoints, exact resume and to
     chat.py     conversations and pairs in (OpenAI/HF messages, ShareGPT), chat template, assistant masks
     data.py     batches as a function of the step: padded or packed (attention kept within a conversation)
     trainer.py  the shared hooks (model, template, LoRA, checkpoints, resume) and SFT's loss
-    dpo.py      reference log-probs cached once, DPO (sigmoid) and IPO losses, reward metrics
+    preference.py  reference log-probs cached once, DPO (sigmoid) and IPO losses, reward metrics
     lora.py     LoRA through peft, merged weights in every checkpoint
 """
 
@@ -27,6 +27,6 @@ def sft(cfg: SFTConfig) -> dict:
 def dpo(cfg: DPOConfig) -> dict:
     """Preference tuning (or resume it); returns the run summary."""
     from primer.train.loop import train
-    from primer.tune.dpo import DPOTrainer
+    from primer.tune.preference import DPOTrainer
 
     return train(cfg, DPOTrainer)
