@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from primer.common.jsonl import BadInput, JsonlAppender, read_jsonl
 from primer.common.provenance import package_versions
 from primer.config import to_dict
 from primer.errors import PrimerError
-from primer.synth import grid, quality
+from primer.synth import convo, grid, quality
 from primer.synth.quality import QualityRules
 from primer.teachers import HttpOptions
 
@@ -43,6 +44,10 @@ class SynthConfig(HttpOptions):
     """`primer synth`: write textbook-style documents with a teacher over the prompt grid
     (the HTTP teacher's options, `HttpOptions`, are fields of it too)."""
 
+    kind: Literal["documents", "conversations"] = "documents"
+    """documents: textbook-style texts over the topic grid; conversations: chats made from --sources for `primer tune sft`"""
+    sources: list[Path] = field(default_factory=list)
+    """conversations: JSONL documents ("text" field; synth or curate output, or any corpus) to turn into chats"""
     out: Path = Path("runs/synth")
     """output directory (shards, rejects, summary); rerunning on it resumes"""
     n: int = 100
@@ -56,7 +61,8 @@ class SynthConfig(HttpOptions):
     subjects: list[str] = field(default_factory=list)
     """only topics of these subjects (comma-separated); default all"""
     formats: list[str] = field(default_factory=list)
-    """formats to use (textbook, exercises, story, dialogue, code); default all"""
+    """formats to use (documents: textbook, exercises, story, dialogue, code; conversations: qa, exercise,
+    followup, constrained); default all"""
     audiences: list[str] = field(default_factory=list)
     """audiences (young_children, middle_school, high_school, college, researchers); default all"""
     seed_corpus: Path | None = None
@@ -207,9 +213,14 @@ class Store:
 # ---------------------------------------------------------------------------- the run
 
 
-def build_plan(cfg: SynthConfig, bad: BadInput | None = None) -> Iterator[grid.PromptSpec]:
+def build_plan(cfg: SynthConfig, bad: BadInput | None = None) -> Iterator[grid.PromptSpec | convo.ChatSpec]:
     """The prompt sequence for `cfg` (the same on every rerun); unreadable input lines go to `bad`."""
     from primer.synth import topics as topics_mod
+
+    if cfg.kind == "conversations":
+        if not cfg.sources:
+            raise PrimerError("conversations are made from documents; pass --sources FILE.jsonl[,FILE...]")
+        return convo.plan(convo.read_sources(list(cfg.sources), bad=bad), cfg.formats or None, cfg.seed)
 
     extracts = grid.read_extracts(cfg.seed_corpus, bad=bad, strict=cfg.strict) if cfg.seed_corpus else []
     topic_list: list[grid.Topic] = []
@@ -232,7 +243,14 @@ def make_teacher(cfg: SynthConfig):
                         device=cfg.device)
 
 
-def _doc(spec: grid.PromptSpec, comp, teacher_name: str, sampling) -> dict:
+def _doc(spec, comp, teacher_name: str, sampling) -> dict:
+    if isinstance(spec, convo.ChatSpec):
+        return {"text": comp.text.strip(), "prompt_id": spec.id, "prompt": spec.text, "kind": "conversation",
+                "format": spec.format, "constraint": spec.constraint,
+                "source": {"id": spec.source.id, "where": spec.source.where},
+                "teacher": teacher_name, "sampling": sampling.to_dict(), "prompt_tokens": comp.prompt_tokens,
+                "completion_tokens": comp.completion_tokens, "finish_reason": comp.finish_reason,
+                "seconds": round(comp.seconds, 3), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return {
         "text": comp.text.strip(),
         "prompt_id": spec.id,
@@ -301,6 +319,8 @@ def synth(cfg: SynthConfig, teacher=None) -> SynthResult:
                     gen_tok += comp.completion_tokens
                     finish[comp.finish_reason] += 1
                     reason = quality.check(comp.text, comp.finish_reason, rules, comp.error)
+                    if not reason and isinstance(spec, convo.ChatSpec):
+                        doc["messages"], reason = convo.parse(spec, comp.text)
                     if reason:
                         doc["reason"] = reason
                         if comp.error:
