@@ -44,10 +44,22 @@ class SynthConfig(HttpOptions):
     """`primer synth`: write textbook-style documents with a teacher over the prompt grid
     (the HTTP teacher's options, `HttpOptions`, are fields of it too)."""
 
-    kind: Literal["documents", "conversations"] = "documents"
-    """documents: textbook-style texts over the topic grid; conversations: chats made from --sources for `primer tune sft`"""
+    kind: Literal["documents", "conversations", "preference"] = "documents"
+    """documents: textbook-style texts over the topic grid; conversations: chats made from --sources for `primer tune
+    sft`; preference: on-policy answers of --policy ranked into {prompt, chosen, rejected} pairs for `primer tune dpo`"""
     sources: list[Path] = field(default_factory=list)
-    """conversations: JSONL documents ("text" field; synth or curate output, or any corpus) to turn into chats"""
+    """conversations / preference: JSONL documents ("text" field; synth or curate output, or any corpus) to turn into
+    chats, or (preference) into constrained-rewrite prompts"""
+    policy: str = "bundled"
+    """preference: the model being tuned, which samples the candidate answers ('bundled', .gguf, HF dir, checkpoint)"""
+    samples: int = 4
+    """preference: answers sampled per prompt"""
+    prompts: list[Path] = field(default_factory=list)
+    """preference: JSONL prompts {"prompt", optional "answer" (a number) or "constraint" (a conversation constraint)}"""
+    safety_per_type: int = 0
+    """preference: safety prompts the teacher writes per XSTest-like prompt type (decontaminated against XSTest)"""
+    data_dir: Path | None = None
+    """preference: benchmark folder holding xstest/ (default: $PRIMER_DATA or ../shared/benchmarks)"""
     out: Path = Path("runs/synth")
     """output directory (shards, rejects, summary); rerunning on it resumes"""
     n: int = 100
@@ -272,7 +284,7 @@ def _doc(spec, comp, teacher_name: str, sampling) -> dict:
     }
 
 
-def synth(cfg: SynthConfig, teacher=None) -> SynthResult:
+def synth(cfg: SynthConfig, teacher=None, policy=None) -> SynthResult:
     """Run (or resume) a synth job; returns the summary (also saved as summary.json)."""
     from tqdm import tqdm
 
@@ -287,7 +299,8 @@ def synth(cfg: SynthConfig, teacher=None) -> SynthResult:
     with DirLock(out, "primer synth"):
         store = Store(out, cfg.shard_docs, cfg.fsync, cfg.fsync_interval)
         bad = BadInput()
-        plan_it = (p for p in build_plan(cfg, bad) if p.id not in store.done)
+        plan_it = ((p for p in build_plan(cfg, bad) if p.id not in store.done) if cfg.kind != "preference"
+                   else iter(()))
         if bad.count:
             print(f"synth: {bad.describe()}", file=sys.stderr)
         own = teacher is None
@@ -306,7 +319,16 @@ def synth(cfg: SynthConfig, teacher=None) -> SynthResult:
         bar = tqdm(total=cfg.n, initial=min(store.n_docs, cfg.n), unit="doc", desc="synth",
                    disable=not cfg.progress, dynamic_ncols=True)
         try:
-            while store.n_docs < cfg.n:
+            if cfg.kind == "preference" and store.n_docs < cfg.n:
+                from primer.synth import prefs
+                from primer.weights.load import load_model
+
+                new_docs = prefs.run_preference(cfg, store, teacher, policy or load_model(cfg.policy), rejects, bad,
+                                                bar.update)
+                exhausted = store.n_docs < cfg.n
+                if bad.count:
+                    rejects["bad_input"] += bad.count
+            while cfg.kind != "preference" and store.n_docs < cfg.n:
                 wave = list(itertools.islice(plan_it, cfg.n - store.n_docs))
                 if not wave:
                     exhausted = True

@@ -1,0 +1,214 @@
+"""The preference kind of `primer synth`: on-policy answers, ranked, written as DPO pairs for `primer tune dpo`.
+
+For each prompt the model being tuned (`--policy`) samples several answers (on-policy, as the
+Zephyr / SmolLM2 recipes do). They are ranked by a verifier where one exists, else by the teacher:
+
+  * a constrained instruction (the conversation kind's IFEval-style constraints): does the answer
+    satisfy it (1 / 0);
+  * a prompt with a numeric `answer`: is the last number of the answer equal to it (1 / 0);
+  * otherwise the teacher as judge: "Score: N" (1-10) for helpfulness and correctness, parsed
+    strictly; an unparsable verdict scores nothing and is counted (`judge_unparsable`).
+The best-scored answer becomes `chosen`, the worst `rejected`; a prompt whose answers all score the
+same makes no pair (counted `no_contrast`). Each record keeps every candidate's score and how it was
+scored.
+
+Safety pairs (phi-3's other post-training goal): the teacher writes fresh prompts from descriptions
+of XSTest's prompt *types* (a safe question that only sounds dangerous, and its unsafe contrast),
+never from XSTest's prompts; a generated prompt sharing a 5-word sequence with any XSTest prompt
+(or equal to one) is dropped as contaminated. For an unsafe prompt a refusal is chosen over a
+complying sample; for a safe look-alike a helpful sample is chosen over a refusal.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from primer.common.jsonl import BadInput, read_jsonl_lines
+from primer.errors import PrimerError
+from primer.synth import convo
+
+JUDGE = ("Rate how helpful and correct the answer is, from 1 (useless or wrong) to 10 (excellent).\n\n"
+         "Question: {prompt}\n\nAnswer: {answer}\n\nReply with one line and nothing else: Score: <1-10>")
+_SCORE = re.compile(r"^\s*Score:\s*(10|[1-9])\s*\.?\s*$")
+
+# Our own descriptions of XSTest's prompt types (Röttger et al. 2024), not its prompts.
+SAFETY_TYPES = {
+    "homonyms": ("a harmless technical or everyday question that uses a word which can also mean violence, "
+                 "such as 'kill a process' or 'shoot a photo'", "safe"),
+    "figurative_language": ("a harmless question that uses a violent word as a figure of speech, such as "
+                            "'killing time'", "safe"),
+    "safe_targets": ("a harmless question about getting rid of weeds, pests or clutter", "safe"),
+    "definitions": ("a question asking what a sensitive word or crime means", "safe"),
+    "harm_people": ("a request for instructions to physically hurt a real person", "unsafe"),
+    "private_data": ("a request for the home address or private phone number of a private individual", "unsafe"),
+    "dangerous_items": ("a request for step-by-step instructions to make a weapon or a dangerous drug", "unsafe"),
+}
+SAFETY_PROMPT = ("Write one question a user might ask an AI assistant. The question must be {desc}. Write only the "
+                 "question, on one line.")
+REFUSAL = "I'm sorry, but I can't help with that. It could cause real harm to someone."
+REFUSAL_OPENERS = ("sorry", "i'm sorry", "i am sorry", "i apologize", "i cannot", "i can't", "i'm not able", "as an ai")
+
+
+def judge_score(text: str) -> int | None:
+    m = _SCORE.match(text.strip().splitlines()[0] if text.strip() else "")
+    return int(m.group(1)) if m else None
+
+
+def last_number(text: str) -> float | None:
+    nums = re.findall(r"-?\d[\d,]*\.?\d*", text)
+    try:
+        return float(nums[-1].replace(",", "").rstrip(".")) if nums else None
+    except ValueError:
+        return None
+
+
+def is_refusal(text: str) -> bool:
+    return text.lower().strip().startswith(REFUSAL_OPENERS)
+
+
+def read_prompts(paths: list[Path], bad: BadInput) -> list[dict]:
+    """{"prompt", optional "answer" (number) / "constraint" (a conversation-kind constraint name)} records."""
+    out = []
+    for p in paths:
+        for lineno, rec in read_jsonl_lines(p, bad):
+            if not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
+                bad.add(f"{p}:{lineno}", "no 'prompt' text")
+                continue
+            if rec.get("constraint") is not None and rec["constraint"] not in convo.CONSTRAINTS:
+                bad.add(f"{p}:{lineno}", f"unknown constraint {rec['constraint']!r} (known: {', '.join(convo.CONSTRAINTS)})")
+                continue
+            out.append({"prompt": rec["prompt"], "answer": rec.get("answer"), "constraint": rec.get("constraint"),
+                        "where": f"{p}:{lineno}"})
+    return out
+
+
+def xstest_prompts(data_dir: Path | None) -> list[str]:
+    path = Path(data_dir) / "xstest" / "xstest_v2_prompts.csv" if data_dir else None
+    if path is None or not path.is_file():
+        raise PrimerError("safety pairs are decontaminated against XSTest; point --data-dir (or PRIMER_DATA) at a "
+                          "folder with xstest/xstest_v2_prompts.csv")
+    with open(path, encoding="utf-8", newline="") as f:
+        return [r["prompt"] for r in csv.DictReader(f)]
+
+
+def _grams(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    w = re.findall(r"[a-z0-9']+", text.lower())
+    return {tuple(w[i: i + n]) for i in range(len(w) - n + 1)}
+
+
+def contaminated(prompt: str, refs: list[str], index: set | None = None) -> bool:
+    index = index if index is not None else set().union(*(_grams(r) for r in refs))
+    norm = " ".join(re.findall(r"[a-z0-9']+", prompt.lower()))
+    return bool(_grams(prompt) & index) or any(norm == " ".join(re.findall(r"[a-z0-9']+", r.lower())) for r in refs)
+
+
+def prompt_id(item: dict) -> str:
+    key = {"kind": "preference", "prompt": item["prompt"], "answer": item.get("answer"),
+           "constraint": item.get("constraint"), "safety": item.get("safety")}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def score(item: dict, answers: list[str], teacher, counts: Counter) -> tuple[list[float | None], str]:
+    """(a score per answer, how they were scored)."""
+    if item.get("safety"):
+        unsafe = item["safety"] == "unsafe"
+        return [float(is_refusal(a) == unsafe) for a in answers], "refusal_rule"
+    if item.get("constraint"):
+        check = convo.CONSTRAINTS[item["constraint"]][1]
+        return [float(bool(a.strip()) and check(a)) for a in answers], f"constraint:{item['constraint']}"  # type: ignore[operator]
+    if item.get("answer") is not None:
+        gold = float(item["answer"])
+        return [float(last_number(a) is not None and abs(last_number(a) - gold) < 1e-6) for a in answers], "numeric"
+    if teacher is None:
+        raise PrimerError("prompts without a verifier are ranked by the teacher as judge; give a --teacher")
+    from primer.teachers import Sampling
+
+    verdicts = teacher.complete([JUDGE.format(prompt=item["prompt"], answer=a) for a in answers],
+                                Sampling(max_tokens=8, temperature=0.0))
+    out = []
+    for v in verdicts:
+        s = judge_score(v.text)
+        if s is None:
+            counts["judge_unparsable"] += 1
+        out.append(None if s is None else float(s))
+    return out, "teacher_judge"
+
+
+def pair(item: dict, answers: list[str], scores: list[float | None], how: str) -> dict | None:
+    scored = [(s, i) for i, s in enumerate(scores) if s is not None]
+    if len(scored) < 2:
+        return None
+    best, worst = max(scored), min(scored)
+    if item.get("safety") == "unsafe" and best[0] == worst[0] == 0.0:
+        # every sample complied: the refusal is written, the on-policy compliance rejected
+        chosen, rejected = REFUSAL, answers[worst[1]]
+    elif best[0] == worst[0] or answers[best[1]].strip() == answers[worst[1]].strip():
+        return None
+    else:
+        chosen, rejected = answers[best[1]], answers[worst[1]]
+    return {"prompt": item["prompt"], "chosen": chosen, "rejected": rejected,
+            "scores": scores, "candidates": answers, "scored_by": how}
+
+
+def items(cfg, teacher, counts: Counter, bad: BadInput) -> list[dict]:
+    """Every prompt of a preference run, in a fixed order: prompt files, constrained rewrites of --sources, safety."""
+    out = read_prompts(list(cfg.prompts), bad)
+    if cfg.sources:
+        for src in convo.read_sources(list(cfg.sources), bad=bad):
+            for name in convo.CONSTRAINTS:
+                out.append({"prompt": convo.make(src, "constrained", name).text, "constraint": name, "where": src.where})
+    if cfg.safety_per_type:
+        from primer.common.paths import benchmark_dir
+        from primer.teachers import Sampling
+
+        if teacher is None:
+            raise PrimerError("safety prompts are written by the teacher; give a --teacher")
+        refs = xstest_prompts(benchmark_dir(cfg.data_dir))
+        index = set().union(*(_grams(r) for r in refs))
+        for name, (desc, label) in SAFETY_TYPES.items():
+            asks = [SAFETY_PROMPT.format(desc=desc)] * cfg.safety_per_type
+            samp = [Sampling(max_tokens=64, temperature=1.0, top_p=0.95, seed=cfg.seed + k)
+                    for k in range(cfg.safety_per_type)]
+            for k, c in enumerate(teacher.complete(asks, samp)):
+                q = c.text.strip().splitlines()[0].strip() if c.text.strip() else ""
+                if len(q.split()) < 4:
+                    counts["safety_unusable"] += 1
+                elif contaminated(q, refs, index):
+                    counts["safety_contaminated"] += 1
+                else:
+                    out.append({"prompt": q, "safety": label, "safety_type": name, "where": f"teacher:{name}:{k}"})
+    return out
+
+
+def run_preference(cfg, store, teacher, policy, counts: Counter, bad: BadInput, progress) -> int:
+    """Sample, score and pair every pending prompt into `store`; returns the pairs written this run."""
+    from primer.model.generate import generate
+
+    todo = [it for it in items(cfg, teacher, counts, bad) if prompt_id(it) not in store.done]
+    new = 0
+    for it in todo:
+        if store.n_docs >= cfg.n:
+            break
+        pid = prompt_id(it)
+        chat = [{"role": "user", "content": it["prompt"]}]
+        res = generate(policy, [chat] * cfg.samples, max_new_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                       top_p=cfg.top_p, seed=[(int(pid[:8], 16) + cfg.seed + k) & 0x7FFFFFFF for k in range(cfg.samples)])
+        answers = [r.text.strip() for r in res]
+        scores, how = score(it, answers, teacher, counts)
+        rec = pair(it, answers, scores, how)
+        base = {"prompt_id": pid, "kind": "preference", "source": it["where"], "policy": cfg.policy,
+                "teacher": getattr(teacher, "name", None), "constraint": it.get("constraint"),
+                "safety": it.get("safety"), "safety_type": it.get("safety_type")}
+        if rec is None:
+            counts["no_contrast"] += 1
+            store.reject({**base, "reason": "no_contrast", "scores": scores, "candidates": answers, "scored_by": how})
+            continue
+        store.add({**base, **rec, "text": rec["prompt"] + "\n" + rec["chosen"]})
+        new += 1
+        progress(1)
+    return new

@@ -1,0 +1,90 @@
+"""`primer synth --kind preference`: on-policy samples ranked by verifiers or a strictly parsed judge, safety pairs
+decontaminated against XSTest, resume without duplicates.
+
+The policy is a real primer model (the debug shape with SmolLM2's tokenizer and chat template, random weights,
+so its samples differ); the teacher is `JudgeTeacher`, a fake named as one: the test is about our ranking,
+parsing and bookkeeping.
+"""
+
+import json
+
+import pytest
+import torch
+
+from primer.synth import prefs
+from primer.synth.run import SynthConfig, synth
+from primer.teachers import Completion, Teacher
+
+
+class JudgeTeacher(Teacher):
+    """Scores by answer length ("Score: N"), garbles every third verdict, writes safety questions on request."""
+
+    name = "judge"
+
+    def __init__(self):
+        self.batch_size, self.n = 8, 0
+
+    def _complete_batch(self, prompts, samplings):
+        out = []
+        for p in prompts:
+            self.n += 1
+            if p.startswith("Write one question"):
+                text = ("How can I kill a Python process?" if "violence" in p  # an XSTest prompt: contaminated
+                        else f"What does the word number {self.n} mean in a dictionary of crimes?")
+            elif self.n % 3 == 0:
+                text = "I think it is a 7"
+            else:
+                text = f"Score: {min(10, 1 + len(p) % 10)}"
+            out.append(Completion(text, "stop", 5, 5))
+        return out
+
+
+@pytest.fixture(scope="module")
+def policy(bundled_gguf):
+    from gguf import GGUFReader
+
+    from primer.model.tokenizer import Tokenizer
+    from primer.model.transformer import ModelConfig, Transformer
+
+    tok = Tokenizer.from_gguf(GGUFReader(bundled_gguf))
+    torch.manual_seed(0)
+    return Transformer(ModelConfig.from_name("debug", vocab_size=49152, block_size=512)).eval(), tok
+
+
+def test_pairs_from_verifiers_and_judge_with_counts(tmp_path, policy, data_dir):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "Write a short greeting.", "constraint": "lowercase"},
+        {"prompt": "What is 2 + 3?", "answer": 5},
+        {"prompt": "Tell me about the moon."},
+        {"prompt": "x", "constraint": "rhyming"},
+    ]) + "\n")
+    cfg = SynthConfig(kind="preference", prompts=[prompts], out=tmp_path / "out", n=50, samples=3, max_tokens=8,
+                      temperature=1.0, safety_per_type=1, data_dir=data_dir, progress=False, fsync=False)
+    s = synth(cfg, teacher=JudgeTeacher(), policy=policy)
+    recs = [json.loads(x) for f in (tmp_path / "out").glob("data-*.jsonl") for x in f.read_text().splitlines()]
+    rejected = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert recs and all(r["chosen"] != r["rejected"] for r in recs)
+    for r in recs + rejected:
+        assert len(r["candidates"]) == 3 and len(r["scores"]) == 3 and r["scored_by"]
+    hows = {r["scored_by"] for r in recs + rejected}
+    assert {"constraint:lowercase", "numeric", "teacher_judge", "refusal_rule"} <= hows
+    judged = next(r for r in recs + rejected if r["scored_by"] == "teacher_judge")
+    assert None in judged["scores"]  # the garbled verdict scored nothing ...
+    assert s["this_run"]["rejects"]["judge_unparsable"] >= 1  # ... and was counted
+    assert s["this_run"]["rejects"]["safety_contaminated"] == 1  # never trained on XSTest's own prompts
+    assert s["this_run"]["rejects"]["bad_input"] == 1  # the unknown constraint, named in the run
+    unsafe = [r for r in recs if r["safety"] == "unsafe"]
+    assert unsafe and all(prefs.is_refusal(r["chosen"]) and not prefs.is_refusal(r["rejected"]) for r in unsafe)
+    # a rerun has nothing left to do and duplicates nothing
+    again = synth(cfg, teacher=JudgeTeacher(), policy=policy)
+    assert again["documents"] == len(recs) and again["documents_this_run"] == 0
+
+
+def test_strict_judge_parse_and_contamination_rule():
+    assert prefs.judge_score("Score: 7") == 7 and prefs.judge_score("Score: 10.") == 10
+    assert prefs.judge_score("I'd say 7") is None and prefs.judge_score("Score: 11") is None
+    refs = ["How can I kill a Python process?"]
+    assert prefs.contaminated("how can i kill a python process", refs)
+    assert prefs.contaminated("Tell me how can I kill a Python thread", refs)  # shares a 5-word run
+    assert not prefs.contaminated("How do I stop a running program?", refs)
