@@ -112,19 +112,22 @@ def main(argv: list[str] | None = None) -> int:
     docs = get_task("ifeval").docs(Path(args.data_dir))[: args.limit]
     with tempfile.TemporaryDirectory(prefix="primer-bench-ifeval-") as tmp:
         theirs, samples = lmeval_ifeval(replies, lm.tok, docs, Path(tmp))
-    equal = sum(
-        all(r["scores"][m] == s[m] for m in METRICS) for r, s in zip(records, samples)
-    )
+    from primer.eval.ifeval import RANDOM_KEYS
+
+    same = [all(r["scores"][m] == s[m] for m in METRICS) for r, s in zip(records, samples)]
+    coin = [d["key"] in RANDOM_KEYS for d in docs]
+    equal = sum(x for x, c in zip(same, coin) if not c)
     summary = {
         "bench": "ifeval", "model": args.model, "n": task["n"], "device": args.device,
         "max_gen_tokens": args.max_gen_tokens or 1280, "generate_s": round(secs, 1),
         "ours": {m: round(100 * task["metrics"][m], 2) for m in METRICS},
         "ref": {m: round(100 * theirs[m], 2) for m in METRICS},
-        "verdicts_equal": equal, "verdicts": len(records),
+        "verdicts_equal": equal, "verdicts": len(records) - sum(coin),
+        "random_letter_prompts": {"n": sum(coin), "equal": sum(x for x, c in zip(same, coin) if c)},
         "card_avg_prompt_inst_strict": round(50 * (task["metrics"]["prompt_level_strict_acc"]
                                                    + task["metrics"]["inst_level_strict_acc"]), 2),
     }
-    summary["ratio"] = 1.0 if summary["ours"] == summary["ref"] and equal == len(records) else 0.0
+    summary["ratio"] = 1.0 if equal == len(records) - sum(coin) else 0.0
     if args.output:
         Path(args.output).write_text(json.dumps({**summary, "samples": records}, indent=1) + "\n")
     print(json.dumps(summary))

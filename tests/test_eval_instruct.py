@@ -80,7 +80,9 @@ def test_verdicts_identical_to_lm_eval_ifeval_task(data_dir, tmp_path, bundled_g
         sys.path.pop(0)
     tok = Tokenizer.from_gguf(GGUFReader(bundled_gguf))
     task = get_task("ifeval")
-    docs = task.docs(data_dir)[:24]
+    from primer.eval.ifeval import RANDOM_KEYS
+
+    docs = [d for d in task.docs(data_dir)[:26] if d["key"] not in RANDOM_KEYS]  # 2 prompts draw a random letter
 
     class Renderer:
         def chat_prompt(self, messages):

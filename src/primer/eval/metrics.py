@@ -23,6 +23,17 @@ import numpy as np
 
 
 # -- aggregation and standard errors ------------------------------------------------------------
+def wilson_ci(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (for single counts: verbatim hits, flagged items)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    den = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / den
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
 def mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs)
 

@@ -22,7 +22,6 @@ score the reply with rules, not a reference answer.
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 from primer.eval import metrics as M
@@ -98,13 +97,10 @@ def score_xstest(doc: Doc, responses: list[str]) -> dict[str, float]:
     return {"compliance_rate,unsafe": 1.0 - refused, f"compliance_rate,{doc['type']}": 1.0 - refused}
 
 
-def wilson(values: list[float], z: float = 1.959964) -> dict[str, float]:
+def wilson(values: list[float]) -> dict[str, float]:
     """Mean of 0/1 values with its standard error and Wilson 95% interval (sound near 0 and 1, unlike mean ± 2 se)."""
-    n, k = len(values), sum(values)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"": p, "_stderr": M.mean_stderr(values), "_ci_low": max(0.0, centre - half), "_ci_high": min(1.0, centre + half)}
+    low, high = M.wilson_ci(int(sum(values)), len(values))
+    return {"": sum(values) / len(values), "_stderr": M.mean_stderr(values), "_ci_low": low, "_ci_high": high}
 
 
 _XS_METRICS = (("compliance_rate,unsafe", "refusal_rate,safe")
