@@ -28,6 +28,7 @@ from pathlib import Path
 
 from primer.common.jsonl import BadInput, read_jsonl_lines
 from primer.errors import PrimerError
+from primer.synth.grid import passage
 
 TEMPLATE_VERSION = 1
 
@@ -102,14 +103,9 @@ def read_sources(paths: list[Path], max_chars: int = 1200, min_chars: int = 200,
             text = rec.get("text")
             if not isinstance(text, str):
                 continue
-            text = " ".join(text.split())
-            if len(text) < min_chars:
-                continue
-            if len(text) > max_chars:
-                cut = text[:max_chars]
-                end = cut.rfind(". ")
-                text = cut[: end + 1] if end > max_chars // 2 else cut
-            out.append(Source(text, f"{p}:{lineno}"))
+            text = passage(text, max_chars)
+            if len(text) >= min_chars:
+                out.append(Source(text, f"{p}:{lineno}"))
     if not out:
         raise PrimerError(f"no source documents of at least {min_chars} characters in {', '.join(map(str, paths))}")
     return out

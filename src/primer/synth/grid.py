@@ -242,6 +242,16 @@ def plan(
         rnd += 1
 
 
+def passage(text: str, max_chars: int) -> str:
+    """`text` with whitespace collapsed, cut to max_chars at a sentence end where one is near."""
+    text = " ".join(text.split())
+    if len(text) > max_chars:
+        cut = text[:max_chars]
+        end = cut.rfind(". ")
+        text = cut[: end + 1] if end > max_chars // 2 else cut
+    return text
+
+
 def read_extracts(path: str | Path, max_chars: int = 1000, min_chars: int = 200, bad: BadInput | None = None,
                   strict: bool = False) -> list[Extract]:
     """Web extracts from a JSONL file (a "text" field per line) or plain text (blank-line separated).
@@ -264,14 +274,9 @@ def read_extracts(path: str | Path, max_chars: int = 1000, min_chars: int = 200,
             raw.append((block, f"{p.name}:#{n}"))
     out = []
     for text, src in raw:
-        text = " ".join(text.split())
-        if len(text) < min_chars:
-            continue
-        if len(text) > max_chars:
-            cut = text[:max_chars]
-            end = cut.rfind(". ")
-            text = cut[: end + 1] if end > max_chars // 2 else cut
-        out.append(Extract(text, src))
+        text = passage(text, max_chars)
+        if len(text) >= min_chars:
+            out.append(Extract(text, src))
     if not out:
         raise PrimerError(f"{p}: no documents of at least {min_chars} characters found")
     return out
