@@ -103,9 +103,8 @@ def read_sources(paths: list[Path], max_chars: int = 1200, min_chars: int = 200,
             text = rec.get("text")
             if not isinstance(text, str):
                 continue
-            text = passage(text, max_chars)
-            if len(text) >= min_chars:
-                out.append(Source(text, f"{p}:{lineno}"))
+            if len(" ".join(text.split())) >= min_chars:
+                out.append(Source(passage(text, max_chars), f"{p}:{lineno}"))
     if not out:
         raise PrimerError(f"no source documents of at least {min_chars} characters in {', '.join(map(str, paths))}")
     return out

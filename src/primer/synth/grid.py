@@ -274,9 +274,8 @@ def read_extracts(path: str | Path, max_chars: int = 1000, min_chars: int = 200,
             raw.append((block, f"{p.name}:#{n}"))
     out = []
     for text, src in raw:
-        text = passage(text, max_chars)
-        if len(text) >= min_chars:
-            out.append(Extract(text, src))
+        if len(" ".join(text.split())) >= min_chars:
+            out.append(Extract(passage(text, max_chars), src))
     if not out:
         raise PrimerError(f"{p}: no documents of at least {min_chars} characters found")
     return out
