@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--output", default=None, help="write the summary JSON (and primer's results beside it)")
+    ap.add_argument("--replay", default=None, help="score the generations of an earlier --output file again, no model")
     args = ap.parse_args(argv)
     import torch
 
@@ -100,18 +101,33 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    lm = PrimerLM.load(args.model, batch_size=args.batch_size, max_length=2048, device=args.device)
-    cfg = EvalConfig(tasks=["ifeval"], limit=args.limit, data_dir=Path(args.data_dir), cache=Path("none"),
-                     log_samples=True, max_gen_tokens=args.max_gen_tokens)
-    t0 = time.perf_counter()
-    ours = evaluate(lm, cfg)
-    secs = time.perf_counter() - t0
-    task = ours["tasks"]["ifeval"]
-    records = ours["samples"]["ifeval"]
+    ifeval = get_task("ifeval")
+    if args.replay:
+        from primer.eval.runner import aggregate
+        from primer.weights.load import load_model
+
+        old = json.loads(Path(args.replay).read_text())
+        records, secs = old["samples"], old["generate_s"]
+        docs = ifeval.docs(Path(args.data_dir))[: len(records)]
+        for r, d in zip(records, docs):
+            r["scores"] = ifeval.score(d, r["responses"])
+        task = {"n": len(records), "metrics": aggregate(ifeval, [r["scores"] for r in records])}
+        tok = load_model(args.model).tokenizer
+        args.max_gen_tokens = old.get("max_gen_tokens")
+    else:
+        lm = PrimerLM.load(args.model, batch_size=args.batch_size, max_length=2048, device=args.device)
+        cfg = EvalConfig(tasks=["ifeval"], limit=args.limit, data_dir=Path(args.data_dir), cache=Path("none"),
+                         log_samples=True, max_gen_tokens=args.max_gen_tokens)
+        t0 = time.perf_counter()
+        ours = evaluate(lm, cfg)
+        secs = time.perf_counter() - t0
+        task = ours["tasks"]["ifeval"]
+        records = ours["samples"]["ifeval"]
+        docs = ifeval.docs(Path(args.data_dir))[: args.limit]
+        tok = lm.tok
     replies = {r["requests"][0][0]: r["responses"][0] for r in records}
-    docs = get_task("ifeval").docs(Path(args.data_dir))[: args.limit]
     with tempfile.TemporaryDirectory(prefix="primer-bench-ifeval-") as tmp:
-        theirs, samples = lmeval_ifeval(replies, lm.tok, docs, Path(tmp))
+        theirs, samples = lmeval_ifeval(replies, tok, docs, Path(tmp))
     from primer.eval.ifeval import RANDOM_KEYS
 
     same = [all(r["scores"][m] == s[m] for m in METRICS) for r, s in zip(records, samples)]

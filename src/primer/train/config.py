@@ -59,8 +59,6 @@ class LoopConfig:
     """CPU threads for torch (None: torch's default)."""
     seed: int = 1337
     """Seed of the initial weights and the data order."""
-    eval_every: int = 100
-    """Compute the validation loss every N steps (and at the end); 0: only at the end."""
     log_every: int = 10
     """Write a metrics line (loss, lr, tokens/s, MFU) every N steps."""
     save_every: int = 500
@@ -106,6 +104,8 @@ class TrainConfig(LoopConfig):
     """Tokens per training sequence; None: the shape's context length (block_size)."""
     max_tokens: int | None = None
     """Train for this many tokens instead: max_steps = ceil(max_tokens / (batch_size x seq_len))."""
+    eval_every: int = 100
+    """Compute the validation loss every N steps (and at the end); 0: only at the end."""
     eval_batches: int = 8
     """Validation batches (of batch_size sequences) per evaluation; fewer when the split is smaller."""
     samples: int = 0
