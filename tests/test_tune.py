@@ -172,16 +172,24 @@ def test_cli_says_what_is_wrong_and_exits_2(base, tmp_path, capsys):
 def test_lora_trains_adapters_only_and_checkpoints_merged_weights(base, tmp_path):
     data = write_jsonl(tmp_path / "c.jsonl", chats())
     out = tmp_path / "lora"
-    s = sft(sft_cfg(base, out, data, lora_rank=4, lora_alpha=8.0, max_steps=3, lr=1e-2))
+    s = sft(sft_cfg(base, out, data, lora_rank=4, lora_alpha=8.0, max_steps=4, save_every=2, lr=1e-2))
     info = json.loads((out / "config.json").read_text())
     assert 0 < info["trainable_params"] < info["num_params"] / 10
-    merged = load_checkpoint(out / "checkpoints" / "step_0000003").model
+    merged = load_checkpoint(out / "checkpoints" / "step_0000004").model
     orig = load_checkpoint(base).model
     assert not torch.allclose(merged.blocks[0].attn.q_proj.weight, orig.blocks[0].attn.q_proj.weight)
     assert torch.equal(merged.blocks[0].attn_norm.weight, orig.blocks[0].attn_norm.weight)  # not a LoRA target
-    state = torch.load(out / "checkpoints" / "step_0000003" / "trainer.pt", weights_only=False)
+    state = torch.load(out / "checkpoints" / "step_0000004" / "trainer.pt", weights_only=False)
     assert state["lora"] and all(".lora_" in k for k in state["lora"])
     assert s["final_loss"] is not None
+    # killed after step 2: the base comes from MODEL again, the adapters and optimizer from the checkpoint
+    part = tmp_path / "part"
+    shutil.copytree(out, part)
+    shutil.rmtree(part / "checkpoints" / "step_0000004")
+    sft(sft_cfg(base, part, data, lora_rank=4, lora_alpha=8.0, max_steps=4, save_every=2, lr=1e-2))
+    assert losses(part) == pytest.approx(losses(out), abs=1e-6)
+    again = load_checkpoint(part / "checkpoints" / "step_0000004").model
+    assert torch.allclose(again.blocks[0].attn.q_proj.weight, merged.blocks[0].attn.q_proj.weight, atol=1e-6)
 
 
 def test_dpo_caches_reference_and_reports_rewards(base, tmp_path):
@@ -221,3 +229,25 @@ def test_preference_losses_match_their_formulas():
     assert loss.item() == pytest.approx(-F.logsigmoid(torch.tensor(0.15)).item())
     loss, _ = preference_loss("ipo", 0.1, pc, pr, rc, rr, torch.tensor([4]), torch.tensor([2]))
     assert loss.item() == pytest.approx((1.0 / 4 - (-0.5) / 2 - 1 / 0.2) ** 2)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one(base, tmp_path):
+    """`torchrun` DDP on 2 CPU processes: the same per-step SFT losses (token mean over the global batch) as 1 process."""
+    import os
+    import subprocess
+    import sys
+
+    data = write_jsonl(tmp_path / "c.jsonl", chats())
+    sft(sft_cfg(base, tmp_path / "one", data, packing=True, threads=1))
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "primer", "tune",
+           "sft", str(base), f"--data={data}", f"--out-dir={out}", "--max-steps=6", "--batch-size=4", "--lr=1e-3",
+           "--max-seq-len=64", "--schedule=constant", "--no-progress", "--save-every=3", "--device=cpu",
+           "--threads=1", "--packing"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    a, b = losses(tmp_path / "one"), losses(out)
+    assert list(a) == list(b)
+    for step in a:
+        assert b[step] == pytest.approx(a[step], abs=1e-5), (step, a, b)

@@ -209,6 +209,10 @@ class Trainer:
             _, loss = self.wrapped(x.to(self.device, non_blocking=nonblock), y.to(self.device, non_blocking=nonblock))
         return loss / self.accum, {}
 
+    def prepare_step(self, micro: list) -> list:
+        """This process's micro-batches of a step, before any forward (a hook for step-wide normalisers)."""
+        return micro
+
     def step_tokens(self, micro: list) -> int:
         """Tokens this process trained on in one step (throughput; all processes are summed)."""
         return self.tokens_per_step // self.dist.world_size
@@ -296,7 +300,7 @@ class Trainer:
         lr = self.lr_at(step)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        micro = self.batches.micro_batches(step)
+        micro = self.prepare_step(self.batches.micro_batches(step))
         total = torch.zeros((), device=self.device)
         stats: dict[str, torch.Tensor] = {}
         for i, batch in enumerate(micro):

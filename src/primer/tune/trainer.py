@@ -155,6 +155,15 @@ class SFTTrainer(TuneTrainer):
                           micro_batch_size=self.micro, packing=self.cfg.packing, shuffle=self.cfg.shuffle,
                           rank=self.dist.rank, world_size=self.dist.world_size, seed=self.cfg.seed)
 
+    def prepare_step(self, micro: list) -> list:
+        """Divide by the trained tokens of the whole step over all processes: DDP averages the processes'
+        gradients, so each divides by (global tokens / world size) and the step loss is the global token mean."""
+        if self.dist.world_size == 1:
+            return micro
+        n = torch.tensor(float(micro[0][-1]), device=self.device)
+        per = float(self.dist.all_reduce_sum(n)) / self.dist.world_size
+        return [b[:-1] + (per,) for b in micro]
+
     def forward_loss(self, batch):
         x, y, pos, mask, _, step_tokens = batch
         dev = self.device
