@@ -63,6 +63,7 @@ def test_conversations_parse_with_provenance_and_failed_constraints_are_rejected
     follow = next(d for d in got if d["format"] == "followup")
     assert [m["role"] for m in follow["messages"]] == ["user", "assistant", "user", "assistant"]
     qa = next(d for d in got if d["format"] == "qa")
+    assert qa["text"] == "\n\n".join(m["content"] for m in qa["messages"])
     assert qa["messages"][0]["content"].startswith("Photosynthesis") and qa["messages"][1]["content"].startswith("Sugar.")
     assert s["rejects_total"] == {"constraint_failed": 4}
 

@@ -11,7 +11,8 @@ parsed strictly (an answer that does not parse is rejected as "unparsable", neve
                  checks (length, case, commas, bullets, ending) -> user: instruction + passage,
                  assistant: the rewrite, kept only when the constraint holds (else "constraint_failed")
 
-A record is the conversation in OpenAI `messages` form plus provenance: the source document
+A record is the conversation in OpenAI `messages` form, its turns joined as "text" (what `primer curate` reads,
+so decontamination against every eval task sees the prompts as well as the replies), plus provenance: the source document
 (file:line and a hash), the format, the constraint, the teacher's prompt, teacher and sampling.
 The plan is a fixed, seeded walk (documents in a seeded order, each taking its r-th format in
 round r), and a prompt's id hashes everything in it, so a rerun resumes like `synth` does.

@@ -343,6 +343,8 @@ def synth(cfg: SynthConfig, teacher=None, policy=None) -> SynthResult:
                     reason = quality.check(comp.text, comp.finish_reason, rules, comp.error)
                     if not reason and isinstance(spec, convo.ChatSpec):
                         doc["messages"], reason = convo.parse(spec, comp.text)
+                        if doc["messages"]:  # curate reads "text": every turn, so decontamination sees the prompts too
+                            doc["text"] = "\n\n".join(m["content"] for m in doc["messages"])
                     if reason:
                         doc["reason"] = reason
                         if comp.error:
