@@ -208,7 +208,7 @@ def run_preference(cfg, store, teacher, policy, counts: Counter, bad: BadInput, 
             counts["no_contrast"] += 1
             store.reject({**base, "reason": "no_contrast", "scores": scores, "candidates": answers, "scored_by": how})
             continue
-        store.add({**base, **rec, "text": rec["prompt"] + "\n" + rec["chosen"]})
+        store.add({**base, **rec, "text": "\n\n".join((rec["prompt"], rec["chosen"], rec["rejected"]))})
         new += 1
         progress(1)
     return new
