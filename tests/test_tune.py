@@ -125,6 +125,11 @@ def test_sft_trains_and_resumes_exactly_after_a_kill(base, tmp_path):
     assert s["steps"] == 6 and a[6] < a[1]
     ck = load_checkpoint(full / "checkpoints" / "step_0000006")
     assert ck.tokenizer.chat_template is not None and ck.meta["user"]["tune"] == "sft"
+    from primer.eval.lm import PrimerLM  # the tuned checkpoint is a chat model `primer eval` can run
+
+    lm = PrimerLM.load(str(full / "checkpoints" / "step_0000006"))
+    prompt = lm.chat_prompt([{"role": "user", "content": "what is 1 plus 1"}])
+    assert prompt.endswith("<|im_start|>assistant\n") and isinstance(lm.generate([prompt], max_tokens=4)[0], str)
     # "killed" after step 3: keep only that checkpoint and rerun the same command
     part = tmp_path / "part"
     shutil.copytree(full, part)
