@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from primer.eval.runner import EvalConfig, aggregate, build_requests
 from primer.eval.tasks import get_task
@@ -70,8 +69,9 @@ def test_sentence_counts_agree_with_nltk_punkt_on_ifeval_prompts(data_dir):
 @needs_lmeval
 def test_verdicts_identical_to_lm_eval_ifeval_task(data_dir, tmp_path, bundled_gguf):
     """lm-eval's own ifeval task (chat template applied, replayed replies) gives the same verdicts and numbers."""
-    from primer.model.tokenizer import Tokenizer
     from gguf import GGUFReader
+
+    from primer.model.tokenizer import Tokenizer
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     try:
