@@ -92,7 +92,7 @@ def test_verdicts_identical_to_lm_eval_ifeval_task(data_dir, tmp_path, bundled_g
     variants = [lambda p: p, str.upper, str.lower, lambda p: p[: len(p) // 3], lambda p: "", lambda p: p.replace(",", "")]
     replies, scores = {}, []
     for i, d in enumerate(docs):
-        (kind, reqs) = build_requests(task, d, "", EvalConfig(), Renderer())
+        _, reqs = build_requests(task, d, "", EvalConfig(), Renderer())
         reply = variants[i % len(variants)](d["prompt"])
         replies[reqs[0][0]] = reply
         scores.append(task.score(d, [reply]))
