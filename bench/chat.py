@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--xstest-limit", type=int, default=None)
     ap.add_argument("--mc-limit", type=int, default=100)
     ap.add_argument("--max-gen-tokens", type=int, default=None)
+    ap.add_argument("--synth-tokens", type=int, default=256, help="most tokens per teacher / policy answer")
+    ap.add_argument("--eval-sft", action="store_true", help="also evaluate the SFT checkpoint (before DPO)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     def lap(name):
         times[name] = round(time.perf_counter() - t0 - sum(times.values()), 1)
 
-    common = dict(teacher="bundled", device=args.device, threads=args.threads, max_tokens=256, fsync=False, min_words=8)
+    common = dict(teacher="bundled", device=args.device, threads=args.threads, max_tokens=args.synth_tokens, fsync=False,
+                  min_words=8)
     synth(SynthConfig(kind="conversations", sources=srcs, out=out / "conversations", n=args.conversations, **common))
     synth(SynthConfig(kind="preference", sources=srcs, out=out / "pairs", n=args.pairs, policy="bundled", samples=4,
                       safety_per_type=args.safety_per_type, data_dir=Path(args.data_dir), **common))
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return evaluate(lm, cfg)
 
     res = {}
-    for who, spec in (("before", "bundled"), ("sft", str(sft_ckpt)), ("after", str(tuned))):
+    models = [("before", "bundled")] + ([("sft", str(sft_ckpt))] if args.eval_sft else []) + [("after", str(tuned))]
+    for who, spec in models:
         lm = PrimerLM.load(spec, batch_size=16, device=args.device)
         r = run_eval(lm, ["ifeval"], args.ifeval_limit, args.max_gen_tokens)
         # XSTest's string-match rule reads only a reply's first words, and greedy decoding makes the first 16
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             "arc_easy_acc_norm": round(100 * m["arc_easy"]["metrics"]["acc_norm"], 1),
             "piqa_acc_norm": round(100 * m["piqa"]["metrics"]["acc_norm"], 1),
         }
-    for who in ("sft", "after"):
+    for who in [w for w, _ in models[1:]]:
         pb = paired_bootstrap([float(x) for x in res[who]["ifeval_items"]], [float(x) for x in res["before"]["ifeval_items"]])
         summary[f"ifeval_prompt_loose_{who}_minus_before"] = {"diff": round(100 * pb.drop, 2),
                                                               "ci95": [round(100 * c, 2) for c in pb.drop_ci]}
