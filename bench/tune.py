@@ -98,7 +98,9 @@ def trl(task: str, model_dir: Path, rows: list[dict], out: Path, steps: int, bat
     tok = AutoTokenizer.from_pretrained(model_dir)
     common = dict(output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch, learning_rate=COMMON["lr"],
                   lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,
-                  adam_epsilon=1e-8, max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to=[], seed=0,
+                  adam_epsilon=1e-8, max_grad_norm=1.0, logging_steps=1, report_to=[], seed=0,
+                  # a checkpoint (weights + optimizer) at the last step, as primer writes one: same work, same memory
+                  save_strategy="steps", save_steps=steps,
                   bf16=False, fp16=False, use_cpu=True, dataloader_drop_last=False, disable_tqdm=True)
     ds = Dataset.from_list(rows)
     if task == "sft":
@@ -205,11 +207,10 @@ def speed(model: str, steps: int, repeats: int, batch: int, threads: int) -> lis
     tok = AutoTokenizer.from_pretrained(mdir)
     # tokens per SFT step, counted once the same way for both sides (the rendered conversations, unpadded)
     lens = [len(tok.apply_chat_template(c["prompt"] + c["completion"], tokenize=True)) for c in conversations(32)]
-    results = {}
+    results: dict = {(t, s): [] for t in ("sft", "dpo") for s in ("ours", "trl")}
     for task in ("sft", "dpo"):
-        for side in ("ours", "trl"):
-            runs = []
-            for _ in range(repeats):
+        for _ in range(repeats):  # interleaved, so a drift in the machine's speed hits both sides alike
+            for side in ("ours", "trl"):
                 t0 = time.perf_counter()
                 p = subprocess.run([sys.executable, __file__, "worker", "--side", side, "--task", task, "--model-dir",
                                     str(mdir), "--work", str(work), "--steps", str(steps), "--batch", str(batch),
@@ -218,8 +219,7 @@ def speed(model: str, steps: int, repeats: int, batch: int, threads: int) -> lis
                     raise SystemExit(f"{side} {task} failed:\n{p.stderr[-3000:]}")
                 r = json.loads(p.stdout.strip().splitlines()[-1])
                 r["wall_s"] = time.perf_counter() - t0
-                runs.append(r)
-            results[(task, side)] = runs
+                results[(task, side)].append(r)
     out = []
     per_step = [sum(lens[(s * batch + j) % 32] for j in range(batch)) for s in range(steps)]
     for task in ("sft", "dpo"):
