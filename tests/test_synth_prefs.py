@@ -13,7 +13,7 @@ import torch
 
 from primer.synth import prefs
 from primer.synth.run import SynthConfig, synth
-from primer.teachers import Completion, Teacher
+from primer.teachers import Completion, Sampling, Teacher
 
 
 class JudgeTeacher(Teacher):
@@ -25,6 +25,7 @@ class JudgeTeacher(Teacher):
         self.batch_size, self.n = 8, 0
 
     def _complete_batch(self, prompts, samplings):
+        assert all(isinstance(s, Sampling) for s in samplings)
         out = []
         for p in prompts:
             self.n += 1

@@ -171,10 +171,10 @@ def items(cfg, teacher, counts: Counter, bad: BadInput) -> list[dict]:
         refs = xstest_prompts(benchmark_dir(cfg.data_dir))
         index = set().union(*(_grams(r) for r in refs))
         for name, (desc, label) in SAFETY_TYPES.items():
-            asks = [SAFETY_PROMPT.format(desc=desc)] * cfg.safety_per_type
-            samp = [Sampling(max_tokens=64, temperature=1.0, top_p=0.95, seed=cfg.seed + k)
-                    for k in range(cfg.safety_per_type)]
-            for k, c in enumerate(teacher.complete(asks, samp)):
+            ask = SAFETY_PROMPT.format(desc=desc)
+            asks = ((k, ask, Sampling(max_tokens=64, temperature=1.0, top_p=0.95, seed=cfg.seed + k))
+                    for k in range(cfg.safety_per_type))
+            for k, c in sorted(teacher.imap(asks), key=lambda kc: kc[0]):
                 q = c.text.strip().splitlines()[0].strip() if c.text.strip() else ""
                 if len(q.split()) < 4:
                     counts["safety_unusable"] += 1
