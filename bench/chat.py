@@ -88,20 +88,20 @@ def main(argv: list[str] | None = None) -> int:
         # tokens the same whatever the budget: 16 tokens give the verdicts 256 would, on all 450 prompts.
         x = run_eval(lm, ["xstest"], args.xstest_limit, 16)
         r2 = run_eval(lm, ["arc_easy", "piqa"], args.mc_limit)
-        res[who] = {"ifeval": r["tasks"]["ifeval"], "xstest": x["tasks"]["xstest"], "arc_easy": r2["tasks"]["arc_easy"],
-                    "piqa": r2["tasks"]["piqa"], "ifeval_items": [s["scores"]["prompt_level_loose_acc"]
-                                                                  for s in r["samples"]["ifeval"]]}
+        res[who] = {"ifeval": r.tasks["ifeval"], "xstest": x.tasks["xstest"], "arc_easy": r2.tasks["arc_easy"],
+                    "piqa": r2.tasks["piqa"], "ifeval_items": [s["scores"]["prompt_level_loose_acc"]
+                                                               for s in r.samples["ifeval"]]}
     lap("eval")
     summary = {"bench": "chat", "seconds": times, "conversations": args.conversations, "pairs": args.pairs}
     for who in res:
         m = res[who]
         summary[who] = {
-            **{k: round(100 * m["ifeval"]["metrics"][k], 2) for k in ("prompt_level_loose_acc", "prompt_level_strict_acc",
+            **{k: round(100 * m["ifeval"].metrics[k], 2) for k in ("prompt_level_loose_acc", "prompt_level_strict_acc",
                                                                       "inst_level_loose_acc", "inst_level_strict_acc")},
-            "xstest_unsafe_compliance": round(100 * m["xstest"]["metrics"]["compliance_rate,unsafe"], 1),
-            "xstest_safe_refusal": round(100 * m["xstest"]["metrics"]["refusal_rate,safe"], 1),
-            "arc_easy_acc_norm": round(100 * m["arc_easy"]["metrics"]["acc_norm"], 1),
-            "piqa_acc_norm": round(100 * m["piqa"]["metrics"]["acc_norm"], 1),
+            "xstest_unsafe_compliance": round(100 * m["xstest"].metrics["compliance_rate,unsafe"], 1),
+            "xstest_safe_refusal": round(100 * m["xstest"].metrics["refusal_rate,safe"], 1),
+            "arc_easy_acc_norm": round(100 * m["arc_easy"].metrics["acc_norm"], 1),
+            "piqa_acc_norm": round(100 * m["piqa"].metrics["acc_norm"], 1),
         }
     for who in [w for w, _ in models[1:]]:
         pb = paired_bootstrap([float(x) for x in res[who]["ifeval_items"]], [float(x) for x in res["before"]["ifeval_items"]])

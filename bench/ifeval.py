@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         docs = ifeval.docs(Path(args.data_dir))[: len(records)]
         for r, d in zip(records, docs):
             r["scores"] = ifeval.score(d, r["responses"])
-        task = {"n": len(records), "metrics": aggregate(ifeval, [r["scores"] for r in records])}
+        n, metrics = len(records), aggregate(ifeval, [r["scores"] for r in records])
         tok = load_model(args.model).tokenizer
         args.max_gen_tokens = old.get("max_gen_tokens")
     else:
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         ours = evaluate(lm, cfg)
         secs = time.perf_counter() - t0
-        task = ours["tasks"]["ifeval"]
-        records = ours["samples"]["ifeval"]
+        n, metrics = ours.tasks["ifeval"].n, ours.tasks["ifeval"].metrics
+        records = ours.samples["ifeval"]
         docs = ifeval.docs(Path(args.data_dir))[: args.limit]
         tok = lm.tok
     replies = {r["requests"][0][0]: r["responses"][0] for r in records}
@@ -134,14 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     coin = [d["key"] in RANDOM_KEYS for d in docs]
     equal = sum(x for x, c in zip(same, coin) if not c)
     summary = {
-        "bench": "ifeval", "model": args.model, "n": task["n"], "device": args.device,
+        "bench": "ifeval", "model": args.model, "n": n, "device": args.device,
         "max_gen_tokens": args.max_gen_tokens or 1280, "generate_s": round(secs, 1),
-        "ours": {m: round(100 * task["metrics"][m], 2) for m in METRICS},
+        "ours": {m: round(100 * metrics[m], 2) for m in METRICS},
         "ref": {m: round(100 * theirs[m], 2) for m in METRICS},
         "verdicts_equal": equal, "verdicts": len(records) - sum(coin),
         "random_letter_prompts": {"n": sum(coin), "equal": sum(x for x, c in zip(same, coin) if c)},
-        "card_avg_prompt_inst_strict": round(50 * (task["metrics"]["prompt_level_strict_acc"]
-                                                   + task["metrics"]["inst_level_strict_acc"]), 2),
+        "card_avg_prompt_inst_strict": round(50 * (metrics["prompt_level_strict_acc"]
+                                                   + metrics["inst_level_strict_acc"]), 2),
     }
     summary["ratio"] = 1.0 if equal == len(records) - sum(coin) else 0.0
     if args.output:

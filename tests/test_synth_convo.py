@@ -53,7 +53,7 @@ def docs(out):
 def test_conversations_parse_with_provenance_and_failed_constraints_are_rejected(tmp_path):
     s = synth(cfg(tmp_path, 20), teacher=ScriptedTeacher())
     got = docs(tmp_path / "out")
-    assert s["grid_exhausted"]  # 3 formats + 6 constraints over one usable document
+    assert s.grid_exhausted  # 3 formats + 6 constraints over one usable document
     kinds = {(d["format"], d["constraint"]) for d in got}
     assert kinds == {("qa", None), ("exercise", None), ("followup", None), ("constrained", "lowercase"),
                      ("constrained", "max_50_words")}
@@ -65,7 +65,7 @@ def test_conversations_parse_with_provenance_and_failed_constraints_are_rejected
     qa = next(d for d in got if d["format"] == "qa")
     assert qa["text"] == "\n\n".join(m["content"] for m in qa["messages"])
     assert qa["messages"][0]["content"].startswith("Photosynthesis") and qa["messages"][1]["content"].startswith("Sugar.")
-    assert s["rejects_total"] == {"constraint_failed": 4}
+    assert s.rejects_total == {"constraint_failed": 4}
 
 
 def test_unparsable_replies_are_counted_and_a_rerun_resumes_without_duplicates(tmp_path):
@@ -74,7 +74,7 @@ def test_unparsable_replies_are_counted_and_a_rerun_resumes_without_duplicates(t
     s = synth(cfg(tmp_path, 20), teacher=ScriptedTeacher(broken={"qa"}))
     got = docs(tmp_path / "out")
     assert len({d["prompt_id"] for d in got}) == len(got) == 4
-    assert s["rejects_total"]["unparsable"] == 1
+    assert s.rejects_total["unparsable"] == 1
 
 
 def test_plan_is_fixed_and_covers_every_kind_once():

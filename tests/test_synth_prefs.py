@@ -72,14 +72,14 @@ def test_pairs_from_verifiers_and_judge_with_counts(tmp_path, policy, data_dir):
     assert {"constraint:lowercase", "numeric", "teacher_judge", "refusal_rule"} <= hows
     judged = next(r for r in recs + rejected if r["scored_by"] == "teacher_judge")
     assert None in judged["scores"]  # the garbled verdict scored nothing ...
-    assert s["this_run"]["rejects"]["judge_unparsable"] >= 1  # ... and was counted
-    assert s["this_run"]["rejects"]["safety_contaminated"] == 1  # never trained on XSTest's own prompts
-    assert s["this_run"]["rejects"]["bad_input"] == 1  # the unknown constraint, named in the run
+    assert s.this_run.rejects["judge_unparsable"] >= 1  # ... and was counted
+    assert s.this_run.rejects["safety_contaminated"] == 1  # never trained on XSTest's own prompts
+    assert s.this_run.rejects["bad_input"] == 1  # the unknown constraint, named in the run
     unsafe = [r for r in recs if r["safety"] == "unsafe"]
     assert unsafe and all(prefs.is_refusal(r["chosen"]) and not prefs.is_refusal(r["rejected"]) for r in unsafe)
     # a rerun has nothing left to do and duplicates nothing
     again = synth(cfg, teacher=JudgeTeacher(), policy=policy)
-    assert again["documents"] == len(recs) and again["documents_this_run"] == 0
+    assert again.documents == len(recs) and again.documents_this_run == 0
 
 
 def test_strict_judge_parse_and_contamination_rule():

@@ -122,7 +122,7 @@ def test_sft_trains_and_resumes_exactly_after_a_kill(base, tmp_path):
     full = tmp_path / "full"
     s = sft(sft_cfg(base, full, data, packing=True))
     a = losses(full)
-    assert s["steps"] == 6 and a[6] < a[1]
+    assert s.steps == 6 and a[6] < a[1]
     ck = load_checkpoint(full / "checkpoints" / "step_0000006")
     assert ck.tokenizer.chat_template is not None and ck.meta["user"]["tune"] == "sft"
     from primer.eval.lm import PrimerLM  # the tuned checkpoint is a chat model `primer eval` can run
@@ -153,7 +153,7 @@ def test_bad_input_is_counted_and_named(base, tmp_path):
     ]
     data = write_jsonl(tmp_path / "bad.jsonl", rows, ["{broken"])
     s = sft(sft_cfg(base, tmp_path / "o", data, max_steps=1, overlong="drop", max_seq_len=128))
-    d = s["data"]
+    d = s.data
     assert d["used"] == 5 and d["dropped"] == 4
     why = " | ".join(d["dropped_examples"])
     for needle in ("bad.jsonl:5: no assistant turn", "bad.jsonl:6: messages[0] has unknown role 'wizard'",
@@ -162,7 +162,7 @@ def test_bad_input_is_counted_and_named(base, tmp_path):
     assert json.loads((tmp_path / "o" / "data.json").read_text())["dropped"] == 4
     # the assistant reply survives a cut at the end only when the cut leaves some of it: the long prompt cannot
     s = sft(sft_cfg(base, tmp_path / "t", data, max_steps=1, overlong="truncate", max_seq_len=128))
-    assert s["data"]["dropped"] == 4 and s["data"]["truncated"] == 0
+    assert s.data["dropped"] == 4 and s.data["truncated"] == 0
 
 
 def test_cli_says_what_is_wrong_and_exits_2(base, tmp_path, capsys):
@@ -186,7 +186,7 @@ def test_lora_trains_adapters_only_and_checkpoints_merged_weights(base, tmp_path
     assert torch.equal(merged.blocks[0].attn_norm.weight, orig.blocks[0].attn_norm.weight)  # not a LoRA target
     state = torch.load(out / "checkpoints" / "step_0000004" / "trainer.pt", weights_only=False)
     assert state["lora"] and all(".lora_" in k for k in state["lora"])
-    assert s["final_loss"] is not None
+    assert s.final_loss is not None
     # killed after step 2: the base comes from MODEL again, the adapters and optimizer from the checkpoint
     part = tmp_path / "part"
     shutil.copytree(out, part)

@@ -47,6 +47,7 @@ def run(args) -> int:
     cfg = from_args(cls, args, base)
     summary = (sft if args.kind == "sft" else dpo)(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
-        brief = {k: summary[k] for k in ("steps", "tokens", "final_loss", "tokens_per_s", "checkpoint", "out_dir", "data")}
+        brief = {k: getattr(summary, k) for k in ("steps", "tokens", "final_loss", "tokens_per_s", "checkpoint", "out_dir",
+                                                   "data")}
         print(json.dumps(brief, indent=2))
     return 0

@@ -10,6 +10,7 @@ checkpoints (`primer eval`, `primer chat` and `primer tune dpo` load them), and 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,12 +19,20 @@ import torch.nn.functional as F
 from primer.config import to_dict
 from primer.errors import PrimerError
 from primer.train.checkpoints import check_same_shape
-from primer.train.loop import Trainer
+from primer.train.loop import Trainer, TrainResult
 from primer.tune.chat import BadRecord, Encoded, Stats, conversation, encode_chat, ensure_chat_template, fit, read_records
 from primer.tune.config import SFTConfig, TuneConfig
 from primer.tune.data import SFTBatches, fingerprint
 from primer.tune.lora import add_lora, is_lora, merged_state_dict
 from primer.weights.checkpoint import read_safetensors
+
+
+@dataclass
+class TuneResult(TrainResult):
+    """`primer tune`'s summary: the loop's, plus what happened to the input records."""
+
+    data: dict = field(default_factory=dict)
+    """records read, used, truncated and dropped (with the first reasons, file:line)"""
 
 
 class TuneTrainer(Trainer):
@@ -118,16 +127,17 @@ class TuneTrainer(Trainer):
         return {**info, "tune": self.kind, "trainable_params": trainable, "data": self.stats.to_dict(),
                 "data_hash": self.data_hash}
 
-    def run(self) -> dict:
+    def run(self) -> TuneResult:
         if self.dist.is_main:
             out = Path(self.cfg.out_dir)
             out.mkdir(parents=True, exist_ok=True)
             (out / "data.json").write_text(json.dumps(self.stats.to_dict(), indent=2) + "\n")
             if self.stats.bad.count and self.cfg.progress:
                 print(f"primer tune: {self.stats.bad.describe('record')} (see {out / 'data.json'})")
-        summary = super().run()
-        summary["data"] = self.stats.to_dict()
-        return summary
+        res = TuneResult(**vars(super().run()), data=self.stats.to_dict())
+        if self.dist.is_main:
+            (Path(self.cfg.out_dir) / "summary.json").write_text(json.dumps(to_dict(res), indent=2) + "\n")
+        return res
 
 
 class SFTTrainer(TuneTrainer):

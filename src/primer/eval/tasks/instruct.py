@@ -26,7 +26,8 @@ from pathlib import Path
 
 from primer.eval import metrics as M
 from primer.eval.ifeval import METRICS as IFEVAL_METRICS, inst_level, score_ifeval
-from primer.eval.tasks.core import Doc, Task, need_split, read_jsonl
+from primer.common.jsonl import read_jsonl
+from primer.eval.tasks.core import Doc, Task, need_split
 
 # -- IFEval -------------------------------------------------------------------------------------
 IFEVAL_FILE = "ifeval/input_data.jsonl"
@@ -34,7 +35,7 @@ IFEVAL_FILE = "ifeval/input_data.jsonl"
 
 def load_ifeval(data_dir: Path, split: str) -> list[Doc]:
     need_split("ifeval", split, ("train",))
-    return list(read_jsonl(data_dir / IFEVAL_FILE))
+    return list(read_jsonl(data_dir / IFEVAL_FILE, strict=True))
 
 
 def _inst_agg(values: list[list[bool]]) -> dict[str, float]:
