@@ -156,12 +156,8 @@ def pair(item: dict, answers: list[str], scores: list[float | None], how: str) -
 
 
 def items(cfg, teacher, counts: Counter, bad: BadInput) -> list[dict]:
-    """Every prompt of a preference run, in a fixed order: prompt files, constrained rewrites of --sources, safety."""
-    out = read_prompts(list(cfg.prompts), bad)
-    if cfg.sources:
-        for src in convo.read_sources(list(cfg.sources), bad=bad):
-            for name in convo.CONSTRAINTS:
-                out.append({"prompt": convo.make(src, "constrained", name).text, "constraint": name, "where": src.where})
+    """Every prompt of a preference run, in a fixed order: safety questions, prompt files, constrained rewrites."""
+    out: list[dict] = []
     if cfg.safety_per_type:
         from primer.common.paths import benchmark_dir
         from primer.teachers import Sampling
@@ -182,6 +178,11 @@ def items(cfg, teacher, counts: Counter, bad: BadInput) -> list[dict]:
                     counts["safety_contaminated"] += 1
                 else:
                     out.append({"prompt": q, "safety": label, "safety_type": name, "where": f"teacher:{name}:{k}"})
+    out += read_prompts(list(cfg.prompts), bad)
+    if cfg.sources:
+        for src in convo.read_sources(list(cfg.sources), bad=bad):
+            for name in convo.CONSTRAINTS:
+                out.append({"prompt": convo.make(src, "constrained", name).text, "constraint": name, "where": src.where})
     return out
 
 
