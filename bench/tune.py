@@ -206,7 +206,8 @@ def speed(model: str, steps: int, repeats: int, batch: int, threads: int) -> lis
 
     tok = AutoTokenizer.from_pretrained(mdir)
     # tokens per SFT step, counted once the same way for both sides (the rendered conversations, unpadded)
-    lens = [len(tok.apply_chat_template(c["prompt"] + c["completion"], tokenize=True)) for c in conversations(32)]
+    lens = [len(tok(tok.apply_chat_template(c["prompt"] + c["completion"], tokenize=False), add_special_tokens=False)
+                ["input_ids"]) for c in conversations(32)]
     results: dict = {(t, s): [] for t in ("sft", "dpo") for s in ("ours", "trl")}
     for task in ("sft", "dpo"):
         for _ in range(repeats):  # interleaved, so a drift in the machine's speed hits both sides alike
@@ -231,7 +232,8 @@ def speed(model: str, steps: int, repeats: int, batch: int, threads: int) -> lis
         if task == "sft":
             tps = {s: statistics.mean(per_step[1:]) / med[s]["s_per_step"] for s in med}
             out.append({"bench": "tune", "what": "sft tokens/s", "model": model, "ours": round(tps["ours"], 1),
-                        "ref": round(tps["trl"], 1), "ratio": round(tps["ours"] / tps["trl"], 3)})
+                        "ref": round(tps["trl"], 1), "ratio": round(tps["ours"] / tps["trl"], 3),
+                        "s_per_step": {s: round(med[s]["s_per_step"], 3) for s in med}})
             out.append({"bench": "tune", "what": "sft peak RSS MB", "model": model,
                         "ours": round(med["ours"]["peak_rss_mb"]), "ref": round(med["trl"]["peak_rss_mb"]),
                         "ratio": round(med["ours"]["peak_rss_mb"] / med["trl"]["peak_rss_mb"], 3)})
