@@ -27,6 +27,8 @@ LEAVES = [
     "train",
     "tune",
     "audit",
+    "export",
+    "index",
     "run",
     "report",
 ]
