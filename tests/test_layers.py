@@ -21,8 +21,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("primer", "primer.errors"),                  # the version string and the one error type
     ("primer.config", "primer.common"),           # dataclass configs; JSONL, locks, provenance, data paths
     ("primer.model", "primer.benchmarks"),        # the decoder, tokenizer, generation; `primer data` (planned)
-    ("primer.weights",),                          # every external format <-> the model; weights.export (planned)
-    ("primer.teachers", "primer.tokens", "primer.index"),  # teachers; `primer tokenize`; retrieval (planned)
+    ("primer.weights",),                          # every external format <-> the model; `primer export`
+    ("primer.teachers", "primer.tokens", "primer.index"),  # teachers; `primer tokenize`; retrieval (`primer index`)
     ("primer.synth", "primer.train", "primer.eval", "primer.serve"),  # verbs on the layers below; serve (planned)
     ("primer.curate", "primer.tune"),             # curate uses eval's tasks and teachers; tune: SFT/DPO on train's loop
     ("primer.audit",),                            # eval's tasks and models, curate's n-gram index

@@ -2,6 +2,8 @@
 
 Reads one user message per line from stdin (interactive or piped), streams each reply to stdout,
 and keeps the conversation as context. `/exit` (or end of input) leaves, `/reset` starts over.
+With `--index IDX`, each message is searched in the index and its top `--passages` chunks precede
+it (`primer.index.prompt.with_passages`); the sources are listed under the reply.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ def register(sub) -> None:
     p = sub.add_parser("chat", help="multi-turn chat REPL on stdin/stdout (/exit to leave)",
                        description="Chat with a model: one message per line on stdin; /exit leaves, /reset forgets.")
     p.add_argument("--system", default=None, help="system message (default: the template's own)")
+    p.add_argument("--index", default=None, help="search index (primer index build): passages go before each message")
+    p.add_argument("--passages", type=int, default=3, help="retrieved chunks per message with --index (default: 3)")
     add_sampling_args(p)
     p.set_defaults(func=run)
 
@@ -24,6 +28,13 @@ def run(args) -> int:
     from primer.model.generate import generate
     from primer.weights.load import load_model
 
+    index = None
+    if args.index is not None:
+        from primer.index.bm25 import Index
+
+        if args.passages < 1:
+            raise PrimerError(f"--passages must be at least 1 with --index, got {args.passages}")
+        index = Index.load(args.index)
     lm = load_model(args.model)
     if lm.tokenizer is None or not getattr(lm.tokenizer, "chat_template", None):
         raise PrimerError(f"model '{args.model}' has no chat template; use `primer generate` instead")
@@ -50,6 +61,11 @@ def run(args) -> int:
         if text == "/reset":
             history = history[:1] if args.system else []
             continue
+        hits = index.search(text, k=args.passages) if index is not None else []
+        if hits:
+            from primer.index.prompt import with_passages
+
+            text = with_passages(text, hits)
         history.append({"role": "user", "content": text})
         # drop the oldest turns when the conversation no longer fits the context
         while True:
@@ -62,6 +78,8 @@ def run(args) -> int:
                        top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop, on_token=show,
                        fast=False if args.exact else "auto")
         sys.stdout.write("\n")
+        for h in hits:
+            sys.stdout.write(f"  source {h.cite()}\n")
         sys.stdout.flush()
         history.append({"role": "assistant", "content": r.text})
     return 0

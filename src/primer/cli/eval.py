@@ -9,6 +9,9 @@ def register(sub) -> None:
     p.add_argument("--tasks", default="piqa", help="comma-separated tasks or groups ('list' to show them)")
     p.add_argument("--shots", type=int, default=None, help="few-shot examples (default: each task's lm-eval default)")
     p.add_argument("--limit", type=int, default=None, help="first N documents per task (per MMLU subject)")
+    p.add_argument("--sample", type=int, default=None, help="a seeded random sample of N documents per task")
+    p.add_argument("--index", default=None, help="search index (primer index build) for open-book tasks (*_openbook)")
+    p.add_argument("--passages", type=int, default=3, help="retrieved chunks put into each open-book prompt (default: 3)")
     p.add_argument("--data-dir", default=None, help="folder laid out like shared/benchmarks (default: $PRIMER_DATA)")
     p.add_argument("--output", default=None, help="write results JSON here")
     p.add_argument("--log-samples", action="store_true", help="keep per-document records in the results JSON")
@@ -37,7 +40,18 @@ def run(args) -> int:
         return 0
     from primer.eval.tasks import expand
 
-    expand(args.tasks.split(","))  # unknown names fail here, before the model loads
+    tasks = expand(args.tasks.split(","))  # unknown names fail here, before the model loads
+    from primer.errors import PrimerError
+
+    if args.passages < 0:
+        raise PrimerError(f"--passages must be 0 or more, got {args.passages}")
+    if any(t.query is not None for t in tasks):
+        from primer.index.bm25 import index_meta
+
+        if args.index is None:
+            raise PrimerError("open-book tasks read passages from a search index: pass --index IDX "
+                              "(build one with `primer index build DOCS --out IDX`)")
+        index_meta(args.index)  # a wrong --index fails here, before the model loads
     import torch
 
     from primer.eval.lm import PrimerLM
@@ -47,7 +61,8 @@ def run(args) -> int:
 
     data_dir = benchmark_dir(args.data_dir)
     cfg = EvalConfig(
-        tasks=[t for t in args.tasks.split(",") if t.strip()], shots=args.shots, limit=args.limit,
+        tasks=[t for t in args.tasks.split(",") if t.strip()], shots=args.shots, limit=args.limit, sample=args.sample,
+        index=Path(args.index) if args.index else None, passages=args.passages,
         data_dir=Path(data_dir) if data_dir else None, samples=args.samples, temperature=args.temperature,
         seed=args.seed, log_samples=args.log_samples, cache=Path(args.cache) if args.cache else None,
         chat=args.chat, max_gen_tokens=args.max_gen_tokens,

@@ -184,3 +184,15 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def passage_hit(passage: str, gold: str) -> bool:
+    """A retrieved chunk is the gold passage when one contains the other (chunks are cut from documents)."""
+    a, b = " ".join(passage.split()), " ".join(gold.split())
+    return bool(a) and (a in b or b in a)
+
+
+def answer_hit(passage: str, answers: Sequence[str]) -> bool:
+    """DPR's retrieval accuracy test: some answer, normalised as SQuAD does, occurs in the passage."""
+    text = f" {squad_normalize(passage)} "
+    return any(n and f" {n} " in text for n in map(squad_normalize, answers))

@@ -28,6 +28,7 @@ from primer.eval import metrics as M
 from primer.eval.tasks import GROUPS, Task, expand
 
 CHUNK_DOCS = 16
+RETRIEVE_K = 20  # hits kept per open-book document: recall@1/5/20
 
 
 @dataclass
@@ -38,6 +39,12 @@ class EvalConfig:
     """Few-shot examples per prompt (default: each task's own, 0 for most; mmlu/gsm8k/mbpp as lm-eval)."""
     limit: int | None = None
     """Evaluate only the first N documents of each task (N per MMLU subject)."""
+    sample: int | None = None
+    """Evaluate a random sample of N documents of each task (seeded with `seed`, kept in file order)."""
+    index: Path | None = None
+    """Search index (`primer index build`) for open-book tasks (*_openbook): its top chunks precede each question."""
+    passages: int = 3
+    """Retrieved chunks put into each open-book prompt (recall@k is scored on the top 20)."""
     data_dir: Path | None = None
     """Folder laid out like shared/benchmarks; None = $PRIMER_DATA, else HF datasets (online)."""
     samples: int = 1
@@ -121,6 +128,20 @@ def build_requests(task: Task, doc: dict, prefix: str, cfg: EvalConfig, lm=None)
         prompt = lm.chat_prompt([{"role": "user", "content": prompt}])
     budget = min(task.max_tokens, cfg.max_gen_tokens) if cfg.max_gen_tokens else task.max_tokens
     return "generate", [[prompt, list(task.until), budget, temp, cfg.seed + s] for s in range(n)]
+
+
+def retrieve(task: Task, docs: list[dict], cfg: EvalConfig, loaded: dict[str, Any]) -> list[dict]:
+    """Open-book documents: each gets its query's top hits as `retrieved` and the first --passages as `passages`."""
+    if cfg.index is None:
+        raise PrimerError(f"task {task.name} reads passages from a search index: pass --index IDX "
+                          "(build one with `primer index build DOCS --out IDX`)")
+    from primer.index.bm25 import Index  # noqa: PLC0415
+
+    if str(cfg.index) not in loaded:
+        loaded[str(cfg.index)] = Index.load(cfg.index)
+    hits = loaded[str(cfg.index)].search_many([task.query(d) for d in docs], k=max(RETRIEVE_K, cfg.passages))
+    return [{**d, "retrieved": [h.to_dict() for h in hs], "passages": [h.to_dict() for h in hs[: cfg.passages]]}
+            for d, hs in zip(docs, hits)]
 
 
 def answer(lm, kind: str, reqs: list) -> list:
@@ -278,10 +299,15 @@ def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> EvalResult:
         raise PrimerError("no tasks given; pass --tasks NAME[,NAME...]")
     cache = Cache.open(cfg.cache)
     results = EvalResult(samples={} if cfg.log_samples else None)
+    indexes: dict[str, Any] = {}  # open-book tasks' search indexes, loaded once
     for task in tasks:
         docs = task.docs(cfg.data_dir)
+        if cfg.sample is not None and cfg.sample < len(docs):
+            docs = [docs[i] for i in sorted(random.Random(cfg.seed).sample(range(len(docs)), cfg.sample))]
         if cfg.limit is not None:
             docs = docs[: cfg.limit]
+        if task.query is not None:
+            docs = retrieve(task, docs, cfg, indexes)
         shots = task.default_shots if cfg.shots is None else cfg.shots
         pool = task.fewshot_pool(cfg.data_dir) if shots > 0 else None
         if shots > 0 and pool is None:
@@ -302,7 +328,9 @@ def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> EvalResult:
         if results.samples is not None:
             results.samples[task.name] = [
                 {"doc_id": i, "requests": built[i][1], "responses": resps[i],
-                 "target": _jsonable(task.doc_to_target(docs[i])), "scores": _jsonable(scores[i])}
+                 "target": _jsonable(task.doc_to_target(docs[i])), "scores": _jsonable(scores[i]),
+                 **({"passages": [{k: h[k] for k in ("rank", "score", "doc_id", "title", "start", "end")}
+                                  for h in docs[i]["passages"]]} if "passages" in docs[i] else {})}
                 for i in range(len(docs))]
     for group, members in GROUPS.items():
         done = [results.tasks[m] for m in members if m in results.tasks]

@@ -154,6 +154,18 @@ def build_index(inputs: list[str | Path], out: str | Path, cfg: IndexConfig | No
     return summary
 
 
+def index_meta(path: str | Path) -> dict:
+    """index.json of the index at `path`; a PrimerError saying how to build one when it is not an index."""
+    p = Path(path)
+    if not (p / "index.json").is_file():
+        raise PrimerError(f"{p} is not a primer index (no index.json); build one with: primer index build DOCS --out {p}")
+    meta = json.loads((p / "index.json").read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise PrimerError(f"{p}: index format {meta.get('format')} v{meta.get('version')}, expected {FORMAT} "
+                          f"v{VERSION}; rebuild it with primer index build")
+    return meta
+
+
 class Index:
     """A built index, loaded for search: `Index.load(dir).search("query", k=5) -> [Hit, ...]`."""
 
@@ -165,12 +177,7 @@ class Index:
     def load(cls, path: str | Path) -> "Index":
         bm25s = _bm25s()
         p = Path(path)
-        if not (p / "index.json").is_file():
-            raise PrimerError(f"{p} is not a primer index (no index.json); build one with: primer index build DOCS --out {p}")
-        meta = json.loads((p / "index.json").read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise PrimerError(f"{p}: index format {meta.get('format')} v{meta.get('version')}, expected {FORMAT} "
-                              f"v{VERSION}; rebuild it with primer index build")
+        meta = index_meta(p)
         retriever = bm25s.BM25.load(str(p / "bm25"), mmap=True, show_progress=False)
         chunks = list(read_jsonl(p / "chunks.jsonl", strict=True))
         if len(chunks) != meta["chunks"]:

@@ -31,7 +31,7 @@ GROUPS: dict[str, list[str]] = dict(mmlu.GROUPS)
 
 # Tasks whose documents repeat another task's (same questions, other prompt): left out of the
 # default decontamination set so each benchmark text is yielded once.
-_DECONTAM_ALIASES = {"gsm8k_code"} | set(GROUPS["mmlu_cloze"])
+_DECONTAM_ALIASES = {"gsm8k_code", "squad_closedbook", "squad_openbook", "triviaqa_openbook"} | set(GROUPS["mmlu_cloze"])
 
 
 def list_tasks(include_subtasks: bool = False) -> list[str]:

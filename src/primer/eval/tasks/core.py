@@ -82,6 +82,9 @@ class Task:
     """Generative tasks: (doc, responses) -> per-document metric values."""
     group: str | None = None
     """Name of the group this task belongs to (e.g. 'mmlu'); the group reports micro and macro averages."""
+    query: Callable[[Doc], str] | None = None
+    """Open-book tasks: the text searched in the --index; the runner adds the top hits to the document
+    as `retrieved` (20, for recall@k) and `passages` (the first --passages, which the prompt shows)."""
     hf: tuple[str, str | None, str] | None = None
     """(dataset path, config name, split) for loading with HF `datasets` when online."""
     notes: str = ""

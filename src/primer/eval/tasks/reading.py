@@ -1,19 +1,52 @@
-"""Reading comprehension and closed-book QA: BoolQ, TriviaQA, SQuAD v1.1.
+"""Reading comprehension and question answering, closed-book and open-book: BoolQ, TriviaQA, SQuAD v1.1.
 
 BoolQ is multiple choice ("no"/"yes") with lm-eval's super_glue/boolq prompt. TriviaQA is
 lm-eval's triviaqa task (greedy answer up to a newline, period or comma; exact match against the
 aliases ignoring case and punctuation). SQuAD v1.1 uses lm-eval's squadv2 prompt (Title /
 Background / Question / Answer) with the official v1.1 EM/F1.
+
+The same questions under three conditions (phi-3's answer to a small model's weak memory):
+  * `squad`: the gold paragraph is given (the oracle; lm-eval's prompt);
+  * `squad_closedbook`, `triviaqa`: the question alone;
+  * `squad_openbook`, `triviaqa_openbook`: the top --passages chunks of a BM25 --index precede the
+    closed-book prompt (`primer.index.prompt.with_passages`); the model has to retrieve the paragraph.
+    Open-book tasks also score retrieval: `recall@k` = the gold paragraph is among the top k chunks
+    (SQuAD), `answer_recall@k` = an answer alias occurs in one of them (TriviaQA, DPR's measure,
+    for any corpus the user indexes).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from primer.eval import metrics as M
 from primer.common.jsonl import read_jsonl
 from primer.eval.tasks.core import Doc, Task, need_split, strip_prefix
+from primer.index.prompt import with_passages
+
+RECALL_KS = (1, 5, 20)
+
+
+def open_book(task: Task, *, name: str, query: Callable[[Doc], str], hit: Callable[[Doc, str], bool],
+              recall: str) -> Task:
+    """The open-book twin of a closed-book generative task: passages before its prompt, recall@k scored."""
+    closed_prompt, closed_score = task.doc_to_text, task.score
+
+    def score(doc: Doc, responses: list[str]) -> dict[str, float]:
+        found = [hit(doc, h["text"]) for h in doc.get("retrieved") or []]
+        return {**closed_score(doc, responses),  # type: ignore[misc]
+                **{f"{recall}@{k}": float(any(found[:k])) for k in RECALL_KS}}
+
+    return dataclasses.replace(
+        task, name=name, query=query, score=score,
+        doc_to_text=lambda d: with_passages(closed_prompt(d), d.get("passages") or []),
+        metrics=task.metrics + tuple(f"{recall}@{k}" for k in RECALL_KS),
+        notes=f"open-book {task.name}: the top --passages chunks of --index precede the prompt",
+    )
+
 
 # -- BoolQ --------------------------------------------------------------------------------------
 BOOLQ_FILE = "boolq/boolq_dev.jsonl"
@@ -113,4 +146,16 @@ SQUAD = Task(
     notes="lm-eval's squadv2 prompt; metric is the official SQuAD v1.1 EM/F1 (max over gold answers)",
 )
 
-TASKS = [BOOLQ, TRIVIAQA, SQUAD]
+SQUAD_CLOSEDBOOK = dataclasses.replace(
+    SQUAD, name="squad_closedbook", doc_to_text=lambda d: f"Question: {d['question']}\n\nAnswer:",
+    decontam=lambda d: d["question"],
+    notes="closed-book SQuAD v1.1: the question alone (squad's prompt without Title and Background)",
+)
+
+SQUAD_OPENBOOK = open_book(SQUAD_CLOSEDBOOK, name="squad_openbook", query=lambda d: d["question"],
+                           hit=lambda d, text: M.passage_hit(text, d["context"]), recall="recall")
+
+TRIVIAQA_OPENBOOK = open_book(TRIVIAQA, name="triviaqa_openbook", query=lambda d: d["question"],
+                              hit=lambda d, text: M.answer_hit(text, d["answer"]["aliases"]), recall="answer_recall")
+
+TASKS = [BOOLQ, TRIVIAQA, TRIVIAQA_OPENBOOK, SQUAD, SQUAD_CLOSEDBOOK, SQUAD_OPENBOOK]
