@@ -17,7 +17,7 @@ import pytest
 ARTIFACTS = Path(os.environ.get("PRIMER_TEST_ARTIFACTS", Path(__file__).resolve().parent / "artifacts"))
 
 
-def make_run_dir(rd: Path, stages: tuple[str, ...] = ("synth", "curate", "tokenize", "train", "eval", "audit"),
+def make_run_dir(rd: Path, stages: tuple[str, ...] = ("synth", "curate", "tokenize", "train", "eval", "audit", "export"),
                  failed: str | None = None) -> Path:
     rng = random.Random(0)
     rd.mkdir(parents=True, exist_ok=True)
@@ -79,6 +79,8 @@ def make_run_dir(rd: Path, stages: tuple[str, ...] = ("synth", "curate", "tokeni
                                "verdict": "no evidence"}],
             "bad_input": no_bad,
         },
+        "export": {"path": "runs/fixture/export/model-q4_0.gguf", "format": "gguf", "arch": "llama", "quant": "q4_0",
+                   "bytes": 2_345_678, "chat": "primer chat --model runs/fixture/export/model-q4_0.gguf"},
     }
     run_stages = []
     for name in stages:

@@ -22,7 +22,7 @@ def test_full_report_is_self_contained(tmp_path):
     assert "&lt;script&gt;alert(1)" in html
     # six plots of data + training curve + benchmarks + audit + time per stage
     assert html.count('<img class="plot"') >= 8
-    for heading in ("Data", "Training", "Benchmarks", "Audit", "Generation samples", "Recipe", "Hardware"):
+    for heading in ("Data", "Training", "On-device file", "Benchmarks", "Audit", "Generation samples", "Recipe", "Hardware"):
         assert f"<h2>{heading}" in html
     assert "gsm8k" in html and "[2.0, 18.0]" in html
     assert "stage <b>" not in html  # nothing missing
@@ -30,7 +30,7 @@ def test_full_report_is_self_contained(tmp_path):
 
 def test_partial_and_failed_runs_render(tmp_path):
     html = render(make_run_dir(tmp_path / "a", stages=("synth", "curate")))
-    for stage in ("tokenize", "train", "eval", "audit"):
+    for stage in ("tokenize", "train", "eval", "audit", "export"):
         assert f"stage <b>{stage}</b> not run" in html
     html = render(make_run_dir(tmp_path / "b", failed="train"))
     assert "stage <b>train</b> failed" in html and "something broke" in html

@@ -260,15 +260,18 @@ def test_mini_recipe_end_to_end(tmp_path, data_dir):
     out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     run = json.loads((rd / "run.json").read_text())
-    assert [s["status"] for s in run["stages"]] == ["done"] * 6, run["stages"]
+    assert [s["status"] for s in run["stages"]] == ["done"] * 7, run["stages"]
     assert {"git_sha", "packages", "hardware", "recipe"} <= set(run)
     report = rd / "report.html"
     assert report.is_file()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(report, ARTIFACTS / "mini-report.html")
     html = report.read_text()
-    for needle in ("final validation loss", "arc_easy", "perturbation", "Contamination signals"):
+    for needle in ("final validation loss", "arc_easy", "perturbation", "Contamination signals", "model-q4_0.gguf"):
         assert needle in html
+    from primer.weights.load import load_model
+
+    assert load_model(rd / "export" / "model-q4_0.gguf").model.cfg.n_layer == 2  # the debug shape, 4-bit
     assert "not run" not in html
     if chromium_path():
         check_in_chromium(report, "mini-report")
@@ -277,8 +280,8 @@ def test_mini_recipe_end_to_end(tmp_path, data_dir):
     out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     run = json.loads((rd / "run.json").read_text())
-    assert [s["status"] for s in run["stages"]] == ["skipped"] * 6
-    assert out.stdout.count("up to date") == 6, out.stdout
+    assert [s["status"] for s in run["stages"]] == ["skipped"] * 7
+    assert out.stdout.count("up to date") == 7, out.stdout
     assert time.time() - t0 < 120
 
     recipe.write_text(re.sub(r"(?m)^max_steps = \d+", "max_steps = 20", text))
@@ -286,7 +289,8 @@ def test_mini_recipe_end_to_end(tmp_path, data_dir):
     assert out.returncode == 0, out.stderr[-3000:]
     run = json.loads((rd / "run.json").read_text())
     assert {s["name"]: s["status"] for s in run["stages"]} == {
-        "synth": "skipped", "curate": "skipped", "tokenize": "skipped", "train": "done", "eval": "done", "audit": "done"}
+        "synth": "skipped", "curate": "skipped", "tokenize": "skipped", "train": "done", "eval": "done", "audit": "done",
+        "export": "done"}
     assert json.loads((rd / "train" / "stage.json").read_text())["summary"]["steps"] == 20
 
 

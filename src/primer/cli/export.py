@@ -26,5 +26,5 @@ def run(args) -> int:
     from primer.weights.export import ExportConfig, export_model
 
     r = export_model(args.model, args.out, from_args(ExportConfig, args), progress=True)
-    print(json.dumps(r, indent=2))
+    print(json.dumps(r.to_dict(), indent=2))
     return 0

@@ -22,8 +22,8 @@ from primer.common.jsonl import BadInput
 from primer.errors import PrimerError
 from primer.pipeline.records import RunRecord, StageRecord, read_run, read_stage
 from primer.pipeline.stages import STAGES
-from primer.pipeline.summaries import (AuditSummary, CurateSummary, Curve, EvalSummary, Gap, SynthSummary,
-                                       TokenizeSummary, TrainSummary, read_summary)
+from primer.pipeline.summaries import (AuditSummary, CurateSummary, Curve, EvalSummary, ExportSummary, Gap,
+                                       SynthSummary, TokenizeSummary, TrainSummary, read_summary)
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -390,6 +390,11 @@ def section_train(s: TrainSummary) -> str:
     return "\n".join(out)
 
 
+def section_export(s: ExportSummary) -> str:
+    return kv_table({"file": s.path, "format": s.format, "architecture": s.arch, "quantization": s.quant,
+                     "size (MiB)": round(s.bytes / 2**20, 2), "chat with it": s.chat})
+
+
 def section_eval(s: EvalSummary) -> str:
     if s.skipped:
         return f'<div class="missing">benchmarks skipped: {esc(s.skipped)}</div>'
@@ -533,6 +538,7 @@ def render(run_dir: str | Path) -> str:
         "<h2>Stages and time</h2>", section_overview(run, stages),
         "<h2>Data</h2>", section_data(stages),
         "<h2>Training</h2>", stage_section(stages, "train", section_train),
+        "<h2>On-device file</h2>", stage_section(stages, "export", section_export),
         "<h2>Benchmarks</h2>", stage_section(stages, "eval", section_eval),
         "<h2>Audit</h2>", stage_section(stages, "audit", section_audit),
         "<h2>Generation samples</h2>", section_samples(stages),

@@ -26,8 +26,8 @@ from primer.config import to_dict
 from primer.errors import PrimerError
 from primer.pipeline.spec import StageContext, StageSpec
 from primer.pipeline.summaries import (AuditSummary, CurateSummary, Curve, DecontamCounts, DedupCounts, DocSample,
-                                       EvalRow, EvalSummary, Gap, Generation, Signal, SourceCounts, SynthSummary,
-                                       TokenizeSummary, TrainSummary)
+                                       EvalRow, EvalSummary, ExportSummary, Gap, Generation, Signal, SourceCounts,
+                                       SynthSummary, TokenizeSummary, TrainSummary)
 
 if TYPE_CHECKING:
     from primer.eval.runner import TaskResult
@@ -369,6 +369,24 @@ def run_audit(cfg, ctx: StageContext) -> AuditSummary:
                         bad_input=r.bad_input)
 
 
+# --------------------------------------------------------------------------------------- export
+
+
+def _export_cfg():
+    from primer.weights.export import ExportConfig
+
+    return ExportConfig
+
+
+def run_export(cfg, ctx: StageContext) -> ExportSummary:
+    from primer.weights.export import export_model
+
+    out = ctx.out_dir / (f"model-{cfg.quant}.gguf" if cfg.to == "gguf" else "hf")
+    r = export_model(_checkpoint(ctx), out, cfg)
+    return ExportSummary(path=str(r.path), format=r.format, arch=r.arch, quant=r.quant, bytes=r.bytes,
+                         chat=f"primer chat --model {r.path}")
+
+
 # ------------------------------------------------------------------------------------------------
 
 STAGES: list[StageSpec] = [
@@ -385,4 +403,5 @@ STAGES: list[StageSpec] = [
               resolve=_with_data_dir),
     StageSpec("audit", ("train", "curate"), _audit_cfg, run_audit, AuditSummary, "perturbation gaps and contamination",
               wired=("corpus", "out"), env=("PRIMER_DATA",), resolve=_with_data_dir),
+    StageSpec("export", ("train",), _export_cfg, run_export, ExportSummary, "the trained model as a GGUF file llama.cpp runs"),
 ]

@@ -201,6 +201,18 @@ class AuditSummary:
     bad_input: BadInput
 
 
+@dataclass
+class ExportSummary:
+    path: str
+    """the exported GGUF file (or HF directory)"""
+    format: str
+    arch: str
+    quant: str | None
+    bytes: int
+    chat: str
+    """the command that chats with it"""
+
+
 def read_summary(cls: type, data: Any, stage: str) -> Any:
     """A stored summary as `cls`; a PrimerError naming the stage and field when it does not fit."""
     if not isinstance(data, dict):

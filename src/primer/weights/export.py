@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -69,16 +70,19 @@ class ExportConfig:
 @dataclass
 class ExportResult:
     path: Path
+    format: str
+    """gguf or hf"""
     arch: str
-    quant: str
+    """GGUF architecture (llama, phi2) or HF class"""
+    quant: str | None
+    """GGUF tensor type asked for (None for an HF directory)"""
     bytes: int
     seconds: float
     tensor_types: dict[str, int]
-    """GGML type name -> number of tensors written with it."""
+    """GGML type name -> number of tensors written with it (GGUF)"""
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "arch": self.arch, "quant": self.quant, "bytes": self.bytes,
-                "seconds": round(self.seconds, 2), "tensor_types": self.tensor_types}
+        return {**dataclasses.asdict(self), "path": str(self.path), "seconds": round(self.seconds, 2)}
 
 
 def gguf_arch(cfg) -> str:
@@ -293,11 +297,11 @@ def write_gguf(model, tokenizer, path: str | Path, quant: str = "q4_0", *, name:
     finally:
         w.close()
     os.replace(tmp, path)
-    return ExportResult(path, arch, quant, path.stat().st_size, time.perf_counter() - t0, counts)
+    return ExportResult(path, "gguf", arch, quant, path.stat().st_size, time.perf_counter() - t0, counts)
 
 
 def export_model(spec: str | Path, out: str | Path, cfg: ExportConfig | None = None, *,
-                 progress: bool = False) -> dict:
+                 progress: bool = False) -> ExportResult:
     """`primer export`: load any model `load_model` reads and write it as GGUF (`cfg.quant`) or as an HF dir."""
     from primer.weights.load import load_model
 
@@ -311,8 +315,6 @@ def export_model(spec: str | Path, out: str | Path, cfg: ExportConfig | None = N
         t0 = time.perf_counter()
         d = save_hf_dir(loaded.model, loaded.tokenizer, out)
         size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
-        return {"path": str(d), "format": "hf", "arch": hf_architecture(loaded.model.cfg), "bytes": size,
-                "seconds": round(time.perf_counter() - t0, 2)}
+        return ExportResult(d, "hf", hf_architecture(loaded.model.cfg), None, size, time.perf_counter() - t0, {})
     name = Path(str(spec)).stem if str(spec) != "bundled" else None
-    r = write_gguf(loaded.model, loaded.tokenizer, out, cfg.quant, name=name or None, progress=progress)
-    return {**r.to_dict(), "format": "gguf"}
+    return write_gguf(loaded.model, loaded.tokenizer, out, cfg.quant, name=name or None, progress=progress)
