@@ -7,7 +7,8 @@ its second half scored (every scored token sees at least ctx/2 tokens of context
 llama.cpp's side tokenizes with llama.cpp and must give primer's ids (checked). Both engines score
 the same windows of the same file; they differ only in arithmetic (llama.cpp multiplies 4/8-bit
 weights with 8-bit-quantized activations, primer dequantizes to fp32). The ± is the standard error
-of the mean NLL carried to ppl, as llama-perplexity prints it.
+of the mean NLL carried to ppl, as llama-perplexity prints it. llama.cpp runs on its plain CPU path
+(`primer.weights.llamacpp.open_llama`: the AMX path of llama-cpp-python 0.3.16 is wrong for 4-bit weights).
 
     python bench/export.py --model bundled --chunks 100          # CPU, ~30 min on 2 cores
     python bench/export.py --model bundled --chunks 0            # every window (~580), e.g. on a GPU box
@@ -30,26 +31,6 @@ import torch
 import torch.nn.functional as F
 
 QUANTS = ("f16", "q8_0", "q4_0", "q4_1")
-
-
-def plain_cpu_llama(path, **kw):
-    """llama.cpp on its plain CPU path: llama-cpp-python 0.3.16's llama.cpp computes Q4_0/Q4_1 wrongly through
-    its AMX weight buffers on CPUs with AMX (ggml-org/llama.cpp#16315), so extra buffer types are off."""
-    import llama_cpp
-    from llama_cpp import llama_cpp as lib
-
-    default = lib.llama_model_default_params
-
-    def plain():
-        p = default()
-        p.use_extra_bufts = False
-        return p
-
-    lib.llama_model_default_params = plain
-    try:
-        return llama_cpp.Llama(str(path), verbose=False, **kw)
-    finally:
-        lib.llama_model_default_params = default
 
 
 def windows(ids: list[int], ctx: int, chunks: int, bos: int | None) -> list[list[int]]:
@@ -91,7 +72,9 @@ def primer_nlls(path: Path, wins: list[list[int]], batch: int, device: str) -> n
 
 
 def llama_nlls(path: Path, text: str, want: list[int], wins: list[list[int]], ctx: int, threads: int) -> np.ndarray:
-    llm = plain_cpu_llama(path, n_ctx=ctx, n_batch=ctx, logits_all=True, n_threads=threads)
+    from primer.weights.llamacpp import open_llama
+
+    llm = open_llama(path, n_ctx=ctx, n_batch=ctx, logits_all=True, n_threads=threads, verbose=False)
     try:
         theirs = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
         if theirs != want:

@@ -5,7 +5,8 @@ own forward of the checkpoint: teacher-forced top-1 agreement >= 99% over >= 1,0
 positions and identical greedy continuations on >= 9 of 10 prompts. The Llama shape is the real
 SmolLM2-135M-Instruct saved as a primer checkpoint; the phi shape is a small phi-1.5-style model
 trained here for 200 steps on the TinyStories sample (random weights would make every position a
-near-tie). llama.cpp also tokenizes and renders the chat template exactly as primer does.
+near-tie). llama.cpp also tokenizes and renders the chat template exactly as primer does. llama.cpp runs
+on its plain CPU path (`primer.weights.llamacpp.open_llama`: its AMX path is wrong for 4-bit weights).
 """
 
 from pathlib import Path
@@ -19,6 +20,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 from primer.cli import main as cli_main  # noqa: E402
 from primer.model.generate import generate  # noqa: E402
 from primer.weights.checkpoint import save_checkpoint  # noqa: E402
+from primer.weights.llamacpp import open_llama  # noqa: E402
 from primer.weights.load import load_model  # noqa: E402
 
 WINDOW, WINDOWS = 256, 4  # 4 x 255 = 1,020 predicted positions
@@ -28,23 +30,7 @@ PROMPTS = ["The history of the city", "In 1998, the band", "The species is found
 
 
 def llama(path, **kw):
-    """A llama.cpp model on its plain CPU path: the llama.cpp in llama-cpp-python 0.3.16 computes Q4_0/Q4_1
-    wrongly through its AMX weight buffers on CPUs that have AMX (ggml-org/llama.cpp#16315; here 28% top-1
-    agreement on the bundled file), so its extra buffer types are switched off (`use_extra_bufts`)."""
-    from llama_cpp import llama_cpp as lib
-
-    default = lib.llama_model_default_params
-
-    def plain():
-        p = default()
-        p.use_extra_bufts = False
-        return p
-
-    lib.llama_model_default_params = plain
-    try:
-        return llama_cpp.Llama(str(path), n_ctx=WINDOW, n_batch=WINDOW, verbose=False, n_threads=2, seed=0, **kw)
-    finally:
-        lib.llama_model_default_params = default
+    return open_llama(path, n_ctx=WINDOW, n_batch=WINDOW, n_threads=2, seed=0, verbose=False, **kw)
 
 
 def teacher_forced_top1(model, llm, ids: list[int]) -> tuple[float, int]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from primer.common.files import atomic_write_json
 from primer.common.jsonl import BadInput, read_jsonl
 from primer.errors import PrimerError
-from primer.index.documents import chunk_document, input_files, read_documents
+from primer.index.documents import Chunk, chunk_document, input_files, read_documents
 
 FORMAT, VERSION = "primer-index", 1
 INSTALL_HINT = "pip install bm25s PyStemmer  (or: pip install 'primer[index]')"
@@ -58,18 +58,12 @@ class IndexConfig:
 
 
 @dataclass
-class Hit:
-    """One retrieved chunk."""
+class Hit(Chunk):
+    """One retrieved chunk, with its rank (1 = best), BM25 score and position in the index."""
 
     rank: int
     score: float
     chunk: int
-    doc_id: str
-    title: str
-    source: str
-    start: int
-    end: int
-    text: str
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -202,9 +196,7 @@ class Index:
             for i, s in zip(row.tolist(), srow.tolist()):
                 if s <= 0:
                     continue
-                c = self.chunks[i]
-                hits.append(Hit(len(hits) + 1, float(s), i, c["doc_id"], c["title"], c["source"], c["start"],
-                                c["end"], c["text"]))
+                hits.append(Hit(**self.chunks[i], rank=len(hits) + 1, score=float(s), chunk=i))
             out.append(hits)
         return out
 
