@@ -89,7 +89,7 @@ def test_phi_shape_checkpoint_runs_in_llama_cpp(tmp_path, data_dir):
     from primer.tokens.shards import write_token_dir
     from primer.train import TrainConfig, train
 
-    stories = [s for s in (data_dir / "tinystories" / "TinyStories-train_prefix.txt").read_text().split("\n\n") if s.strip()]
+    stories = [s for s in (data_dir / "tinystories" / "TinyStories-train_prefix.txt").read_text().split("<|endoftext|>") if s.strip()]
     tok = train_bpe(stories[:1500], 1024)
     ids = np.array([i for s in stories[:1500] for i in tok.encode(s) + [tok.eos_id]], dtype=np.int64)
     write_token_dir(tmp_path / "tokens", tok, {"train": ids, "val": ids[:5000]})

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 
 from primer.errors import PrimerError
@@ -231,6 +230,7 @@ def write_gguf(model, tokenizer, path: str | Path, quant: str = "q4_0", *, name:
                progress: bool = False) -> ExportResult:
     """Write `model` + `tokenizer` to `path` as a GGUF file of type `quant`; atomic (tmp + rename)."""
     import gguf
+    from tqdm.auto import tqdm
 
     if quant not in QUANTS:
         raise PrimerError(f"unknown quantization '{quant}'; choose one of {', '.join(QUANTS)}")
@@ -286,7 +286,7 @@ def write_gguf(model, tokenizer, path: str | Path, quant: str = "q4_0", *, name:
         w.add_chat_template(tokenizer.chat_template)
     head = "output.weight" if (arch == "phi2" or not cfg.tie_embeddings) else "token_embd.weight"
     counts: dict[str, int] = {}
-    for tname, data in _gguf_tensors(m, arch):
+    for tname, data in tqdm(_gguf_tensors(m, arch), desc=f"quantizing to {quant}", unit=" tensors", disable=not progress):
         qtype = tensor_type(tname, data.shape, quant, head)
         w.add_tensor(tname, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
         counts[qtype.name] = counts.get(qtype.name, 0) + 1
