@@ -148,6 +148,11 @@ def test_hf_export_is_the_same_verb(tmp_path, tok):
     x = torch.randint(0, 300, (1, 8))
     with torch.no_grad():
         assert torch.allclose(back(x), tiny("debug")(x), atol=1e-5)
+    # and an HF directory is a source like any other
+    assert cli_main(["export", str(tmp_path / "hf"), "--quant", "f32", "-o", str(tmp_path / "from-hf.gguf")]) == 0
+    again, _, _ = load_model(tmp_path / "from-hf.gguf")
+    with torch.no_grad():
+        assert torch.allclose(again(x), back(x), atol=1e-5)
 
 
 def test_bad_requests_get_one_line(tmp_path, tok, capsys):

@@ -113,3 +113,20 @@ def test_cli_build_and_search(tmp_path, index_dir, capsys):
     (tmp_path / "empty.jsonl").write_text("{broken\n")
     assert cli_main(["index", "build", str(tmp_path / "empty.jsonl"), "-o", str(tmp_path / "j")]) == 2
     assert "empty.jsonl:1" in capsys.readouterr().err
+
+
+def test_chat_with_index_puts_passages_in_and_cites_them(tmp_path, bundled_gguf, capsys, monkeypatch):
+    import io
+    import sys
+
+    docs = [{"id": "sb50", "title": "Super Bowl 50", "text": "Super Bowl 50 decided the champion of the National "
+             "Football League for the 2015 season. The American Football Conference (AFC) champion Denver Broncos "
+             "defeated the National Football Conference (NFC) champion Carolina Panthers 24-10."},
+            {"id": "tea", "title": "Tea", "text": "Green tea is brewed from unoxidised leaves."}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    build_index([tmp_path / "d.jsonl"], tmp_path / "idx")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("What was the score of Super Bowl 50?\n"))
+    assert cli_main(["chat", "--index", str(tmp_path / "idx"), "--passages", "2", "--max-tokens", "24"]) == 0
+    out = capsys.readouterr().out
+    assert "24-10" in out  # only the passage knows it
+    assert "source [1] Super Bowl 50 (sb50, characters 0-" in out and "Tea" not in out  # tea shares no word
