@@ -104,10 +104,10 @@ def main(argv=None) -> int:
     texts = [c["text"] for c in idx.chunks]
     t_ref_build, (ref, tok) = timed(lambda: rank_bm25_engine(texts, cfg), args.repeats)
     ref_q = per_query_ms(lambda q: ref.get_top_n(tok(q), texts, n=5), qs[: args.ref_queries], args.repeats)
-    rows["squad"] = {"documents": summary["documents"], "chunks": summary["chunks"], "build_s": round(t_build, 3),
+    rows["squad"] = {"documents": summary.documents, "chunks": summary.chunks, "build_s": round(t_build, 3),
                      "ref_build_s": round(t_ref_build, 3), "query_ms": round(ours_q, 3), "ref_query_ms": round(ref_q, 3),
                      "recall": {f"@{k}": round(v, 4) for k, v in recall.items()}, "questions": len(docs)}
-    print(f"SQuAD dev: {summary['documents']:,} paragraphs -> {summary['chunks']:,} chunks; build {t_build:.2f} s "
+    print(f"SQuAD dev: {summary.documents:,} paragraphs -> {summary.chunks:,} chunks; build {t_build:.2f} s "
           f"(rank_bm25 {t_ref_build:.2f} s); query {ours_q:.2f} ms (rank_bm25 {ref_q:.2f} ms); "
           f"recall@1/5/20 over {len(docs):,} questions {recall[1]:.3f} / {recall[5]:.3f} / {recall[20]:.3f}", flush=True)
 
@@ -120,12 +120,12 @@ def main(argv=None) -> int:
     texts = [c["text"] for c in idx.chunks]
     t_ref_build, (ref, tok) = timed(lambda: rank_bm25_engine(texts, cfg), 1)
     ref_q = per_query_ms(lambda q: ref.get_top_n(tok(q), texts, n=5), qs[: args.ref_queries], 1)
-    rows["synthetic"] = {"documents": summary["documents"], "chunks": summary["chunks"], "words": words,
+    rows["synthetic"] = {"documents": summary.documents, "chunks": summary.chunks, "words": words,
                          "index_bytes": sum(f.stat().st_size for f in (work / "syn").rglob("*") if f.is_file()),
-                         "build_s": round(t_build, 3), "build_stages_s": summary["seconds"], "load_s": round(t_load, 3),
+                         "build_s": round(t_build, 3), "build_stages_s": summary.seconds, "load_s": round(t_load, 3),
                          "ref_build_s": round(t_ref_build, 3), "query_ms": round(ours_q, 3), "ref_query_ms": round(ref_q, 3)}
-    print(f"synthetic: {summary['chunks']:,} chunks ({words:,} words); primer index build {t_build:.1f} s "
-          f"({summary['seconds']}), load {t_load:.2f} s; rank_bm25 build {t_ref_build:.1f} s; query "
+    print(f"synthetic: {summary.chunks:,} chunks ({words:,} words); primer index build {t_build:.1f} s "
+          f"({summary.seconds}), load {t_load:.2f} s; rank_bm25 build {t_ref_build:.1f} s; query "
           f"{ours_q:.2f} ms (rank_bm25 {ref_q:.1f} ms)", flush=True)
     syn = rows["synthetic"]
     print(json.dumps({"ours": syn["query_ms"], "ref": syn["ref_query_ms"],

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     index = Path(args.index) if args.index else Path(tempfile.mkdtemp(prefix="squad-index-")) / "idx"
     if not args.index:
         s = build_index([data / "squad" / "dev-v1.1.json"], index)
-        print(f"index: {s['documents']:,} paragraphs -> {s['chunks']:,} chunks in {s['seconds']['total']:.2f} s")
+        print(f"index: {s.documents:,} paragraphs -> {s.chunks:,} chunks in {s.seconds['total']:.2f} s")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     lm = PrimerLM.load(args.model, batch_size=args.batch_size, device=device)
     runs, scores = {}, {}
@@ -61,9 +61,9 @@ def main(argv=None) -> int:
                          cache=Path(args.cache) if args.cache else None)
         t0 = time.time()
         res = evaluate(lm, cfg)
-        runs[p] = {name: {k: v for k, v in t.items() if k != "notes"} for name, t in res["tasks"].items()}
+        runs[p] = {name: {"n": t.n, "metrics": t.metrics, "seconds": t.seconds} for name, t in res.tasks.items()}
         print(f"passages={p}: {time.time() - t0:.0f} s", flush=True)
-        for name, recs in res["samples"].items():
+        for name, recs in res.samples.items():
             key = f"open-book, top {p}" if name == "squad_openbook" else {"squad": "oracle (gold paragraph)",
                                                                           "squad_closedbook": "closed-book"}[name]
             scores[key] = {m: [r["scores"][m] for r in recs] for m in recs[0]["scores"]}

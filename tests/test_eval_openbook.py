@@ -75,30 +75,30 @@ def test_closed_open_and_oracle_side_by_side(data):
     cfg = EvalConfig(tasks=["squad_closedbook", "squad_openbook", "squad"], data_dir=data, index=data / "idx",
                      passages=1, cache="none", log_samples=True)
     res = evaluate(lm, cfg, progress=False)
-    t = res["tasks"]
-    assert t["squad_closedbook"]["metrics"]["exact_match"] == 0.0  # the question alone never holds the answer
-    assert t["squad"]["metrics"]["exact_match"] == 1.0  # the gold paragraph always does
-    open_ = t["squad_openbook"]["metrics"]
+    t = res.tasks
+    assert t["squad_closedbook"].metrics["exact_match"] == 0.0  # the question alone never holds the answer
+    assert t["squad"].metrics["exact_match"] == 1.0  # the gold paragraph always does
+    open_ = t["squad_openbook"].metrics
     # with one passage in the prompt, the reader is right exactly when retrieval put the gold paragraph first
     assert open_["exact_match"] == open_["recall@1"] == 1.0
     assert open_["recall@5"] == open_["recall@20"] == 1.0
-    rec = res["samples"]["squad_openbook"][0]
+    rec = res.samples["squad_openbook"][0]
     [p] = rec["passages"]
     assert p["rank"] == 1 and p["doc_id"] == "Kyoto/0" and p["start"] == 0 and p["score"] > 0
     prompt = rec["requests"][0][0]
     assert prompt.startswith("Background:\n[1] Kyoto\nKyoto was the capital") and prompt.endswith("\n\nAnswer:")
-    closed = res["samples"]["squad_closedbook"][0]["requests"][0][0]
-    assert prompt.endswith(closed) and "passages" not in res["samples"]["squad_closedbook"][0]
+    closed = res.samples["squad_closedbook"][0]["requests"][0][0]
+    assert prompt.endswith(closed) and "passages" not in res.samples["squad_closedbook"][0]
 
 
 def test_triviaqa_openbook_scores_answer_recall(data):
     lm = OracleReaderFake(answers())
     res = evaluate(lm, EvalConfig(tasks=["triviaqa", "triviaqa_openbook"], data_dir=data, index=data / "idx",
                                   passages=2, cache="none"), progress=False)
-    m = res["tasks"]["triviaqa_openbook"]["metrics"]
+    m = res.tasks["triviaqa_openbook"].metrics
     # Etna's paragraph names Sicily; nothing in the index names Leonardo
     assert m["answer_recall@1"] == m["answer_recall@20"] == 0.5
-    assert m["exact_match"] == 0.5 and res["tasks"]["triviaqa"]["metrics"]["exact_match"] == 0.0
+    assert m["exact_match"] == 0.5 and res.tasks["triviaqa"].metrics["exact_match"] == 0.0
 
 
 def test_open_book_without_an_index_says_how_to_make_one(data):
@@ -110,6 +110,6 @@ def test_open_book_without_an_index_says_how_to_make_one(data):
 def test_sample_is_seeded_and_in_file_order(data):
     lm = OracleReaderFake(answers())
     cfg = EvalConfig(tasks=["squad"], data_dir=data, sample=2, seed=3, cache="none", log_samples=True)
-    first = [r["requests"][0][0] for r in evaluate(lm, cfg, progress=False)["samples"]["squad"]]
-    again = [r["requests"][0][0] for r in evaluate(lm, cfg, progress=False)["samples"]["squad"]]
+    first = [r["requests"][0][0] for r in evaluate(lm, cfg, progress=False).samples["squad"]]
+    again = [r["requests"][0][0] for r in evaluate(lm, cfg, progress=False).samples["squad"]]
     assert first == again and len(first) == 2

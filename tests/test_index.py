@@ -70,7 +70,7 @@ def index_dir(tmp_path_factory):
     ]
     (d / "docs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in docs))
     summary = build_index([d / "docs.jsonl"], d / "idx", IndexConfig(chunk_words=10, overlap_words=2))
-    assert summary["documents"] == 3 and summary["chunks"] == 4
+    assert summary.documents == 3 and summary.chunks == 4 and summary.bad_input.count == 0
     return d / "idx"
 
 

@@ -33,13 +33,10 @@ def run_build(args) -> int:
     from primer.index.bm25 import IndexConfig, build_index
 
     r = build_index(args.inputs, args.out, from_args(IndexConfig, args), progress=args.progress)
-    if r["bad_input"]["count"]:
-        from primer.common.jsonl import BadInput
-
-        bad = BadInput(r["bad_input"]["count"], r["bad_input"]["examples"])
-        print(f"primer index: {bad.describe('unusable record')}")
-    print(json.dumps({k: r[k] for k in ("documents", "chunks", "vocabulary", "files", "seconds")}
-                     | {"out": args.out, "bad_input": r["bad_input"]["count"]}, indent=2))
+    if r.bad_input.count:
+        print(f"primer index: {r.bad_input.describe('unusable record')}")
+    print(json.dumps({"out": args.out, "documents": r.documents, "chunks": r.chunks, "vocabulary": r.vocabulary,
+                      "files": r.files, "bad_input": r.bad_input.count, "seconds": r.seconds}, indent=2))
     return 0
 
 

@@ -58,6 +58,27 @@ class IndexConfig:
 
 
 @dataclass
+class IndexSummary:
+    """What `build_index` did; stored as IDX/index.json."""
+
+    format: str
+    version: int
+    config: IndexConfig
+    inputs: list[str]
+    files: int
+    """input files read"""
+    skipped_files: list[str]
+    """files in input folders skipped for their extension (the first 50)"""
+    documents: int
+    chunks: int
+    vocabulary: int
+    """distinct terms after stopwords and stemming"""
+    bad_input: BadInput
+    seconds: dict[str, float]
+    """read_and_chunk, tokenize_and_index, total"""
+
+
+@dataclass
 class Hit(Chunk):
     """One retrieved chunk, with its rank (1 = best), BM25 score and position in the index."""
 
@@ -100,7 +121,7 @@ def _tokenize(texts: list[str], cfg: IndexConfig, *, ids: bool, progress: bool =
 
 
 def build_index(inputs: list[str | Path], out: str | Path, cfg: IndexConfig | None = None, *,
-                progress: bool = False) -> dict:
+                progress: bool = False) -> IndexSummary:
     """Read, chunk and index `inputs` into directory `out`; returns the summary stored in index.json."""
     from tqdm.auto import tqdm
 
@@ -133,15 +154,14 @@ def build_index(inputs: list[str | Path], out: str | Path, cfg: IndexConfig | No
     with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as f:
         for c in chunks:
             f.write(json.dumps(dataclasses.asdict(c), ensure_ascii=False) + "\n")
-    summary = {
-        "format": FORMAT, "version": VERSION, "config": dataclasses.asdict(cfg),
-        "inputs": [str(p) for p in inputs], "files": len(files), "skipped_files": [str(p) for p in skipped[:50]],
-        "documents": n_docs, "chunks": len(chunks), "vocabulary": len(retriever.vocab_dict or {}),
-        "bad_input": bad.to_dict(),
-        "seconds": {"read_and_chunk": round(t_read - t0, 3), "tokenize_and_index": round(t_index - t_read, 3),
-                    "total": round(time.perf_counter() - t0, 3)},
-    }
-    atomic_write_json(tmp / "index.json", summary)
+    summary = IndexSummary(
+        format=FORMAT, version=VERSION, config=cfg, inputs=[str(p) for p in inputs], files=len(files),
+        skipped_files=[str(p) for p in skipped[:50]], documents=n_docs, chunks=len(chunks),
+        vocabulary=len(retriever.vocab_dict or {}), bad_input=bad,
+        seconds={"read_and_chunk": round(t_read - t0, 3), "tokenize_and_index": round(t_index - t_read, 3),
+                 "total": round(time.perf_counter() - t0, 3)},
+    )
+    atomic_write_json(tmp / "index.json", dataclasses.asdict(summary))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
