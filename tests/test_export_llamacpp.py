@@ -98,8 +98,8 @@ def test_phi_shape_checkpoint_runs_in_llama_cpp(tmp_path, data_dir):
                       seq_len=128, batch_size=16, max_steps=200, lr=3e-3, warmup_steps=10, eval_every=0,
                       save_every=0, progress=False, threads=2, seed=0)
     s = train(cfg)
-    assert s["final_loss"] < 4.5  # it learned something: not a near-uniform model
-    check_agreement(Path(s["checkpoint"]), tmp_path, data_dir)
+    assert s.final_loss < 4.5  # it learned something: not a near-uniform model
+    check_agreement(Path(s.checkpoint), tmp_path, data_dir)
 
 
 @pytest.mark.slow
