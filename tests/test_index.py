@@ -128,5 +128,19 @@ def test_chat_with_index_puts_passages_in_and_cites_them(tmp_path, bundled_gguf,
     monkeypatch.setattr(sys, "stdin", io.StringIO("What was the score of Super Bowl 50?\n"))
     assert cli_main(["chat", "--index", str(tmp_path / "idx"), "--passages", "2", "--max-tokens", "24"]) == 0
     out = capsys.readouterr().out
-    assert "24-10" in out  # only the passage knows it
-    assert "source [1] Super Bowl 50 (sb50, characters 0-" in out and "Tea" not in out  # tea shares no word
+    reply, _, sources = out.partition("  source [1]")
+    assert reply.strip() and "Super Bowl" in reply  # the model answered about the passage's topic
+    assert sources.startswith(" Super Bowl 50 (sb50, characters 0-") and "Tea" not in out  # tea shares no word
+    # "answers from the passage", measured as likelihood rather than a greedy string: a greedy reply is
+    # decided by float rounding that differs between CPUs (CI's machine wrote a different 24 tokens)
+    from primer.eval.lm import PrimerLM
+    from primer.index.bm25 import Index
+    from primer.index.prompt import with_passages
+
+    lm = PrimerLM.load(str(bundled_gguf))
+    question = "What was the score of Super Bowl 50?"
+    hits = Index.load(tmp_path / "idx").search(question, k=2)
+    prompts = [question, with_passages(question, hits)]
+    (closed, _), (opened, _) = lm.loglikelihood(
+        [(lm.chat_prompt([{"role": "user", "content": p}]) + "The score was", " 24-10.") for p in prompts])
+    assert opened > closed + 2.0, (closed, opened)  # only the passage knows it
