@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Packages marked "planned" do not exist yet; their place is decided here so a new verb lands in it.
 LAYERS: list[tuple[str, ...]] = [
     ("primer", "primer.errors"),                  # the version string and the one error type
-    ("primer.config", "primer.common"),           # dataclass configs; JSONL, locks, provenance, data paths
+    ("primer.config", "primer.common", "primer.sandbox"),  # dataclass configs; JSONL, locks, provenance, data paths; the code sandbox
     ("primer.model", "primer.benchmarks"),        # the decoder, tokenizer, generation; `primer data` (planned)
     ("primer.weights",),                          # every external format <-> the model; `primer export`
     ("primer.teachers", "primer.tokens", "primer.index"),  # teachers; `primer tokenize`; retrieval (`primer index`)

@@ -81,18 +81,23 @@ class AuditConfig:
     strict: bool = False
     """Stop at the first malformed line of a --corpus file (naming file and line) instead of counting and
     naming it in the result."""
+    unsafe_code: bool = False
+    """Auditing a code task: run model-written code even where no sandbox isolation works (resource limits
+    only; the code can reach the network and your files). Off: such a run is refused."""
 
 
 def audit(model: Any, cfg: AuditConfig, progress: bool = True) -> AuditResult:
     """Run the audit. `model` is a model spec for `PrimerLM.load` or an LM object."""
+    from primer.eval.runner import code_sandbox  # noqa: PLC0415
     from primer.eval.tasks import get_task  # noqa: PLC0415
 
     t0 = time.time()
     unknown = sorted(set(cfg.signals) - set(SIGNALS))
     if unknown:
         raise PrimerError(f"unknown signal(s) {unknown}; choose from {', '.join(SIGNALS)}")
-    lm = _load_lm(model)
     task = get_task(cfg.task)
+    code_sandbox([task], cfg.unsafe_code)  # a code task on a machine that cannot isolate it: refused before loading
+    lm = _load_lm(model)
     data_dir = benchmark_dir(cfg.data_dir)
     all_docs = task.docs(data_dir)
     docs = all_docs[: cfg.limit] if cfg.limit is not None else all_docs
@@ -262,7 +267,7 @@ def per_item_scores(lm, task, docs: list[dict], *, shots: int, pool, cfg: AuditC
         if prompt_fn is not None:
             reqs = [_rewrite(kind, r, prompt_fn) for r in reqs]
         built.append((kind, reqs))
-    scores, _, _ = score_docs(lm, task, docs, built, cache, progress=progress, label=label)
+    scores, _, _ = score_docs(lm, task, docs, built, cache, progress=progress, label=label, unsafe_code=cfg.unsafe_code)
     if scores and metric not in scores[0]:
         raise PrimerError(f"metric '{metric}' is not reported by task {task.name}; it reports {sorted(scores[0])}")
     return [float(s[metric]) for s in scores]

@@ -27,10 +27,11 @@ def run(args) -> int:
     from primer.audit.run import SIGNALS, AuditConfig, audit
     from primer.config import from_args
     from primer.errors import PrimerError
+    from primer.eval.runner import code_sandbox
     from primer.eval.tasks import get_task
 
     cfg = from_args(AuditConfig, args)
-    get_task(cfg.task)  # an unknown task fails before the model loads
+    code_sandbox([get_task(cfg.task)], cfg.unsafe_code)  # an unknown task, or unisolated code, fails before loading
     bad = sorted(set(cfg.signals) - set(SIGNALS))
     if bad:
         raise PrimerError(f"unknown signal(s) {bad}; choose from {', '.join(SIGNALS)}")

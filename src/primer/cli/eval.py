@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--max-length", type=int, default=2048, help="context window used for scoring, in tokens")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
     p.add_argument("--device", default=None, help="torch device (default: cpu, or cuda when available)")
+    p.add_argument("--unsafe-code", action="store_true",
+                   help="run code tasks' model-written code even where no sandbox isolation works (bubblewrap or "
+                   "namespaces): resource limits only; the code can reach the network and your files")
     p.set_defaults(func=run)
 
 
@@ -55,7 +58,7 @@ def run(args) -> int:
     import torch
 
     from primer.eval.lm import PrimerLM
-    from primer.eval.runner import EvalConfig, run as run_eval, table
+    from primer.eval.runner import EvalConfig, code_sandbox, run as run_eval, table
 
     from primer.common.paths import benchmark_dir
 
@@ -66,7 +69,9 @@ def run(args) -> int:
         data_dir=Path(data_dir) if data_dir else None, samples=args.samples, temperature=args.temperature,
         seed=args.seed, log_samples=args.log_samples, cache=Path(args.cache) if args.cache else None,
         chat=args.chat, max_gen_tokens=args.max_gen_tokens,
+        unsafe_code=args.unsafe_code,
     )
+    code_sandbox(tasks, cfg.unsafe_code)  # code tasks on a machine that cannot isolate them: before the model loads
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

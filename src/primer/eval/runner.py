@@ -26,6 +26,7 @@ from primer.config import to_dict
 from primer.errors import PrimerError
 from primer.eval import metrics as M
 from primer.eval.tasks import GROUPS, Task, expand
+from primer.sandbox import allow_unsafe, isolation_mode
 
 CHUNK_DOCS = 16
 RETRIEVE_K = 20  # hits kept per open-book document: recall@1/5/20
@@ -62,6 +63,9 @@ class EvalConfig:
     template, as lm-eval's --apply_chat_template does; IFEval and XSTest always do."""
     max_gen_tokens: int | None = None
     """Cap every generative task's token budget (a shorter CPU run; it changes scores, so it is recorded)."""
+    unsafe_code: bool = False
+    """Run code tasks' model-written code even where no sandbox isolation (bubblewrap, namespaces) works:
+    resource limits only, the code can reach the network and your files. Off: such a run is refused."""
 
 
 class Cache:
@@ -238,9 +242,20 @@ def answer_docs(lm, built: list[Built], cache: Cache, progress: Callable[[int], 
     return out, computed
 
 
+def code_sandbox(tasks: list[Task], unsafe_code: bool) -> str | None:
+    """The sandbox isolation the code-running tasks among `tasks` get (None: there are none). Raises the
+    refusal (a PrimerError naming what to install) when there is no isolation and `unsafe_code` is off,
+    so callers check it before loading a model."""
+    if not any(t.runs_code for t in tasks):
+        return None
+    with allow_unsafe(unsafe_code):
+        return isolation_mode()
+
+
 def score_docs(lm, task: Task, docs: list[dict], built: list[Built], cache: Cache, *, progress: bool = False,
-               label: str = "") -> tuple[list[dict[str, Any]], list[list], int]:
-    """Answer every document's requests (`answer_docs`) and score each with the task's metric(s).
+               label: str = "", unsafe_code: bool = False) -> tuple[list[dict[str, Any]], list[list], int]:
+    """Answer every document's requests (`answer_docs`) and score each with the task's metric(s);
+    `unsafe_code` lets code tasks run without isolation where there is none (see `code_sandbox`).
 
     Returns (per-document scores, responses, documents the model was asked about)."""
     from tqdm.auto import tqdm  # noqa: PLC0415
@@ -249,7 +264,8 @@ def score_docs(lm, task: Task, docs: list[dict], built: list[Built], cache: Cach
                leave=False)
     resps, computed = answer_docs(lm, built, cache, bar.update)
     bar.close()
-    return [score_doc(task, d, r) for d, r in zip(docs, resps)], resps, computed
+    with allow_unsafe(unsafe_code):
+        return [score_doc(task, d, r) for d, r in zip(docs, resps)], resps, computed
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -290,6 +306,8 @@ class EvalResult:
     """group -> micro and macro averages (`group_metrics`)"""
     samples: dict[str, list[dict]] | None = None
     """task -> per-document records, with --log-samples"""
+    sandbox: str | None = None
+    """isolation model-written code ran under (bwrap, namespaces, or none with unsafe_code); None: no code ran"""
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -297,8 +315,9 @@ def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> EvalResult:
     tasks = expand(cfg.tasks)
     if not tasks:
         raise PrimerError("no tasks given; pass --tasks NAME[,NAME...]")
+    sandbox = code_sandbox(tasks, cfg.unsafe_code)
     cache = Cache.open(cfg.cache)
-    results = EvalResult(samples={} if cfg.log_samples else None)
+    results = EvalResult(samples={} if cfg.log_samples else None, sandbox=sandbox)
     indexes: dict[str, Any] = {}  # open-book tasks' search indexes, loaded once
     for task in tasks:
         docs = task.docs(cfg.data_dir)
@@ -318,7 +337,8 @@ def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> EvalResult:
             prefix = task.fewshot_prefix(doc, shots, pool, rnd) if (shots > 0 or task.description) else ""
             built.append(build_requests(task, doc, prefix, cfg, lm))
         t0 = time.perf_counter()
-        scores, resps, computed = score_docs(lm, task, docs, built, cache, progress=progress)
+        scores, resps, computed = score_docs(lm, task, docs, built, cache, progress=progress,
+                                             unsafe_code=cfg.unsafe_code)
         secs = time.perf_counter() - t0
         results.tasks[task.name] = TaskResult(
             version=task.version, n=len(docs), shots=shots, metrics=aggregate(task, scores), primary=task.metrics[0],

@@ -20,7 +20,7 @@ KS = (1, 10, 100)
 
 
 def score_programs(programs: list[str], timeout: float) -> dict[str, float]:
-    from primer.eval.sandbox import run_many  # noqa: PLC0415
+    from primer.sandbox import run_many  # noqa: PLC0415
 
     results = run_many(programs, timeout=timeout)
     n, c = len(results), sum(r.passed for r in results)
@@ -61,7 +61,7 @@ HUMANEVAL = Task(
     decontam=lambda d: d["prompt"],
     metrics=("pass@1",),
     until=("\nclass", "\ndef", "\n#", "\nif", "\nprint"), max_tokens=512, pass_at_k=True,
-    score=tests_pass(humaneval_program),
+    score=tests_pass(humaneval_program), runs_code=True,
     hf=("openai/openai_humaneval", None, "test"),
     notes="lm-eval's humaneval; max_tokens 512 (lm-eval: 1024); tests run in primer's sandbox",
 )
@@ -119,7 +119,7 @@ MBPP = Task(
     decontam=lambda d: d["text"],
     metrics=("pass@1",),
     until=("[DONE]",), max_tokens=512, pass_at_k=True,
-    score=tests_pass(mbpp_program),
+    score=tests_pass(mbpp_program), runs_code=True,
     hf=("google-research-datasets/mbpp", "full", "test"),
     notes="lm-eval's mbpp (3-shot, tasks 2-4); tests run in primer's sandbox",
 )

@@ -80,6 +80,8 @@ class Task:
     answer with <<calculator>> annotations and '#### n', which the audit's perturbations rewrite)."""
     score: Callable[[Doc, list[str]], dict[str, float]] | None = None
     """Generative tasks: (doc, responses) -> per-document metric values."""
+    runs_code: bool = False
+    """`score` executes model-written code (in `primer.sandbox`), so the run needs isolation or --unsafe-code."""
     group: str | None = None
     """Name of the group this task belongs to (e.g. 'mmlu'); the group reports micro and macro averages."""
     query: Callable[[Doc], str] | None = None

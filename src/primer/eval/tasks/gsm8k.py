@@ -96,7 +96,7 @@ def _as_number(text: str) -> float | None:
 
 
 def score_gsm8k_code(doc: Doc, responses: list[str]) -> dict[str, float]:
-    from primer.eval.sandbox import run_python  # noqa: PLC0415
+    from primer.sandbox import run_python  # noqa: PLC0415
 
     res = run_python(code_program(doc, responses[0]), timeout=5.0)
     value = _as_number(res.stdout) if res.returncode == 0 else None
@@ -117,7 +117,7 @@ GSM8K_CODE = Task(
     decontam=lambda d: d["question"],
     metrics=("exact_match",),
     until=("\ndef ", "\nclass ", "\nprint(", "\nif __name__", '\n"""', "\n#"), max_tokens=256,
-    score=score_gsm8k_code,
+    score=score_gsm8k_code, runs_code=True,
     hf=("openai/gsm8k", "main", "test"),
     notes="phi-1.5's code-based GSM8K: the generated solution() runs in the sandbox (5 s) and its printed "
           "value is compared with the gold number",
