@@ -55,7 +55,7 @@ def make_run_dir(rd: Path, stages: tuple[str, ...] = ("synth", "curate", "tokeni
             "mfu": 0.01, "final_train_loss": 3.1, "final_val_loss": 3.3,
             "curve": {"step": list(range(0, 300, 5)), "loss": [8 * math.exp(-s / 80) + 3 for s in range(0, 300, 5)]},
             "val_curve": {"step": [100, 200, 300], "loss": [4.5, 3.6, 3.3]},
-            "checkpoint": "train/ckpt", "samples": ["Once upon a time"], "bad_input": no_bad,
+            "checkpoint": "train/ckpt", "samples": ["Once upon a time"],
         },
         "eval": {
             "skipped": None, "model": "our model", "teacher": "SmolLM2-135M-Instruct",

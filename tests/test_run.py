@@ -308,11 +308,11 @@ def test_failing_real_stage_names_itself(tmp_path):
 
 
 def test_two_runs_on_one_dir_are_refused(tmp_path):
-    from primer.common.files import DirLock
+    from lock_helpers import held_elsewhere
 
     rd = tmp_path / "run"
-    with DirLock(rd, "`primer run`"):
+    with held_elsewhere(rd) as pid:
         r, p = _recipe(tmp_path, "")
-        with pytest.raises(PrimerError, match="another `primer run` is using"):
+        with pytest.raises(PrimerError, match=f"in use by another `primer run` .pid {pid}"):
             run_recipe(r, rd, stages=FAKE, log=lambda s: None, write_report=False)
     run_recipe(r, rd, stages=FAKE, log=lambda s: None, write_report=False)  # free again

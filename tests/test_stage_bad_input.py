@@ -103,24 +103,30 @@ def test_tokenize_counts_a_bad_line_and_strict_stops_at_it(tmp_path):
                         progress=False)
 
 
-def test_train_names_a_bad_metrics_line_on_resume_and_repairs_a_torn_one(tmp_path):
+def test_train_repairs_a_torn_metrics_line_on_resume_and_stops_at_a_damaged_one(tmp_path, capsys):
+    """metrics.jsonl is append-only and read back on resume: a torn last line (a kill mid-write) is cut and
+    reported; a line damaged anywhere else stops the resume, naming the file and line."""
     from test_train import cfg_for, make_token_dir
 
     tokens = make_token_dir(tmp_path / "tokens", n_train=40, n_val=8)
     run_dir = tmp_path / "run"
     cfg = cfg_for(tokens, run_dir / "train", max_steps=4, save_every=2, eval_every=0)
     first: TrainSummary = S.run_train(cfg, _ctx(run_dir, "train", {"tokenize": tokens}))
-    assert first.steps == 4 and first.bad_input.count == 0
+    assert first.steps == 4
     metrics = run_dir / "train" / "metrics.jsonl"
-    lines = metrics.read_text().splitlines(keepends=True)
-    lines[1] = "not json\n"  # a line damaged on disk, and a torn last one left by a kill mid-write
-    metrics.write_text("".join(lines) + '{"step": 5, "lo')
+    good = metrics.read_text()
+    metrics.write_text(good + '{"step": 5, "lo')
     again = _round_trip(S.run_train(dataclasses.replace(cfg, max_steps=6), _ctx(run_dir, "train", {"tokenize": tokens})),
                         "train")
     assert again.steps == 6
-    assert again.bad_input.count == 1 and re.search(r"metrics\.jsonl:2: malformed JSON", again.bad_input.examples[0])
+    assert "metrics.jsonl: removed a torn last line" in capsys.readouterr().err
     steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
-    assert steps == [1, 3, 4, 4, 5, 6, 6]  # the damaged line is gone (and named), nothing else is lost
+    assert steps == [1, 2, 3, 4, 4, 5, 6, 6]  # nothing lost, nothing twice past the resumed step
+    lines = metrics.read_text().splitlines(keepends=True)
+    lines[1] = "not json\n"
+    metrics.write_text("".join(lines))
+    with pytest.raises(PrimerError, match=r"metrics\.jsonl:2: malformed JSON"):
+        S.run_train(dataclasses.replace(cfg, max_steps=8), _ctx(run_dir, "train", {"tokenize": tokens}))
 
 
 def test_eval_stops_at_a_bad_benchmark_line_with_file_and_line(tmp_path):

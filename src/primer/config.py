@@ -4,7 +4,12 @@ A stage declares one `@dataclass` whose fields carry a one-line docstring (the s
 right under the field, as litgpt/jsonargparse read them). From it we derive:
   * argparse flags (`add_arguments` / `from_args`), help text = the field docstring;
   * recipe loading from TOML or YAML (`load_recipe`), where an unknown key is an error that lists
-    the known ones, so a typo never silently falls back to a default.
+    the known ones, so a typo never silently falls back to a default;
+  * validation (`check_config`), run on every config a recipe or the command line builds, before
+    any work: each value has its field's type (strictly: a bool is not an int, a float is finite),
+    and each number lies in its field's range. A plain `int`/`float` field is >= 0; a field that
+    needs more says so in its annotation, e.g. `n: Count = 100` (>= 1), `top_p: PositiveFraction`,
+    or `Annotated[float, Range(ge=-1)]`; checks across fields go in the class's `validate()`.
 Nested dataclass fields become sections (`[train]` in TOML, `train:` in YAML).
 """
 
@@ -16,18 +21,50 @@ import dataclasses
 import functools
 import inspect
 import json
+import math
 import textwrap
 import tomllib
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
 
 from primer.errors import PrimerError
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric config field allows: `Annotated[int, Range(ge=1)]`. Without one, >= 0."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def problem(self, value: float) -> str | None:
+        if self.ge is not None and not value >= self.ge:
+            return f"must be at least {self.ge:g}"
+        if self.gt is not None and not value > self.gt:
+            return f"must be above {self.gt:g}"
+        if self.le is not None and not value <= self.le:
+            return f"must be at most {self.le:g}"
+        if self.lt is not None and not value < self.lt:
+            return f"must be below {self.lt:g}"
+        return None
+
+
+NON_NEGATIVE = Range(ge=0)
+Count = Annotated[int, Range(ge=1)]
+"""A number of things (documents, steps, tokens, workers...): at least 1."""
+Positive = Annotated[float, Range(gt=0)]
+Fraction = Annotated[float, Range(ge=0, le=1)]
+PositiveFraction = Annotated[float, Range(gt=0, le=1)]
+"""In (0, 1], e.g. top_p."""
 
 
 @functools.cache
@@ -56,6 +93,17 @@ def field_docs(cls: type) -> dict[str, str]:
 
 def _resolved_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+@functools.cache
+def _ranges(cls: type) -> dict[str, Range]:
+    """Field -> its declared Range (from `Annotated[..., Range(...)]`, also inside `X | None`)."""
+    out = {}
+    for name, tp in typing.get_type_hints(cls, include_extras=True).items():
+        for t in (tp, *typing.get_args(tp)):
+            if typing.get_origin(t) is Annotated:
+                out[name] = next((m for m in t.__metadata__ if isinstance(m, Range)), NON_NEGATIVE)
+    return out
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -93,7 +141,9 @@ def _convert(name: str, tp: Any, value: Any, what: str = "config field") -> Any:
                 if low in ("0", "false", "no", "off"):
                     return False
                 raise ValueError(value)
-            return bool(value)
+            if not isinstance(value, bool):
+                raise TypeError(value)  # 1 or 0 in a recipe is a typo more often than a boolean
+            return value
         if origin in (list, tuple):
             args = typing.get_args(base)
             if isinstance(value, str):
@@ -105,6 +155,8 @@ def _convert(name: str, tp: Any, value: Any, what: str = "config field") -> Any:
             (item,) = args[:1] or (str,)
             return (origin)(_convert(name, item, v, what) for v in value)
         if base is Path:
+            if not isinstance(value, (str, Path)):
+                raise TypeError(value)
             return Path(value)
         if origin is dict or base is dict:
             value = json.loads(value) if isinstance(value, str) else value  # a flag gives JSON text
@@ -115,6 +167,8 @@ def _convert(name: str, tp: Any, value: Any, what: str = "config field") -> Any:
                 return {k: _convert(f"{name}.{k}", args[1], v, what) for k, v in value.items()}
             return value
         if base in (int, float, str):
+            if isinstance(value, bool) or (base is str and not isinstance(value, str)):
+                raise TypeError(value)  # `max_steps = true` is not 1 step
             if base is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return base(value)
@@ -145,6 +199,90 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "", what: str = "
         raise PrimerError(f"missing {what}(s) {missing}{place} of {cls.__name__}")
     kwargs = {k: _convert(f"{where}.{k}" if where else k, hints[k], v, what) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _type_problem(tp: Any, value: Any) -> str | None:
+    """Why `value` does not have type `tp` (None: it does); strict, for values already converted."""
+    if tp is Any or isinstance(tp, TypeVar):
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        probs = [_type_problem(a, value) for a in typing.get_args(tp)]
+        return None if any(p is None for p in probs) else next(p for p in probs if p)
+    if tp is type(None):
+        return None if value is None else "may not be empty"
+    if origin is typing.Literal:
+        return None if value in typing.get_args(tp) else f"must be one of {list(typing.get_args(tp))}"
+    if dataclasses.is_dataclass(tp):
+        return None if isinstance(value, tp) else f"must be a {tp.__name__} section"
+    want = {int: (int,), float: (int, float), str: (str,), bool: (bool,), Path: (Path, str)}.get(tp)
+    if want is not None:
+        if not isinstance(value, want) or (tp is not bool and isinstance(value, bool)):
+            return f"expects {tp.__name__}, got {value!r}"
+        if tp is float and not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
+        return None
+    if origin in (list, tuple, dict) or tp in (list, tuple, dict):
+        kind = origin or tp
+        if not isinstance(value, kind):
+            return f"expects a {kind.__name__}, got {value!r}"
+        args = typing.get_args(tp)
+        if kind is dict:
+            items = list(value.values()) if len(args) == 2 else []
+            item_types = [args[1]] * len(items) if args else []
+        elif kind is tuple and len(args) > 1 and args[1] is not Ellipsis:
+            items, item_types = list(value), list(args)
+        else:
+            items = list(value)
+            item_types = [args[0] if args else Any] * len(items)
+        for t, v in zip(item_types, items):
+            if (p := _type_problem(t, v)) is not None:
+                return f"{p} (in {value!r})"
+        return None
+    return None
+
+
+def _numbers(value: Any) -> list[float]:
+    """The numbers a field's Range applies to: the value, or the items of a list/tuple of numbers."""
+    if isinstance(value, bool) or value is None:
+        return []
+    if isinstance(value, (int, float)):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return []
+
+
+def check_config(obj: T, where: str = "") -> T:
+    """Check every field of config dataclass `obj` (and of its nested sections) against its type and
+    range, then run the class's own `validate()` if it has one; a PrimerError names the first bad field.
+    Returns `obj`, so `cfg = check_config(from_dict(...))` reads naturally."""
+    cls = type(obj)
+    hints = _resolved_types(cls)
+    ranges = _ranges(cls)
+    for f in dataclasses.fields(obj):
+        if not f.init:
+            continue
+        name = f"{where}.{f.name}" if where else f.name
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_config(value, name)
+            continue
+        problem = _type_problem(hints[f.name], value)
+        if problem is None:
+            rng = ranges.get(f.name, NON_NEGATIVE)
+            problem = next((p for x in _numbers(value) if (p := rng.problem(x))), None)
+            if problem is not None:
+                problem += f", got {value!r}"
+        if problem is not None:
+            raise PrimerError(f"config field '{name}' {problem}")
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except PrimerError as e:
+            raise PrimerError(f"[{where}] {e}" if where else str(e)) from None
+    return obj
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -188,7 +326,7 @@ def load_recipe(path: str | Path, cls: type[T], overrides: dict[str, Any] | None
     data = read_recipe_file(path)
     data.update(overrides or {})
     try:
-        return from_dict(cls, data)
+        return check_config(from_dict(cls, data))
     except PrimerError as e:
         raise PrimerError(f"{path}: {e}") from e
 
@@ -231,7 +369,7 @@ def from_args(cls: type[T], ns: argparse.Namespace, base: T | None = None) -> T:
     given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)}
     start = to_dict(base) if base is not None else {}
     start.update(given)
-    return from_dict(cls, start)
+    return check_config(from_dict(cls, start))
 
 
 def load_section(path: str | Path, section: str, cls: type[T]) -> T:
@@ -245,6 +383,6 @@ def load_section(path: str | Path, section: str, cls: type[T]) -> T:
     else:
         table, where = data, ""
     try:
-        return from_dict(cls, table, where=where)
+        return check_config(from_dict(cls, table, where=where), where)
     except PrimerError as e:
         raise PrimerError(f"{path}: {e}") from e

@@ -14,6 +14,7 @@ same examples and only the perturbation differs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import time
@@ -27,8 +28,10 @@ from primer.audit import perturb as P
 from primer.audit import stats as S
 from primer.audit.result import AuditResult, Baseline, Condition, Robustness
 from primer.audit.suites import suite_for
+from primer.common.files import DirLock
+from primer.common.jsonl import Utf8Policy
 from primer.common.paths import benchmark_dir
-from primer.config import to_dict
+from primer.config import Count, PositiveFraction, check_config, to_dict
 from primer.errors import PrimerError
 
 SIGNALS = ("robustness", "ngram", "mink", "verbatim", "permutation")
@@ -40,17 +43,17 @@ class AuditConfig:
     """Task to audit (a `primer eval` task name: gsm8k, arc_easy, arc_challenge, hellaswag, ...)."""
     data_dir: Path | None = None
     """Folder laid out like shared/benchmarks; None = $PRIMER_DATA."""
-    limit: int | None = 50
+    limit: Count | None = 50
     """Audit only the first N items of the task (None: all)."""
     perturbations: list[str] = field(default_factory=list)
     """Perturbations to run (empty: every one that applies to the task)."""
-    variants: int = 1
+    variants: Count = 1
     """Variants per item for the randomised perturbations (numbers, symbolic, names, noop, shuffle)."""
     shots: int | None = None
     """Few-shot examples (default: the task's own; gsm8k 5)."""
     metric: str | None = None
     """Per-item metric compared (default: the task's primary; GSM8K: flexible-extract exact match)."""
-    max_tokens: int | None = None
+    max_tokens: Count | None = None
     """Generation budget in tokens for generative tasks (default: the task's own)."""
     corpus: list[str] = field(default_factory=list)
     """Training corpus files or folders (.jsonl/.txt/.parquet) for the n-gram overlap signal."""
@@ -58,19 +61,19 @@ class AuditConfig:
     """Field holding the text in JSONL/Parquet corpus files."""
     signals: list[str] = field(default_factory=lambda: list(SIGNALS))
     """Which signals to compute: robustness, ngram, mink, verbatim, permutation."""
-    ngram_n: int = 13
+    ngram_n: Count = 13
     """Word n-gram length for overlap (13 as GPT-3 / lm-eval decontamination)."""
-    ngram_threshold: float = 0.5
+    ngram_threshold: PositiveFraction = 0.5
     """An item counts as in the corpus when this fraction of its n-grams occur in one document."""
-    mink_k: float = 0.2
+    mink_k: PositiveFraction = 0.2
     """Min-K%++: fraction of lowest-scoring tokens averaged."""
-    permutation_shards: int = 1
+    permutation_shards: Count = 1
     """Shards for the permutation test (Oren et al.'s sharded test when > 1)."""
-    permutations: int = 50
+    permutations: Count = 50
     """Shuffled orders compared with the canonical one, per shard."""
-    contamination_limit: int | None = None
+    contamination_limit: Count | None = None
     """Items used by the likelihood/verbatim signals (default: all audited items)."""
-    bootstrap: int = 2000
+    bootstrap: Count = 2000
     """Paired bootstrap resamples."""
     seed: int = 0
     """Seed of perturbations, few-shot draws and resampling."""
@@ -81,6 +84,9 @@ class AuditConfig:
     strict: bool = False
     """Stop at the first malformed line of a --corpus file (naming file and line) instead of counting and
     naming it in the result."""
+    invalid_utf8: Utf8Policy = "drop"
+    """A document line with bytes that are not UTF-8: drop it, or keep it with U+FFFD in their place
+    (either way counted and named in the result)."""
     unsafe_code: bool = False
     """Auditing a code task: run model-written code even where no sandbox isolation works (resource limits
     only; the code can reach the network and your files). Off: such a run is refused."""
@@ -88,6 +94,12 @@ class AuditConfig:
 
 def audit(model: Any, cfg: AuditConfig, progress: bool = True) -> AuditResult:
     """Run the audit. `model` is a model spec for `PrimerLM.load` or an LM object."""
+    check_config(cfg)
+    with DirLock(cfg.out, "primer audit") if cfg.out is not None else contextlib.nullcontext():
+        return _audit(model, cfg, progress)
+
+
+def _audit(model: Any, cfg: AuditConfig, progress: bool) -> AuditResult:
     from primer.eval.runner import code_sandbox  # noqa: PLC0415
     from primer.eval.tasks import get_task  # noqa: PLC0415
 
@@ -130,6 +142,7 @@ def audit(model: Any, cfg: AuditConfig, progress: bool = True) -> AuditResult:
 
             log(f"ngram: {len(docs)} items against {', '.join(cfg.corpus)}")
             q = [task.decontam_text(d) for d in docs]
+            result.bad_input.invalid_utf8 = cfg.invalid_utf8
             corpus = iter_documents(cfg.corpus, cfg.text_field, result.bad_input, cfg.strict)
             contamination["ngram"] = C.ngram_overlap(q, corpus, n=cfg.ngram_n, threshold=cfg.ngram_threshold)
             if result.bad_input.count:

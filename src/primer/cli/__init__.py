@@ -3,8 +3,9 @@
 Each leaf module `primer.cli.<verb>` defines `register(subparsers)`, which adds its parser and
 sets `func` to a function taking the parsed namespace. Leaves import heavy libraries (torch...)
 inside that function so `primer --help` stays fast, and never import each other.
-Expected errors (`PrimerError`) print one line and exit 2; anything else is a bug and keeps its
-traceback.
+Expected errors print one line and exit 2: `PrimerError`, an OS error a user causes and fixes (a
+path not found, a file where a directory belongs, no permission, a read-only or full disk: the line
+names the path), and a file that is not UTF-8 text. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import importlib
 import sys
 
+from primer.common.files import OS_HINTS, os_problem
 from primer.errors import PrimerError
 
 # Order is the order shown in `primer --help`: the flow of the pipeline.
@@ -52,12 +54,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except PrimerError as e:
-        print(f"primer {args.verb}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(args.verb, str(e))
+    except OSError as e:
+        if e.errno not in OS_HINTS:
+            raise
+        return _fail(args.verb, os_problem(e))
+    except UnicodeDecodeError as e:
+        # readers name the file and line themselves; this is the net under one that does not
+        return _fail(args.verb, f"an input is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8 "
+                     "(e.g. iconv -f latin1 -t utf-8) or remove it from the inputs")
     except KeyboardInterrupt:
         print(f"primer {args.verb}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def _fail(verb: str, message: str) -> int:
+    print(f"primer {verb}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

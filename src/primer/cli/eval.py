@@ -61,16 +61,17 @@ def run(args) -> int:
     from primer.eval.runner import EvalConfig, code_sandbox, run as run_eval, table
 
     from primer.common.paths import benchmark_dir
+    from primer.config import check_config
 
     data_dir = benchmark_dir(args.data_dir)
-    cfg = EvalConfig(
+    cfg = check_config(EvalConfig(
         tasks=[t for t in args.tasks.split(",") if t.strip()], shots=args.shots, limit=args.limit, sample=args.sample,
         index=Path(args.index) if args.index else None, passages=args.passages,
         data_dir=Path(data_dir) if data_dir else None, samples=args.samples, temperature=args.temperature,
         seed=args.seed, log_samples=args.log_samples, cache=Path(args.cache) if args.cache else None,
         chat=args.chat, max_gen_tokens=args.max_gen_tokens,
         unsafe_code=args.unsafe_code,
-    )
+    ))
     code_sandbox(tasks, cfg.unsafe_code)  # code tasks on a machine that cannot isolate them: before the model loads
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -42,16 +42,18 @@ def run(args) -> int:
         if not topics:
             raise PrimerError(f"no topics of subject(s) {sorted(want)}")
     if args.expand:
+        from primer.common.files import DirLock
         from primer.teachers import HttpOptions, Sampling, load_teacher
 
         seeds = topics[: args.limit] if args.limit else topics
-        teacher = load_teacher(args.teacher, args.model, options=HttpOptions(concurrency=args.concurrency))
-        try:
-            stats = T.expand(seeds, teacher, args.expand, per_topic=args.per_topic,
-                             sampling=Sampling(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed),
-                             progress=not args.no_progress)
-        finally:
-            teacher.close()
+        sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
+        with DirLock.for_file(args.expand, "primer topics --expand"):  # before the teacher loads
+            teacher = load_teacher(args.teacher, args.model, options=HttpOptions(concurrency=args.concurrency))
+            try:
+                stats = T.expand(seeds, teacher, args.expand, per_topic=args.per_topic, sampling=sampling,
+                                 progress=not args.no_progress)
+            finally:
+                teacher.close()
         total = len(T.read_topics(args.expand)) if Path(args.expand).stat().st_size else 0
         print(f"expanded {stats['parents'] - stats['parents_done_before']} seed topics "
               f"({stats['parents_done_before']} done before): {stats['new']} new subtopics, "

@@ -1,46 +1,137 @@
-"""Output directories and files: one lock for every directory a verb writes, and atomic writes.
+"""Output directories and files: one lock for every output a verb writes, and atomic writes.
 
-`DirLock` is an advisory `flock` on `DIR/.lock`: a second process that wants the same directory
-gets one line naming the directory and how to proceed, and the lock goes away with the process
-(a killed run leaves no stale lock behind).
+`DirLock` claims an output directory (or, with `for_file`, one output file) for this process before
+any work starts, so every verb fails fast and in one line when it cannot write there:
+  * the path is a file where a directory is wanted (or the reverse), or cannot be created, or is not
+    writable (the lock file is created in it: that is the writability check) -> `PrimerError` naming
+    the path;
+  * another process holds it -> `PrimerError` naming the holder (pid, command, start time, written
+    into the lock file) and how to proceed.
+The lock is an advisory `flock` on `DIR/.lock` (`DIR/.NAME.lock` for a file), so it goes away with
+the process (a killed run leaves no stale lock behind). It is re-entrant within a process: a verb
+called by `primer run`, or a library function that locks what its caller already locked, goes on.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from primer.errors import PrimerError
 
+_held: dict[Path, int] = {}  # lock file -> how many times this process entered it
+_held_lock = threading.Lock()
+
+
+def os_problem(e: OSError, path: str | Path | None = None) -> str:
+    """One line for an OSError about `path`: what is wrong with it and what to do."""
+    path = path if path is not None else (e.filename or "")
+    why = OS_HINTS.get(e.errno or -1, e.strerror or str(e))
+    return f"{path}: {why}" if path else why
+
+
+OS_HINTS = {
+    errno.ENOENT: "not found",
+    errno.ENOTDIR: "a part of this path is a file, not a directory",
+    errno.EISDIR: "is a directory, not a file",
+    errno.EEXIST: "already exists",
+    errno.EACCES: "permission denied; choose a location you can write to (or fix its permissions)",
+    errno.EPERM: "operation not permitted; choose a location you can write to",
+    errno.EROFS: "is on a read-only file system; choose a writable location",
+    errno.ENOSPC: "no space left on the device; free some or choose another location",
+    errno.EDQUOT: "disk quota exceeded; free some space or choose another location",
+    errno.ENAMETOOLONG: "file name too long",
+}
+"""The OS errors a user causes and fixes (a path that is wrong, full, or not theirs); the CLI shows these
+as one line, every other OSError keeps its traceback."""
+
 
 class DirLock:
-    """with DirLock(out, "primer synth"): ...  -- exclusive use of `out` by this process."""
+    """with DirLock(out, "primer synth"): ...  -- exclusive use of directory `out` by this process."""
 
-    def __init__(self, directory: str | Path, holder: str = "primer", hint: str = "wait for it or use another output directory") -> None:
+    def __init__(self, directory: str | Path, holder: str = "primer",
+                 hint: str = "wait for it to finish or use another output directory", *, _file: Path | None = None) -> None:
         self.directory = Path(directory)
         self.holder = holder
         self.hint = hint
+        self.file = _file
+        self.lock_path = self.directory / (f".{_file.name}.lock" if _file is not None else ".lock")
         self.fd = -1
 
+    @classmethod
+    def for_file(cls, path: str | Path, holder: str = "primer",
+                 hint: str = "wait for it to finish or write another file") -> DirLock:
+        """Claim one output file (its directory is created; the lock sits beside it)."""
+        path = Path(path)
+        return cls(path.parent, holder, hint, _file=path)
+
+    def _check_paths(self) -> None:
+        target = self.file if self.file is not None else self.directory
+        for p in [*reversed(self.directory.parents), self.directory]:
+            if p.exists() and not p.is_dir():
+                raise PrimerError(f"{p} is a file, not a directory; "
+                                  f"{'give an output directory there' if p == self.directory else 'fix the path'} "
+                                  "(or move the file away)")
+        if self.file is not None and self.file.is_dir():
+            raise PrimerError(f"{self.file} is a directory; give a file name for the output")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PrimerError(f"cannot create the output directory: {os_problem(e, e.filename or target)}") from None
+
     def __enter__(self) -> DirLock:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._check_paths()
+        self._key = self.lock_path.resolve()
+        with _held_lock:
+            if self._key in _held:  # this process holds it already (e.g. `primer run` around a stage)
+                _held[self._key] += 1
+                return self
+        try:
+            self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise PrimerError(f"cannot write to the output directory: {os_problem(e, self.directory)}") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            who = _read_holder(self.fd)
             os.close(self.fd)
             self.fd = -1
-            raise PrimerError(f"another {self.holder} is using {self.directory}; {self.hint}") from None
+            what = self.file if self.file is not None else self.directory
+            raise PrimerError(f"{what} is in use by another {self.holder}{who}; {self.hint}") from None
+        os.ftruncate(self.fd, 0)
+        info = {"pid": os.getpid(), "command": " ".join(["primer", *sys.argv[1:]]) if sys.argv else self.holder,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.pwrite(self.fd, (json.dumps(info) + "\n").encode(), 0)
+        with _held_lock:
+            _held[self._key] = 1
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.fd >= 0:
+        with _held_lock:
+            _held[self._key] -= 1
+            if not _held[self._key]:
+                del _held[self._key]
+        if self.fd >= 0:  # the outermost holder releases it
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = -1
+
+
+def _read_holder(fd: int) -> str:
+    """' (pid 123: primer train ..., since 12:00:01)' from a held lock file, or '' when it says nothing."""
+    try:
+        raw = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
+        info = json.loads(raw)
+        return f" (pid {info['pid']}: {info['command']}, since {info['started']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -4,7 +4,10 @@ The bad-line policy is one argument. A line that is not valid UTF-8 JSON holding
 never skipped silently: by default it is counted and named (`file:line: why`) in a `BadInput`
 that the caller puts in its summary (or, when the caller passes none, the reader names the bad
 lines on stderr when it finishes); `strict=True` stops at the first one with a `PrimerError`
-that names the file and line.
+that names the file and line. Invalid UTF-8 has a policy of its own, carried by the `BadInput`
+(`invalid_utf8`, a config field of the stages that read documents): "drop" the line (counted and
+named, as above), or "replace" the bad bytes with U+FFFD and keep it (counted and named too);
+`decode_text` applies the same policy to plain-text documents.
 
 Files primer appends to and reads back on resume (synth output, metrics, caches) are written by
 `JsonlAppender` with one write per batch of lines, so a kill leaves whole lines plus at most one
@@ -21,14 +24,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, Literal
 
 from primer.errors import PrimerError
 
 
+Utf8Policy = Literal["drop", "replace"]
+
+
 @dataclass
 class BadInput:
-    """Input records that could not be used: how many, and the first few as `file:line: why`.
+    """Input records that could not be used (and ones kept with invalid UTF-8 replaced): how many, and
+    the first few as `file:line: why`; `invalid_utf8` is the policy the readers apply.
 
     Every stage result carries one (`bad_input`), so the report names what a stage could not read.
     """
@@ -36,26 +43,61 @@ class BadInput:
     count: int = 0
     """records that could not be used"""
     examples: list[str] = field(default_factory=list)
-    """the first KEEP of them, as `file:line: why`"""
+    """the first KEEP of them (and of the replaced ones), as `file:line: why`"""
+    replaced: int = 0
+    """records kept with their invalid UTF-8 bytes replaced by U+FFFD (policy "replace")"""
+    invalid_utf8: Utf8Policy = "drop"
+    """what a record with invalid UTF-8 gets: dropped (and counted), or kept with U+FFFD (and counted)"""
 
     KEEP: ClassVar[int] = 50
 
     def add(self, where: str, why: str) -> None:
         self.count += 1
+        self._example(f"{where}: {why}")
+
+    def add_replaced(self, where: str, why: str) -> None:
+        self.replaced += 1
+        self._example(f"{where}: {why} (kept, bad bytes replaced by U+FFFD)")
+
+    def _example(self, text: str) -> None:
         if len(self.examples) < self.KEEP:
-            self.examples.append(f"{where}: {why}")
+            self.examples.append(text)
 
     def merge(self, other: BadInput) -> None:
         self.count += other.count
+        self.replaced += other.replaced
         room = self.KEEP - len(self.examples)
         self.examples.extend(other.examples[: max(room, 0)])
 
     def describe(self, what: str = "bad line") -> str:
         """One line for a log: '2 bad lines skipped (a.jsonl:3: malformed JSON ...; ...)'."""
-        if not self.count:
+        if not self.count and not self.replaced:
             return f"no {what}s"
-        shown = "; ".join(self.examples[:3]) + ("; ..." if self.count > 3 else "")
-        return f"{self.count} {what}{'s' if self.count != 1 else ''} skipped ({shown})"
+        shown = "; ".join(self.examples[:3]) + ("; ..." if len(self.examples) > 3 else "")
+        parts = [f"{self.count} {what}{'s' if self.count != 1 else ''} skipped"] if self.count else []
+        if self.replaced:
+            parts.append(f"{self.replaced} kept with invalid UTF-8 replaced")
+        return f"{', '.join(parts)} ({shown})"
+
+
+def decode_text(data: bytes, path: str | Path, bad: BadInput | None, strict: bool = False, first_line: int = 1,
+                ) -> str | None:
+    """`data` (read from `path`, starting at line `first_line`) as text, under `bad`'s UTF-8 policy:
+    None when it is dropped; a PrimerError naming file and line with `strict` (and policy "drop")."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + data.count(b"\n", 0, e.start)
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1)
+        why = f"invalid UTF-8 at byte {col} of the line"
+        if bad is not None and bad.invalid_utf8 == "replace":
+            bad.add_replaced(f"{path}:{line}", why)
+            return data.decode("utf-8", errors="replace")
+        if strict or bad is None:
+            raise PrimerError(f"{path}:{line}: {why}; convert the file to UTF-8 or remove that line "
+                              "(or read such lines with invalid_utf8 = replace)") from None
+        bad.add(f"{path}:{line}", why)
+        return None
 
 
 def open_binary(path: str | Path) -> BinaryIO:
@@ -64,11 +106,14 @@ def open_binary(path: str | Path) -> BinaryIO:
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # type: ignore[return-value]
 
 
-def _parse(raw: bytes, where: str) -> tuple[Any, str | None]:
+def _parse(raw: bytes, where: str, bad: BadInput, strict: bool) -> tuple[Any, str | None]:
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        return None, f"invalid UTF-8 at byte {e.start}"
+        if bad.invalid_utf8 != "replace":
+            return None, f"invalid UTF-8 at byte {e.start}"
+        bad.add_replaced(where, f"invalid UTF-8 at byte {e.start}")
+        line = raw.decode("utf-8", errors="replace")
     try:
         rec = json.loads(line)
     except json.JSONDecodeError as e:
@@ -91,7 +136,7 @@ def read_jsonl_lines(path: str | Path, bad: BadInput | None = None, *, strict: b
         print(f"{path}: removed a torn last line ({cut} bytes) left by an interrupted write", file=sys.stderr)
     own = bad is None
     bad = BadInput() if bad is None else bad
-    before = bad.count
+    before = bad.count + bad.replaced
     try:
         f = open_binary(path)
     except FileNotFoundError:
@@ -102,7 +147,7 @@ def read_jsonl_lines(path: str | Path, bad: BadInput | None = None, *, strict: b
             for lineno, raw in enumerate(f, 1):
                 if not raw.strip():
                     continue
-                rec, why = _parse(raw, f"{path}:{lineno}")
+                rec, why = _parse(raw, f"{path}:{lineno}", bad, strict)
                 if why is None:
                     yield lineno, rec
                 elif strict:
@@ -113,7 +158,7 @@ def read_jsonl_lines(path: str | Path, bad: BadInput | None = None, *, strict: b
             if strict:
                 raise PrimerError(f"{path}:{lineno + 1}: unreadable rest of file ({e})") from None
             bad.add(f"{path}:{lineno + 1}", f"unreadable rest of file ({e})")
-    if own and bad.count > before:
+    if own and bad.count + bad.replaced > before:
         print(f"{path}: {bad.describe()}", file=sys.stderr)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from primer.common.jsonl import BadInput, read_jsonl_lines
+from primer.common.jsonl import BadInput, decode_text, read_jsonl_lines
 from primer.errors import PrimerError
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".ndjson.gz")
@@ -158,17 +158,20 @@ def read_parquet(path: str, text_key: str = "text", id_key: str = "id", bad: Bad
 
 
 def read_txt(paths: Iterable[str], bad: BadInput | None = None, strict: bool = False) -> Iterator[Document]:
-    """One document per .txt file; its id is the file name without .txt."""
+    """One document per .txt file; its id is the file name without .txt. Invalid UTF-8 follows `bad`'s
+    policy (dropped or replaced, counted and named either way)."""
     bad = bad if bad is not None else BadInput()
     for p in paths:
         try:
-            text = Path(p).read_text(encoding="utf-8", errors="replace")
+            data = Path(p).read_bytes()
         except OSError as e:
             if strict:
                 raise PrimerError(f"{p}: unreadable ({e})") from None
             bad.add(p, f"unreadable ({e})")
             continue
-        yield Document(_stem(p), text, {"source": p})
+        text = decode_text(data, p, bad, strict)
+        if text is not None:
+            yield Document(_stem(p), text, {"source": p})
 
 
 def read_hf(name: str, shard: tuple[int, int] = (0, 1), text_key: str = "text", id_key: str = "id",

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from primer.common.jsonl import BadInput
+from primer.common.files import DirLock
+from primer.common.jsonl import BadInput, JsonlAppender, read_jsonl_lines
 from primer.config import to_dict
 from primer.curate.document import Document, read_documents, read_jsonl_documents
 from primer.curate.steps import Context, Step
@@ -116,10 +117,16 @@ def annotate(inp: str | Path, out: str | Path, n: int = 200, teacher: Any = None
     appends the completed record; small teachers often justify but never write the score line.
     A record appended later for the same id supersedes the earlier one.
     """
+    out = Path(out)
+    with DirLock.for_file(out, "primer curate annotate"):
+        return _annotate(inp, out, n, teacher, teacher_spec, model, seed, max_chars, max_tokens, text_key, id_key,
+                         progress)
+
+
+def _annotate(inp, out: Path, n, teacher, teacher_spec, model, seed, max_chars, max_tokens, text_key, id_key,
+              progress) -> dict[str, Any]:
     from primer.teachers import Sampling, load_teacher
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     latest = _latest_records(out)
     bad = BadInput()
     sample = sample_documents(inp, n, seed, text_key, id_key, bad=bad)
@@ -134,10 +141,9 @@ def annotate(inp: str | Path, out: str | Path, n: int = 200, teacher: Any = None
     t0 = time.perf_counter()
     n_new = n_follow = 0
     try:
-        with open(out, "a", encoding="utf-8") as f:
+        with JsonlAppender(out) as f:
             def write(rec: dict[str, Any]) -> None:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                f.flush()
+                f.write(rec)
                 latest[rec["id"]] = rec
 
             if todo:
@@ -200,15 +206,18 @@ def _record(doc_id: str, text: str, comp: Any, follow: Any, teacher_name: str) -
 
 
 def _latest_records(path: Path) -> dict[str, dict[str, Any]]:
-    """id -> the last record written for it (bad lines are named on stderr and left out)."""
+    """id -> the last record written for it. The file is ours and appended to: a torn last line (a kill
+    mid-write) is cut and reported; any other bad line stops with its file and line."""
     out: dict[str, dict[str, Any]] = {}
     if path.is_file():
-        for d in read_jsonl_documents(str(path), "text", "id"):
-            rec = dict(d.metadata, id=d.id, text=d.text)
+        for lineno, rec in read_jsonl_lines(path, strict=True, repair=True):
+            if not isinstance(rec.get("id"), str) or not isinstance(rec.get("text"), str):
+                raise PrimerError(f"{path}:{lineno}: not an annotation record (no id/text); was it written by "
+                                  "`primer curate annotate`? Fix or remove that line, or use another --out")
             rec.setdefault("score", None)
             rec.setdefault("finish_reason", "stop")
             rec.setdefault("raw", "")
-            out[d.id] = rec
+            out[rec["id"]] = rec
     return out
 
 
@@ -352,8 +361,6 @@ def train_scorer(annotations: str | Path, out_dir: str | Path, kinds: Sequence[s
                  threshold: float = 3.0, test_fraction: float = 0.2, seed: int = 0, alpha: float = 1.0,
                  min_labels: int = 10) -> dict[str, Any]:
     """Train each scorer kind on the teacher labels, evaluate on a held-out split, save all; report."""
-    from sklearn.linear_model import Ridge
-
     recs = load_annotations(annotations)
     if len(recs) < min_labels:
         raise PrimerError(f"{annotations}: only {len(recs)} scored annotations; need at least {min_labels} "
@@ -373,6 +380,18 @@ def train_scorer(annotations: str | Path, out_dir: str | Path, kinds: Sequence[s
     mode = float(np.bincount(y[~test].astype(int), minlength=6).argmax())
     report["baselines"] = {"constant mode": evaluate(np.full(int(test.sum()), mode), y[test], threshold),
                            "constant mean": evaluate(np.full(int(test.sum()), y[~test].mean()), y[test], threshold)}
+    with DirLock(out_dir, "primer curate train-scorer"):
+        best = _fit_scorers(kinds, texts, y, test, threshold, alpha, out_dir, report)
+        report["best"] = best[1] if best else None
+        d = Path(out_dir)
+        (d / "best.json").write_text(json.dumps({"kind": report["best"]}))
+        (d / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _fit_scorers(kinds, texts, y, test, threshold, alpha, out_dir, report) -> tuple | None:
+    from sklearn.linear_model import Ridge
+
     best = None
     for kind in kinds:
         feat = Featurizer(kind)
@@ -392,11 +411,7 @@ def train_scorer(annotations: str | Path, out_dir: str | Path, kinds: Sequence[s
         key = (ev["f1"], ev["agreement_within_1"] or 0)
         if best is None or key > best[0]:
             best = (key, kind)
-    report["best"] = best[1] if best else None
-    d = Path(out_dir)
-    (d / "best.json").write_text(json.dumps({"kind": report["best"]}))
-    (d / "report.json").write_text(json.dumps(report, indent=2))
-    return report
+    return best
 
 
 class EduFilter(Step):

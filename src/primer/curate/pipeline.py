@@ -30,13 +30,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from primer.common.jsonl import BadInput
+from primer.common.files import DirLock
+from primer.common.jsonl import BadInput, Utf8Policy
 from primer.curate.document import Shard, ShardWriter, check_text_field, list_shards, read_jsonl_documents, read_shard
-from primer.config import to_dict
+from primer.config import Count, Fraction, Range, check_config, to_dict
 from primer.curate.steps import Context, Stats, Step, run_steps
 from primer.errors import PrimerError
 
@@ -61,27 +62,27 @@ class CurateConfig:
     """benchmark directory (e.g. ../shared/benchmarks): decontaminate against every eval task in it."""
     decontam_index: str | None = None
     """a saved n-gram index (.npz) to decontaminate against, instead of building one."""
-    ngram: int = 13
+    ngram: Count = 13
     """decontamination n-gram size in words (13 as GPT-3/lm-eval; 10 with --similarity as Cosmopedia)."""
     min_item_words: int = 8
     """benchmark items shorter than n but with at least this many words are matched whole."""
-    min_matches: int = 1
+    min_matches: Count = 1
     """distinct n-grams of one item a document must contain to count as contaminated."""
-    similarity: float | None = None
+    similarity: Fraction | None = None
     """also require difflib similarity >= this between the item and the matched region (Cosmopedia: 0.5)."""
     scorer: str | None = None
     """educational-value scorer dir (from `primer curate train-scorer`); none = no edu filter."""
     scorer_kind: str | None = None
     """which scorer in that dir: embed or hash (default: the best one on held-out data)."""
-    edu_threshold: float | None = None
+    edu_threshold: Annotated[float, Range(ge=0, le=5)] | None = None
     """keep documents the scorer rates at least this (default: the scorer's threshold, 3)."""
     dedup: bool = True
     """remove exact and MinHash near-duplicates (keeps the earliest document of each cluster)."""
-    shingle: int = 5
+    shingle: Count = 5
     """words per MinHash shingle."""
-    bands: int = 25
+    bands: Count = 25
     """LSH bands (Jaccard threshold (1/bands)^(1/rows) = 0.447 by default)."""
-    rows: int = 4
+    rows: Count = 4
     """rows per LSH band."""
     seed: int = 1
     """seed of the MinHash functions."""
@@ -93,7 +94,7 @@ class CurateConfig:
     """slurm engine: partition to submit to."""
     out_format: Literal["jsonl.gz", "jsonl", "parquet"] = "jsonl.gz"
     """format of the output shards."""
-    shard_docs: int = 100_000
+    shard_docs: Count = 100_000
     """documents per output file."""
     write_dropped: bool = False
     """write every dropped document with its step and reason to dropped/."""
@@ -101,6 +102,9 @@ class CurateConfig:
     """discard the resume state of a previous run in the same --out."""
     strict: bool = False
     """stop at the first bad input record (naming file and line) instead of counting and naming it."""
+    invalid_utf8: Utf8Policy = "drop"
+    """A document line with bytes that are not UTF-8: drop it, or keep it with U+FFFD in their place
+    (either way counted and named in the summary)."""
 
 
 @dataclass
@@ -220,7 +224,7 @@ def filter_shard(cfg: CurateConfig, shard: Shard) -> None:
         return
     target = lay.filtered if cfg.dedup else lay.data
     _clear_shard_outputs(shard, [lay.filtered, lay.data], lay.dropped, "filters")
-    bad = BadInput()
+    bad = BadInput(invalid_utf8=cfg.invalid_utf8)
     ctx = Context()
     n_read = 0
     t0 = time.perf_counter()
@@ -436,8 +440,14 @@ def _prepare_index(cfg: CurateConfig, lay: _Layout) -> dict[str, Any] | None:
 
 def curate(cfg: CurateConfig, quiet: bool = False) -> CurateResult:
     """Run (or resume) the pipeline; returns the report also saved as `<out>/stats.json`."""
+    check_config(cfg)
     if not cfg.input:
         raise PrimerError("no input given (--input FILE|DIR|hf:NAME)")
+    with DirLock(cfg.out, "primer curate"):
+        return _curate(cfg, quiet)
+
+
+def _curate(cfg: CurateConfig, quiet: bool) -> CurateResult:
     t0 = time.perf_counter()
     lay = _Layout(cfg.out)
     if cfg.restart and lay.work.exists():
@@ -516,8 +526,9 @@ def format_report(r: CurateResult, max_items: int = 20) -> str:
              f"{r.documents_kept} kept -> {r.out}/data"]
     st = Stats.from_dict({"steps": r.steps})
     lines.append(st.table())
-    if r.bad_input.count:
-        lines.append(f"bad input records: {r.bad_input.count} (skipped; first ones below)")
+    if r.bad_input.count or r.bad_input.replaced:
+        lines.append(f"bad input records: {r.bad_input.count} skipped, {r.bad_input.replaced} kept with invalid UTF-8 "
+                     "replaced (first ones below)")
         lines.extend(f"    {e}" for e in r.bad_input.examples[:10])
     m = r.benchmark_items_matched
     if m:

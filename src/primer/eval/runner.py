@@ -8,6 +8,7 @@ answered in chunks of documents, each chunk committed, so an interruption loses 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -21,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from primer.common.files import DirLock, atomic_write_bytes
 from primer.common.provenance import git_sha, package_versions
-from primer.config import to_dict
+from primer.config import Count, check_config, to_dict
 from primer.errors import PrimerError
 from primer.eval import metrics as M
 from primer.eval.tasks import GROUPS, Task, expand
@@ -38,7 +40,7 @@ class EvalConfig:
     """Task or group names, e.g. piqa,arc_easy,mmlu."""
     shots: int | None = None
     """Few-shot examples per prompt (default: each task's own, 0 for most; mmlu/gsm8k/mbpp as lm-eval)."""
-    limit: int | None = None
+    limit: Count | None = None
     """Evaluate only the first N documents of each task (N per MMLU subject)."""
     sample: int | None = None
     """Evaluate a random sample of N documents of each task (seeded with `seed`, kept in file order)."""
@@ -48,7 +50,7 @@ class EvalConfig:
     """Retrieved chunks put into each open-book prompt (recall@k is scored on the top 20)."""
     data_dir: Path | None = None
     """Folder laid out like shared/benchmarks; None = $PRIMER_DATA, else HF datasets (online)."""
-    samples: int = 1
+    samples: Count = 1
     """Completions per problem for code tasks (pass@k is reported for each k <= samples)."""
     temperature: float = 0.0
     """Sampling temperature for generation (0 = greedy)."""
@@ -312,6 +314,7 @@ class EvalResult:
 
 # -- the run ------------------------------------------------------------------------------------
 def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> EvalResult:
+    check_config(cfg)
     tasks = expand(cfg.tasks)
     if not tasks:
         raise PrimerError("no tasks given; pass --tasks NAME[,NAME...]")
@@ -385,7 +388,13 @@ def _jsonable(x):
 
 
 def run(lm, cfg: EvalConfig, output: Path | None = None, progress: bool = True) -> EvalResult:
-    """evaluate() + model/config/environment header, written to `output` when given."""
+    """evaluate() + model/config/environment header, written to `output` when given (claimed first, so
+    a second eval writing the same file, or an unwritable path, fails before any work)."""
+    with DirLock.for_file(output, "primer eval") if output is not None else contextlib.nullcontext():
+        return _run(lm, cfg, output, progress)
+
+
+def _run(lm, cfg: EvalConfig, output: Path | None, progress: bool) -> EvalResult:
     t0 = time.time()
     res = evaluate(lm, cfg, progress=progress)
     full = dataclasses.replace(
@@ -396,11 +405,10 @@ def run(lm, cfg: EvalConfig, output: Path | None = None, progress: bool = True) 
         started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)), seconds=round(time.time() - t0, 2),
     )
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
         record = to_dict(full)
         if full.samples is None:
             del record["samples"]
-        output.write_text(json.dumps(record, indent=2, default=str, allow_nan=True))
+        atomic_write_bytes(output, json.dumps(record, indent=2, default=str, allow_nan=True).encode())
     return full
 
 

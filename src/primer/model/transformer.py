@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from primer.config import Count, Positive, check_config
 from primer.errors import PrimerError
 
 
@@ -30,31 +31,31 @@ from primer.errors import PrimerError
 class ModelConfig:
     name: str = "debug"
     """Registry name of this shape (informational once built)."""
-    vocab_size: int = 512
+    vocab_size: Count = 512
     """Rows of the embedding table (may exceed the tokenizer's vocabulary, e.g. phi-1.5 pads to 51200)."""
-    n_layer: int = 2
+    n_layer: Count = 2
     """Number of transformer blocks."""
-    n_head: int = 4
+    n_head: Count = 4
     """Attention (query) heads per block."""
-    n_kv_head: int | None = None
+    n_kv_head: Count | None = None
     """Key/value heads (grouped-query attention); None means n_head (plain multi-head)."""
-    n_embd: int = 64
+    n_embd: Count = 64
     """Residual stream width d_model."""
-    head_dim: int | None = None
+    head_dim: Count | None = None
     """Per-head width; None means n_embd // n_head."""
-    intermediate_size: int = 256
+    intermediate_size: Count = 256
     """Hidden width of the MLP."""
-    block_size: int = 128
+    block_size: Count = 128
     """Maximum context length in tokens."""
     rotary_dim: int | None = None
     """Leading dims of each head that get rotary embedding (phi-1.5: 32 of 64); None means all."""
-    rope_base: float = 10000.0
+    rope_base: Positive = 10000.0
     """Rotary base frequency theta."""
     parallel_residual: bool = False
     """True: x + attn(ln(x)) + mlp(ln(x)) off one norm (phi); False: sequential pre-norm (Llama)."""
     norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
     """Normalisation layer kind."""
-    norm_eps: float = 1e-5
+    norm_eps: Positive = 1e-5
     """Epsilon of the norm layers."""
     mlp: Literal["gelu", "gelu_tanh", "swiglu"] = "swiglu"
     """MLP kind: GELU (exact or tanh approximation, phi) with fc1/fc2, or SwiGLU (Llama)."""
@@ -66,6 +67,7 @@ class ModelConfig:
     """Share the output head with the token embedding."""
 
     def __post_init__(self) -> None:
+        check_config(self)  # a zero or negative size, from a recipe's model_overrides or a file, is named here
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         if self.head_dim is None:

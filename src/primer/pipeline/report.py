@@ -259,13 +259,19 @@ def grid(plots: list[str]) -> str:
 
 
 def bad_input(stage: str, bad: BadInput) -> str:
-    """The input lines a stage could not use, named (never skipped without a word)."""
-    if not bad.count:
+    """The input lines a stage could not use (or kept with invalid UTF-8 replaced), named (never without a word)."""
+    total = bad.count + bad.replaced
+    if not total:
         return ""
     shown = "".join(f"<li><code>{esc(e)}</code></li>" for e in bad.examples[:5])
-    more = f"<li>... {bad.count - 5} more</li>" if bad.count > 5 else ""
-    return (f'<p class="bad">{stage}: {bad.count} input line{"s" if bad.count != 1 else ""} could not be read '
-            f"and {'were' if bad.count != 1 else 'was'} left out:</p><ul>{shown}{more}</ul>")
+    more = f"<li>... {total - 5} more</li>" if total > 5 else ""
+    what = []
+    if bad.count:
+        what.append(f"{bad.count} input line{'s' if bad.count != 1 else ''} could not be read and "
+                    f"{'were' if bad.count != 1 else 'was'} left out")
+    if bad.replaced:
+        what.append(f"{bad.replaced} kept with invalid UTF-8 bytes replaced by U+FFFD")
+    return f'<p class="bad">{stage}: {"; ".join(what)}:</p><ul>{shown}{more}</ul>'
 
 
 def section_overview(run: RunRecord | None, stages: dict[str, StageRecord]) -> str:
@@ -382,7 +388,7 @@ def section_train(s: TrainSummary) -> str:
         "model shape": s.shape, "parameters": s.params, "steps": s.steps, "tokens seen": s.tokens,
         "tokens/s": s.tokens_per_s, "final train loss": s.final_train_loss,
         "final validation loss": s.final_val_loss, "checkpoint": s.checkpoint,
-    }), bad_input("train", s.bad_input)]
+    })]
     if s.curve.step or s.val_curve.step:
         out.append(curves(s.curve, s.val_curve))
     else:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from primer.config import Count
+
 
 @dataclass
 class RunConfig:
@@ -30,9 +32,9 @@ class RunConfig:
     sample_prompts: list[str] = field(default_factory=lambda: [
         "Photosynthesis is", "Once upon a time, a little fox", "To add two fractions, you"])
     """Prompts whose greedy continuations (ours and the reference's) the report shows."""
-    sample_tokens: int = 60
+    sample_tokens: Count = 60
     """New tokens per generation sample."""
-    eval_batch_size: int = 8
+    eval_batch_size: Count = 8
     """Sequences per forward pass when scoring benchmarks."""
 
 

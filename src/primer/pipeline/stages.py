@@ -245,7 +245,7 @@ def run_train(cfg, ctx: StageContext) -> TrainSummary:
         shape=cfg.model + (f" {cfg.model_overrides}" if cfg.model_overrides else ""), params=s.params, steps=s.steps,
         tokens=s.tokens, tokens_per_s=s.tokens_per_s, mfu=s.mfu, final_train_loss=s.final_loss,
         final_val_loss=s.val_loss, curve=_curve(lc), val_curve=_curve(s.val_curve), checkpoint=s.checkpoint,
-        samples=[_cut(t, 600) for t in s.samples], bad_input=s.bad_input,
+        samples=[_cut(t, 600) for t in s.samples],
     )
 
 

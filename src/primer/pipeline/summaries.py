@@ -126,7 +126,6 @@ class TrainSummary:
     val_curve: Curve
     checkpoint: str
     samples: list[str]
-    bad_input: BadInput
 
 
 @dataclass

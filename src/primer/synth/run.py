@@ -30,7 +30,7 @@ from pathlib import Path
 from primer.common.files import DirLock
 from primer.common.jsonl import BadInput, JsonlAppender, read_jsonl
 from primer.common.provenance import package_versions
-from primer.config import to_dict
+from primer.config import Count, Fraction, Positive, PositiveFraction, check_config, to_dict
 from primer.errors import PrimerError
 from primer.synth import convo, grid, quality
 from primer.synth.quality import QualityRules
@@ -62,7 +62,7 @@ class SynthConfig(HttpOptions):
     """preference: benchmark folder holding xstest/ (default: $PRIMER_DATA or ../shared/benchmarks)"""
     out: Path = Path("runs/synth")
     """output directory (shards, rejects, summary); rerunning on it resumes"""
-    n: int = 100
+    n: Count = 100
     """documents wanted in --out in total; a rerun finishes what is missing"""
     teacher: str = "bundled"
     """'bundled' (SmolLM2-135M-Instruct in-process), a .gguf file, or an OpenAI-compatible base URL"""
@@ -81,17 +81,17 @@ class SynthConfig(HttpOptions):
     """JSONL ('text' field) or text file of web documents whose extracts seed the prompts (Cosmopedia-style)"""
     seed: int = 0
     """grid order and sampling seed"""
-    max_tokens: int = 512
+    max_tokens: Count = 512
     """most tokens per document"""
     temperature: float = 0.8
     """teacher sampling temperature"""
-    top_p: float = 0.95
+    top_p: PositiveFraction = 0.95
     """teacher nucleus sampling mass"""
-    repeat_penalty: float = 1.1
+    repeat_penalty: Positive = 1.1
     """repetition penalty where the teacher supports it (1.0 = off)"""
-    batch_size: int = 8
+    batch_size: Count = 8
     """prompts per batch for the in-process teacher"""
-    threads: int | None = None
+    threads: Count | None = None
     """CPU threads for an in-process teacher (default: the backend's choice)"""
     device: str = "cpu"
     """device for the in-process teacher (cpu, cuda)"""
@@ -99,16 +99,16 @@ class SynthConfig(HttpOptions):
     """reject documents with fewer words"""
     reject_truncated: bool = False
     """reject documents that hit --max-tokens"""
-    max_repeat_frac: float = 0.3
+    max_repeat_frac: Fraction = 0.3
     """reject documents where more than this share of words sit in repeated 5-grams"""
-    shard_docs: int = 10000
+    shard_docs: Count = 10000
     """documents per output shard"""
     fsync: bool = True
     """fsync the output files (a kill -9 loses nothing either way: this is for power cuts and OS crashes)"""
     fsync_interval: float = 0.0
     """seconds between fsyncs; 0 = after every document. At hundreds of docs/s (a big server) 1.0
     removes the fsync bottleneck and a power cut can cost at most that much work, which a rerun redoes"""
-    stats_sample: int = 20000
+    stats_sample: Count = 20000
     """documents used for the near-duplicate and distinct-n-gram figures"""
     progress: bool = True
     """show a progress bar"""
@@ -290,8 +290,8 @@ def synth(cfg: SynthConfig, teacher=None, policy=None) -> SynthResult:
 
     from primer.teachers import Sampling
 
+    check_config(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     rules = QualityRules(min_words=cfg.min_words, reject_truncated=cfg.reject_truncated,
                          max_repeat_frac=cfg.max_repeat_frac)
     base = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from primer.common.files import DirLock
 from primer.common.jsonl import BadInput, JsonlAppender, read_jsonl, read_jsonl_lines
 from primer.errors import PrimerError
 from primer.synth.grid import Topic
@@ -197,6 +198,11 @@ def expand(
 
     sampling = sampling or Sampling(max_tokens=200, temperature=0.7)
     out_path = Path(out_path)
+    with DirLock.for_file(out_path, "primer topics --expand"):
+        return _expand(parents, teacher, out_path, per_topic, sampling, progress)
+
+
+def _expand(parents, teacher, out_path: Path, per_topic: int, sampling, progress: bool) -> dict:
     dedup = TopicDeduper()
     done_parents: set[str] = set()
     for t in parents:  # parents themselves count as known, so children never repeat them

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from primer.config import Count, Positive
 from primer.errors import PrimerError
 from primer.teachers.base import Completion, Prompt, Sampling, Teacher, TeacherUnavailable, _item, as_messages
 
@@ -25,9 +26,9 @@ _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 class HttpOptions:
     """Knobs of the HTTP teacher (all have CLI flags in `primer synth`)."""
 
-    concurrency: int = 8
+    concurrency: Count = 8
     """requests in flight at once"""
-    timeout: float = 120.0
+    timeout: Positive = 120.0
     """seconds for one request (read timeout); connect timeout is min(10, timeout)"""
     retries: int = 6
     """extra tries on connection errors, timeouts, 429 and 5xx"""

@@ -26,7 +26,6 @@ any mismatch is a `PrimerError` that says how to rebuild.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -34,12 +33,13 @@ import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Annotated, Any, Iterable, Iterator
 
 import numpy as np
 
-from primer.common.jsonl import BadInput, read_jsonl_lines
-from primer.config import from_dict, to_dict
+from primer.common.files import DirLock
+from primer.common.jsonl import BadInput, Utf8Policy, decode_text, open_binary, read_jsonl_lines
+from primer.config import Count, Range, check_config, from_dict, to_dict
 from primer.errors import PrimerError
 
 MAGIC = b"PRIMERTK"
@@ -186,10 +186,6 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def _open_text(p: Path):
-    return gzip.open(p, "rt", encoding="utf-8") if p.suffix == ".gz" else open(p, encoding="utf-8")
-
-
 def iter_documents(paths: Iterable[str | Path], text_field: str = "text", bad: BadInput | None = None,
                    strict: bool = False) -> Iterator[str]:
     """Texts of the documents in `paths` (files or directories), in a fixed order; empty ones skipped.
@@ -200,11 +196,17 @@ def iter_documents(paths: Iterable[str | Path], text_field: str = "text", bad: B
     no record has the field is an error naming the field (the usual cause: --text-field).
     .txt: documents separated by `<|endoftext|>` (TinyStories' layout); a file without one is one document.
     .parquet: the `text_field` column.
+    Invalid UTF-8 follows `bad`'s policy (`invalid_utf8`); a file with no readable record at all (a binary
+    file, one in another encoding) is an error naming it.
     """
-    for p in _expand(paths):
+    own = bad is None
+    bad = BadInput() if own else bad
+    for p in (files := _expand(paths)):
         name = p.name
+        before, first_example = bad.count, len(bad.examples)
+        seen = 0
         if name.endswith((".jsonl", ".jsonl.gz", ".json")):
-            seen, missing = 0, BadInput()
+            missing = BadInput()
             for lineno, obj in read_jsonl_lines(p, bad, strict=strict):
                 seen += 1
                 text = obj.get(text_field)
@@ -218,17 +220,17 @@ def iter_documents(paths: Iterable[str | Path], text_field: str = "text", bad: B
             if seen and missing.count == seen:
                 raise PrimerError(f"{p}: no '{text_field}' field in any of its {seen} records (set --text-field); "
                                   f"first: {missing.examples[0]}")
-            if bad is not None:
-                bad.merge(missing)
-            elif missing.count:
-                print(f"{p}: {missing.describe('record')}", file=sys.stderr)
+            bad.merge(missing)
         elif name.endswith((".txt", ".txt.gz")):
-            with _open_text(p) as f:
+            with open_binary(p) as f:
                 data = f.read()
-            for text in data.split(DOC_SEP):
-                text = text.strip()
-                if text:
-                    yield text
+            line = 1
+            for raw in data.split(DOC_SEP.encode()):
+                text = decode_text(raw, p, bad, strict, first_line=line)
+                line += raw.count(b"\n")
+                seen += text is not None
+                if text is not None and text.strip():
+                    yield text.strip()
         elif name.endswith(".parquet"):
             import pyarrow.parquet as pq
 
@@ -241,6 +243,12 @@ def iter_documents(paths: Iterable[str | Path], text_field: str = "text", bad: B
                         yield text
         else:
             raise PrimerError(f"{p}: unsupported document file (expected one of {', '.join(DOC_SUFFIXES)})")
+        if not seen and bad.count > before:
+            first = bad.examples[first_example] if len(bad.examples) > first_example else f"{bad.count - before} bad"
+            raise PrimerError(f"{p}: nothing readable in it (first: {first}); is it UTF-8 text in the format its "
+                              "name says? Convert it (e.g. iconv -f latin1 -t utf-8) or remove it from the inputs")
+    if own and bad.count + bad.replaced:
+        print(f"{len(files)} document file(s): {bad.describe()}", file=sys.stderr)
 
 
 def is_validation(text: str, val_fraction: float) -> bool:
@@ -264,24 +272,27 @@ class TokenizeConfig:
     """Output directory: tokenizer files, tokens.json and the .bin shards."""
     tokenizer: str | None = None
     """Use an existing tokenizer (a .gguf model file, 'bundled', an HF tokenizer dir or tokenizer.json) instead of training one."""
-    vocab_size: int = 8192
+    vocab_size: Count = 8192
     """Vocabulary size of the trained byte-level BPE (special tokens and 256 bytes included)."""
     min_frequency: int = 2
     """A pair must occur at least this often to become a merge."""
-    tokenizer_train_docs: int | None = None
+    tokenizer_train_docs: Count | None = None
     """Train the BPE on only the first N training documents (None: all)."""
     text_field: str = "text"
     """JSON field / Parquet column that holds a document's text."""
-    val_fraction: float = 0.01
+    val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.01
     """Share of documents held out for validation (chosen by a hash of their text, so stable)."""
-    shard_tokens: int = 100_000_000
+    shard_tokens: Count = 100_000_000
     """Tokens per shard file (the last one of a split holds the rest)."""
-    batch_docs: int = 1024
+    batch_docs: Count = 1024
     """Documents encoded per parallel batch."""
     overwrite: bool = False
     """Replace an existing output directory's shards (otherwise a finished one is reused)."""
     strict: bool = False
     """Stop at the first malformed input line (naming file and line) instead of counting and naming it."""
+    invalid_utf8: Utf8Policy = "drop"
+    """A document line with bytes that are not UTF-8: drop it, or keep it with U+FFFD in their place
+    (either way counted and named in the summary)."""
 
 
 @dataclass
@@ -341,29 +352,31 @@ def _batched(it: Iterator[str], n: int) -> Iterator[list[str]]:
 
 def tokenize_corpus(cfg: TokenizeConfig, progress: bool = True) -> TokenizeResult:
     """Run the stage; returns what it also writes to OUT/tokens.json."""
-    from primer.tokens.bpe import document_end_id, load_tokenizer, train_bpe
-
+    check_config(cfg)
     if not cfg.inputs:
         raise PrimerError("no inputs: give document files or directories to tokenize")
-    if not 0 <= cfg.val_fraction < 1:
-        raise PrimerError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
-    if cfg.shard_tokens < 1:
-        raise PrimerError("shard_tokens must be positive")
-    out = Path(cfg.out)
+    _expand(cfg.inputs)  # a missing input fails now, not after the tokenizer is trained
+    # claimed (and its writability checked) before the tokenizer is trained, not after
+    with DirLock(cfg.out, "primer tokenize"):
+        return _tokenize(cfg, Path(cfg.out), progress)
+
+
+def _tokenize(cfg: TokenizeConfig, out: Path, progress: bool) -> TokenizeResult:
+    from primer.tokens.bpe import document_end_id, load_tokenizer, train_bpe
+
     if (out / META_FILE).is_file() and not cfg.overwrite:
         meta = TokenizeResult.read(out)
         if meta.config == _config_key(cfg):
             return meta
         raise PrimerError(f"{out} already holds shards made with other settings; pass --overwrite or pick another --out")
-    out.mkdir(parents=True, exist_ok=True)
     for old in list(out.glob("*.bin")) + ([out / META_FILE] if (out / META_FILE).exists() else []):
         old.unlink()
 
-    bad = BadInput()  # counted on the encoding pass, the one that reads every document
+    bad = BadInput(invalid_utf8=cfg.invalid_utf8)  # counted on the encoding pass, the one that reads every document
     if cfg.tokenizer:
         tok = load_tokenizer(cfg.tokenizer)
     else:
-        docs = iter_documents(cfg.inputs, cfg.text_field, BadInput(), cfg.strict)
+        docs = iter_documents(cfg.inputs, cfg.text_field, BadInput(invalid_utf8=cfg.invalid_utf8), cfg.strict)
         train_docs = (d for d in docs if not is_validation(d, cfg.val_fraction))
         if cfg.tokenizer_train_docs is not None:
             train_docs = (d for _, d in zip(range(cfg.tokenizer_train_docs), train_docs))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from primer.config import Count, Fraction, Positive, Range
 from primer.errors import PrimerError
 from primer.model.transformer import SHAPES, ModelConfig
 
@@ -19,27 +20,27 @@ from primer.model.transformer import SHAPES, ModelConfig
 class LoopConfig:
     """The training loop's knobs, shared by `primer train` (pretraining) and `primer tune` (SFT, DPO)."""
 
-    batch_size: int = 8
+    batch_size: Count = 8
     """Sequences per optimizer step over all processes (the global batch)."""
-    micro_batch_size: int | None = None
+    micro_batch_size: Count | None = None
     """Sequences per forward/backward in each process; None: batch_size / processes (no accumulation)."""
-    max_steps: int = 100
+    max_steps: Count = 100
     """Optimizer steps to train for."""
-    lr: float = 3e-4
+    lr: Positive = 3e-4
     """Peak learning rate."""
     schedule: Literal["constant", "cosine", "wsd"] = "cosine"
     """Learning-rate schedule after warmup: constant (phi-1.5), cosine decay, or warmup-stable-decay."""
     warmup_steps: int = 0
     """Linear warmup steps from 0 to lr."""
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: Fraction = 0.1
     """Final learning rate as a fraction of lr (cosine and wsd)."""
-    decay_fraction: float = 0.2
+    decay_fraction: Fraction = 0.2
     """wsd: share of all steps spent in the final decay to min_lr_ratio x lr."""
-    beta1: float = 0.9
+    beta1: Annotated[float, Range(ge=0, lt=1)] = 0.9
     """AdamW beta1."""
-    beta2: float = 0.95
+    beta2: Annotated[float, Range(ge=0, lt=1)] = 0.95
     """AdamW beta2."""
-    eps: float = 1e-8
+    eps: Positive = 1e-8
     """AdamW epsilon."""
     weight_decay: float = 0.1
     """AdamW decoupled weight decay, applied to matrices only (not norms, biases)."""
@@ -55,33 +56,22 @@ class LoopConfig:
     """Under torchrun: ddp replicates the model; fsdp shards parameters, gradients and optimizer state (FSDP2)."""
     device: str = "auto"
     """auto (cuda when available, else cpu), cpu, cuda, cuda:N."""
-    threads: int | None = None
+    threads: Count | None = None
     """CPU threads for torch (None: torch's default)."""
     seed: int = 1337
     """Seed of the initial weights and the data order."""
-    log_every: int = 10
+    log_every: Count = 10
     """Write a metrics line (loss, lr, tokens/s, MFU) every N steps."""
     save_every: int = 500
     """Write a checkpoint every N steps (and at the end); 0: only at the end."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: Count = 2
     """Keep the last N checkpoints, deleting older ones."""
     resume: bool = True
     """Continue from the latest checkpoint in out_dir when there is one."""
     progress: bool = True
     """Show a progress bar (main process only)."""
-    peak_tflops: float | None = None
+    peak_tflops: Positive | None = None
     """Device peak TFLOP/s for MFU; None: a table for GPUs, cores x clock x SIMD width for CPUs."""
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "max_steps", "log_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise PrimerError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            raise PrimerError(f"micro_batch_size must be at least 1, got {self.micro_batch_size}")
-        if self.lr <= 0:
-            raise PrimerError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.decay_fraction <= 1:
-            raise PrimerError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
 
 
 @dataclass
@@ -96,21 +86,21 @@ class TrainConfig(LoopConfig):
     """Model shape from the registry (primer.model.transformer.SHAPES), e.g. debug, tiny-8m, phi-1.5."""
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """Shape fields to change, e.g. {n_layer = 2} in TOML, or n_layer=2,n_embd=128 on the command line."""
-    vocab_size: int | None = None
+    vocab_size: Count | None = None
     """Embedding rows; None: the tokenizer's vocabulary rounded up to a multiple of 64."""
     init_from: str | None = None
     """Start from the weights of this primer checkpoint directory instead of a random init."""
-    seq_len: int | None = None
+    seq_len: Count | None = None
     """Tokens per training sequence; None: the shape's context length (block_size)."""
-    max_tokens: int | None = None
+    max_tokens: Count | None = None
     """Train for this many tokens instead: max_steps = ceil(max_tokens / (batch_size x seq_len))."""
     eval_every: int = 100
     """Compute the validation loss every N steps (and at the end); 0: only at the end."""
-    eval_batches: int = 8
+    eval_batches: Count = 8
     """Validation batches (of batch_size sequences) per evaluation; fewer when the split is smaller."""
     samples: int = 0
     """After training, write this many samples (each started from <|endoftext|>) to out_dir/samples.txt."""
-    sample_tokens: int = 200
+    sample_tokens: Count = 200
     """Maximum new tokens per sample."""
     sample_temperature: float = 0.8
     """Sampling temperature of those samples."""
@@ -120,9 +110,10 @@ class TrainConfig(LoopConfig):
     def __post_init__(self) -> None:
         if isinstance(self.model_overrides, str):
             self.model_overrides = parse_overrides(self.model_overrides)
-        super().__post_init__()
-        if self.eval_batches < 1:
-            raise PrimerError(f"eval_batches must be at least 1, got {self.eval_batches}")
+
+    def validate(self) -> None:
+        """The shape and its overrides, built once (a bad one fails when the recipe loads, not after synth)."""
+        build_model_config(self, self.vocab_size or 1)
 
 
 def parse_overrides(text: str) -> dict[str, Any]:
@@ -162,7 +153,10 @@ def build_model_config(cfg: TrainConfig, tokenizer_vocab: int) -> ModelConfig:
     if vocab < tokenizer_vocab:
         raise PrimerError(f"vocab_size {vocab} is smaller than the tokenizer's vocabulary ({tokenizer_vocab})")
     d["vocab_size"] = vocab
-    mcfg = ModelConfig(**d)
+    try:
+        mcfg = ModelConfig(**d)
+    except PrimerError as e:
+        raise PrimerError(f"model shape '{cfg.model}' with model_overrides {cfg.model_overrides}: {e}") from None
     if cfg.seq_len is not None and cfg.seq_len > mcfg.block_size:
         raise PrimerError(f"seq_len {cfg.seq_len} exceeds the shape's context ({mcfg.block_size}); raise block_size too")
     return mcfg

@@ -18,16 +18,15 @@ import json
 import math
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from primer.common.jsonl import BadInput
+from primer.common.files import DirLock
 from primer.common.provenance import git_sha
-from primer.config import to_dict
+from primer.config import check_config, to_dict
 from primer.errors import PrimerError
 from primer.model.transformer import Transformer
 from primer.tokens.shards import TokenDataset
@@ -61,16 +60,18 @@ class TrainResult:
     checkpoint: str | None
     out_dir: str
     samples: list[str]
-    bad_input: BadInput
-    """unreadable lines of metrics.jsonl met on resume, named (they are dropped)"""
 
 
 def train(cfg: TrainConfig, trainer: type[Trainer] | None = None) -> TrainResult:
     """Run (or resume) training as `cfg` says, with `Trainer` or a subclass (`primer tune`); returns a summary."""
+    check_config(cfg)
     d = Dist.from_env(cfg.device, cfg.parallel)
     threads = torch.get_num_threads()
+    # the main process writes out_dir (metrics, checkpoints), so it alone claims it
+    claim = DirLock(cfg.out_dir, "primer train") if d.is_main else contextlib.nullcontext()
     try:
-        return (trainer or Trainer)(cfg, d).run()
+        with claim:
+            return (trainer or Trainer)(cfg, d).run()
     finally:
         torch.set_num_threads(threads)
         d.close()
@@ -441,11 +442,8 @@ class Trainer:
             checkpoint=str(saved_at) if saved_at else None,
             out_dir=str(out),
             samples=samples,
-            bad_input=log.bad,
         )
         if main:
-            if log.bad.count:
-                print(f"train: {log.path}: {log.bad.describe()}", file=sys.stderr)
             (out / "summary.json").write_text(json.dumps(to_dict(summary), indent=2) + "\n")
             if self.val_curve:
                 plot_curves(out, self.loss_curve, self.val_curve)

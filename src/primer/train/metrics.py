@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from primer.common.jsonl import BadInput, read_jsonl
+from primer.common.files import atomic_write_bytes
+from primer.common.jsonl import read_jsonl
 from primer.model.transformer import ModelConfig
 
 # name fragment -> (bf16/fp16 dense, tf32 dense) TFLOP/s
@@ -87,21 +88,20 @@ class MetricsLog:
     """Append-only JSONL of training metrics; on resume, lines past the resumed step are dropped.
 
     The read-back on resume goes through `primer.common.jsonl`: a torn last line (a kill in the
-    middle of a write) is cut, and any other unreadable line is counted and named in `bad` (which
-    the train result reports as `bad_input`) and dropped, so a resume never fails on its own log.
+    middle of a write) is cut and reported; any other unreadable line stops the resume with a
+    PrimerError naming the file and line (a log damaged anywhere else is not ours to guess at).
     """
 
     def __init__(self, path: str | Path, resume_step: int | None, enabled: bool = True):
         self.path = Path(path)
         self.enabled = enabled
-        self.bad = BadInput()
         if not enabled:
             return
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
-            keep = [r for r in read_jsonl(self.path, self.bad, repair=True) if r.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            keep = [r for r in read_jsonl(self.path, strict=True, repair=True) if r.get("step", 0) <= resume_step]
+            atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in keep).encode())
 
     def write(self, **row) -> None:
         if self.enabled:
