@@ -63,7 +63,7 @@ def test_unknown_recipe_field_is_a_clear_error(tmp_path):
     with pytest.raises(PrimerError, match=r"unknown config field\(s\) \['learning_rate'\] in section 'train'; known"):
         load_section(p, "train", TrainConfig)
     p.write_text("[tokenize]\nvocab_size = 'big'\n")
-    with pytest.raises(PrimerError, match="vocab_size' expects int"):
+    with pytest.raises(PrimerError, match=r"'vocab_size' in \[tokenize\] expects int"):
         load_section(p, "tokenize", TokenizeConfig)
     p.write_text("[train]\nmodel = 'debug'\n")
     with pytest.raises(PrimerError, match=r"no \[tokenize\] section"):

@@ -213,6 +213,59 @@ def test_unknown_field_and_section_are_errors(tmp_path):
         _recipe(tmp_path, "[z]\nq = 1\n")
 
 
+def test_a_moved_or_copied_run_dir_reads_its_own_files_and_stages_reruns_what_is_named(tmp_path):
+    """Records hold paths relative to the run dir: after `mv`, everything is up to date and works; a copy
+    reads its own files, not the original's; `--stages X` (force) re-runs X even when it looks done."""
+    def make(cfg, ctx):
+        CALLS.append("a")
+        f = ctx.out_dir / "items.json"
+        f.write_text(json.dumps(list(range(cfg.n))))
+        return {"file": ctx.rel(f)}
+
+    def use(cfg, ctx):
+        CALLS.append("b")
+        return {"items": json.loads(ctx.path(ctx.summaries["a"]["file"]).read_text())}
+
+    stages = [StageSpec("a", (), lambda: ACfg, make), StageSpec("b", ("a",), lambda: BCfg, use)]
+    r = load_recipe(_recipe(tmp_path, "[a]\nn = 3\n")[1], stages)
+    CALLS.clear()
+    run_recipe(r, tmp_path / "run", stages=stages, log=lambda s: None, write_report=False)
+    assert json.loads((tmp_path / "run" / "a" / "stage.json").read_text())["summary"] == {"file": "a/items.json"}
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    del run["command"]  # provenance: the command line as typed
+    assert str(tmp_path / "run") not in json.dumps(run)
+
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    CALLS.clear()
+    rec = run_recipe(r, tmp_path / "moved", stages=stages, log=lambda s: None, write_report=False)
+    assert _statuses(rec) == {"a": "skipped", "b": "skipped"} and CALLS == []
+    rec = run_recipe(r, tmp_path / "moved", stages=stages, log=lambda s: None, write_report=False, force=("b",))
+    assert _statuses(rec) == {"a": "skipped", "b": "done"} and CALLS == ["b"]
+
+    shutil.copytree(tmp_path / "moved", tmp_path / "copy")
+    (tmp_path / "copy" / "a" / "items.json").write_text("[7]")  # the copy's own file, changed
+    shutil.rmtree(tmp_path / "moved")
+    rec = run_recipe(r, tmp_path / "copy", stages=stages, log=lambda s: None, write_report=False, force=("b",))
+    assert json.loads((tmp_path / "copy" / "b" / "stage.json").read_text())["summary"] == {"items": [7]}
+
+
+def test_stages_flag_reruns_an_up_to_date_stage(tmp_path):
+    """`primer run --stages train` after a stage's outputs were lost: the named stage runs although its
+    fingerprint is unchanged (the old runner said "up to date" and the next stage kept failing)."""
+    CALLS.clear()
+    rd = tmp_path / "run"
+    r, p = _recipe(tmp_path, "")
+    run_recipe(r, rd, stages=FAKE, log=lambda s: None, write_report=False)
+    (rd / "a" / "items.json").unlink()
+    r.run.stages = ["a", "b"]
+    CALLS.clear()
+    said: list[str] = []
+    rec = run_recipe(r, rd, stages=FAKE, log=said.append, write_report=False, force=("a", "b"))
+    assert _statuses(rec) == {"a": "done", "b": "done", "c": "skipped"} and CALLS == ["a", "b"]
+    assert (rd / "a" / "items.json").is_file()
+    assert any("asked for by --stages" in line for line in said), said
+
+
 def test_stage_subset_requires_inputs(tmp_path):
     r, p = _recipe(tmp_path, "[run]\nstages = ['c']\n")
     with pytest.raises(PrimerError, match="stage 'c' needs"):
@@ -276,6 +329,14 @@ def test_mini_recipe_end_to_end(tmp_path, data_dir):
     if chromium_path():
         check_in_chromium(report, "mini-report")
 
+    # a moved run directory works as is: its records name no path outside it, every stage is up to date,
+    # and the stages after a change read the moved checkpoint and corpus
+    moved = tmp_path / "moved"
+    shutil.move(rd, moved)
+    records = [json.loads(f.read_text()) for f in sorted(moved.glob("*/stage.json"))]
+    records.append({k: v for k, v in json.loads((moved / "run.json").read_text()).items() if k != "command"})
+    assert not [r for r in records if str(rd) in json.dumps(r)], "a record names the old run directory"
+    rd = moved
     t0 = time.time()
     out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]

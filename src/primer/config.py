@@ -116,22 +116,28 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def _label(name: str) -> str:
+    """'train.max_steps' -> "'max_steps' in [train]", as errors name a field."""
+    section, _, field = name.rpartition(".")
+    return f"'{field}' in [{section}]" if section else f"'{field}'"
+
+
 def _convert(name: str, tp: Any, value: Any, what: str = "config field") -> Any:
     """Coerce a recipe/CLI value to the field's type, with a clear error."""
     base, optional = _base_type(tp)
     if value is None:
         if optional or type(None) in typing.get_args(tp) or tp is Any:
             return None
-        raise PrimerError(f"config field '{name}' may not be empty")
+        raise PrimerError(f"config field {_label(name)} may not be empty")
     origin = typing.get_origin(base)
     try:
         if dataclasses.is_dataclass(base):
             if not isinstance(value, dict):
-                raise PrimerError(f"config section '{name}' must be a table of fields, got {value!r}")
+                raise PrimerError(f"config section [{name}] must be a table of fields, got {value!r}")
             return from_dict(base, value, where=name, what=what)
         if origin is typing.Literal:
             if value not in typing.get_args(base):
-                raise PrimerError(f"config field '{name}' must be one of {list(typing.get_args(base))}, got {value!r}")
+                raise PrimerError(f"config field {_label(name)} must be one of {list(typing.get_args(base))}, got {value!r}")
             return value
         if base is bool:
             if isinstance(value, str):
@@ -174,7 +180,7 @@ def _convert(name: str, tp: Any, value: Any, what: str = "config field") -> Any:
             return base(value)
         return value
     except (TypeError, ValueError) as e:  # json.JSONDecodeError is a ValueError
-        raise PrimerError(f"config field '{name}' expects {getattr(base, '__name__', base)}, got {value!r}") from e
+        raise PrimerError(f"config field {_label(name)} expects {getattr(base, '__name__', base)}, got {value!r}") from e
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "", what: str = "config field") -> T:
@@ -263,10 +269,9 @@ def check_config(obj: T, where: str = "") -> T:
     for f in dataclasses.fields(obj):
         if not f.init:
             continue
-        name = f"{where}.{f.name}" if where else f.name
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            check_config(value, name)
+            check_config(value, f"{where}.{f.name}" if where else f.name)
             continue
         problem = _type_problem(hints[f.name], value)
         if problem is None:
@@ -275,7 +280,7 @@ def check_config(obj: T, where: str = "") -> T:
             if problem is not None:
                 problem += f", got {value!r}"
         if problem is not None:
-            raise PrimerError(f"config field '{name}' {problem}")
+            raise PrimerError(f"config field {_label(f'{where}.{f.name}' if where else f.name)} {problem}")
     validate = getattr(obj, "validate", None)
     if callable(validate):
         try:

@@ -23,7 +23,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import contextlib
+
     from primer.audit.report import table
+    from primer.common.files import DirLock
     from primer.audit.run import SIGNALS, AuditConfig, audit
     from primer.config import from_args
     from primer.errors import PrimerError
@@ -42,8 +45,9 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    lm = PrimerLM.load(args.model, max_length=args.max_length, batch_size=args.batch_size, device=device)
-    res = audit(lm, cfg, progress=not args.quiet)
+    with DirLock(cfg.out, "primer audit") if cfg.out else contextlib.nullcontext():  # claimed before the model loads
+        lm = PrimerLM.load(args.model, max_length=args.max_length, batch_size=args.batch_size, device=device)
+        res = audit(lm, cfg, progress=not args.quiet)
     print(table(res))
     if res.files:
         print("written: " + ", ".join(res.files.values()))

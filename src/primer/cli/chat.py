@@ -24,10 +24,12 @@ def register(sub) -> None:
 def run(args) -> int:
     import sys
 
+    from primer.cli.generate import finish_note
     from primer.errors import PrimerError
-    from primer.model.generate import generate
+    from primer.model.generate import check_sampling, generate
     from primer.weights.load import load_model
 
+    check_sampling(args.max_tokens, args.temperature, args.top_k, args.top_p, 1.0)  # before the model loads
     index = None
     if args.index is not None:
         from primer.index.bm25 import Index
@@ -81,5 +83,7 @@ def run(args) -> int:
         for h in hits:
             sys.stdout.write(f"  source {h.cite()}\n")
         sys.stdout.flush()
+        if (note := finish_note(r, ctx)) is not None:
+            print(note, file=sys.stderr)
         history.append({"role": "assistant", "content": r.text})
     return 0

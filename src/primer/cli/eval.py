@@ -60,6 +60,9 @@ def run(args) -> int:
     from primer.eval.lm import PrimerLM
     from primer.eval.runner import EvalConfig, code_sandbox, run as run_eval, table
 
+    import contextlib
+
+    from primer.common.files import DirLock
     from primer.common.paths import benchmark_dir
     from primer.config import check_config
 
@@ -76,8 +79,10 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    lm = PrimerLM.load(args.model, max_length=args.max_length, batch_size=args.batch_size, device=device)
-    res = run_eval(lm, cfg, output=Path(args.output) if args.output else None)
+    output = Path(args.output) if args.output else None
+    with DirLock.for_file(output, "primer eval") if output else contextlib.nullcontext():  # before the model loads
+        lm = PrimerLM.load(args.model, max_length=args.max_length, batch_size=args.batch_size, device=device)
+        res = run_eval(lm, cfg, output=output)
     print(table(res))
     if args.output:
         print(f"results written to {args.output}")

@@ -17,6 +17,17 @@ def add_sampling_args(p) -> None:
                    help="decode with the fp32 reference forward instead of the fast int4/int8 CPU path")
 
 
+def finish_note(result, context: int) -> str | None:
+    """One line when a reply was cut (finish reason "length"), with the counts, as servers report it."""
+    if result.finish_reason != "length":
+        return None
+    used = result.prompt_tokens + result.completion_tokens
+    if used >= context:
+        return (f"[finish_reason=length: the context is full: {result.prompt_tokens} prompt + "
+                f"{result.completion_tokens} new tokens = the model's {context}; shorten the prompt for a longer reply]")
+    return f"[finish_reason=length: stopped at --max-tokens ({result.completion_tokens} new tokens)]"
+
+
 def register(sub) -> None:
     p = sub.add_parser("generate", help="continue a prompt, streaming tokens to stdout",
                        description="Continue PROMPT with a model, streaming the text to stdout. Offline by default.")
@@ -30,12 +41,10 @@ def register(sub) -> None:
 def run(args) -> int:
     import sys
 
-    from primer.errors import PrimerError
-    from primer.model.generate import generate
+    from primer.model.generate import check_sampling, generate
     from primer.weights.load import load_model
 
-    if args.max_tokens < 1:
-        raise PrimerError(f"--max-tokens must be at least 1, got {args.max_tokens}")
+    check_sampling(args.max_tokens, args.temperature, args.top_k, args.top_p, 1.0)  # before the model loads
     lm = load_model(args.model)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
 
@@ -43,8 +52,11 @@ def run(args) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    generate(lm, [prompt], max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
-             top_p=args.top_p, seed=args.seed, stop=args.stop, on_token=show,
-             fast=False if args.exact else "auto")
+    [r] = generate(lm, [prompt], max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
+                   top_p=args.top_p, seed=args.seed, stop=args.stop, on_token=show,
+                   fast=False if args.exact else "auto")
     sys.stdout.write("\n")
+    sys.stdout.flush()
+    if (note := finish_note(r, lm.model.cfg.block_size)) is not None:
+        print(note, file=sys.stderr)
     return 0

@@ -16,7 +16,8 @@ def register(sub) -> None:
                    "default: the built-in default recipe")
     p.add_argument("--run-dir", default=None, help="where stage outputs go (default: [run] run_dir, else runs/<name>)")
     p.add_argument("--stages", default=None,
-                   help="comma-separated subset of stages to run (the others must already be done)")
+                   help="comma-separated stages to run, even when they look up to date (the others must already be "
+                   "done); e.g. after moving a run directory or losing a stage's files")
     p.add_argument("--no-report", action="store_true", help="do not write RUN_DIR/report.html at the end")
     p.add_argument("--print-recipe", action="store_true", help="print the resolved recipe as TOML and exit")
     p.set_defaults(func=run)
@@ -27,13 +28,15 @@ def run(args) -> int:
     from primer.pipeline.runner import default_stages, load_recipe, recipe_record, run_recipe
 
     recipe = load_recipe(args.recipe)
+    force: tuple[str, ...] = ()
     if args.stages:
         recipe.run.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        force = tuple(recipe.run.stages)
     if args.print_recipe:
         print(to_toml(recipe_record(recipe, default_stages())))
         return 0
     hint = ["primer", "run"] + ([args.recipe] if args.recipe else []) + (
         ["--run-dir", args.run_dir] if args.run_dir else []) + (["--stages", args.stages] if args.stages else [])
     run_recipe(recipe, args.run_dir, recipe_path=args.recipe, write_report=False if args.no_report else None,
-               resume_hint=" ".join(hint))
+               resume_hint=" ".join(hint), force=force)
     return 0

@@ -31,9 +31,9 @@ def run(args) -> int:
     from primer.train.config import parse_overrides
 
     base = load_section(args.recipe, "train", TrainConfig) if args.recipe else None
-    if base is not None and hasattr(args, "model_overrides"):
-        # --model-overrides adds to (and wins over) the recipe's table instead of replacing it.
-        args.model_overrides = {**base.model_overrides, **parse_overrides(args.model_overrides)}
+    if hasattr(args, "model_overrides"):
+        # NAME=VALUE,...; it adds to (and wins over) a recipe's table instead of replacing it.
+        args.model_overrides = {**(base.model_overrides if base else {}), **parse_overrides(args.model_overrides)}
     cfg = from_args(TrainConfig, args, base)
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -141,6 +141,10 @@ class CurateResult:
 def _fingerprint(cfg: CurateConfig) -> str:
     how = ("workers", "engine", "slurm_partition", "restart", "out", "strict")  # how it runs, not what it keeps
     keys = {k: v for k, v in vars(cfg).items() if k not in how}
+    try:  # an input inside --out (primer run's linked inputs) by its place there, so a moved --out resumes
+        keys["input"] = str(Path(cfg.input).resolve().relative_to(Path(cfg.out).resolve()))
+    except ValueError:
+        pass
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

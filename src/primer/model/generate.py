@@ -20,6 +20,7 @@ bf16 activations, exact GGUF Q4/Q8 weights); `fast=False` runs the reference fp3
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -147,6 +148,19 @@ def sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
     return out if idx is None else idx.gather(1, out[:, None])[:, 0]
 
 
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int, top_p: float, repeat_penalty: float) -> None:
+    """Refuse sampling settings that cannot mean what was asked (temperature -1 is not "greedy")."""
+    for name, value, ok, rule in (
+        ("max_new_tokens", max_new_tokens, max_new_tokens >= 1, "at least 1"),
+        ("temperature", temperature, math.isfinite(temperature) and temperature >= 0, "a finite number >= 0 (0 = greedy)"),
+        ("top_k", top_k, top_k >= 0, ">= 0 (0 = off)"),
+        ("top_p", top_p, 0 < top_p <= 1, "in (0, 1] (1 = off)"),
+        ("repeat_penalty", repeat_penalty, math.isfinite(repeat_penalty) and repeat_penalty > 0, "a finite number > 0"),
+    ):
+        if not ok:
+            raise PrimerError(f"{name} must be {rule}, got {value}")
+
+
 def _forward_fn(model: Transformer, fast: bool | str):
     on_cpu = next(model.parameters()).device.type == "cpu"
     if fast == "auto":
@@ -201,6 +215,7 @@ def generate(
     model, tok = _unpack(lm, tokenizer)
     if max_tokens is not None:
         max_new_tokens = max_tokens
+    check_sampling(max_new_tokens, temperature, top_k, top_p, repeat_penalty)
     if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], (dict, int))):
         prompts = [prompts]  # one prompt given bare
     encoded = [encode_prompt(tok, p) for p in prompts]
@@ -216,10 +231,6 @@ def generate(
         stop_token_ids = set()
         if tok is not None and not ignore_eos:
             stop_token_ids = set(getattr(tok, "stop_ids", None) or ({tok.eos_id} - {None}))
-    if top_p <= 0 or top_p > 1:
-        raise PrimerError(f"top_p must be in (0, 1], got {top_p}")
-    if repeat_penalty <= 0:
-        raise PrimerError(f"repeat_penalty must be > 0, got {repeat_penalty}")
     if seed is None or isinstance(seed, int):
         seeds = [None if seed is None else int(seed) + i for i in range(len(encoded))]
     else:

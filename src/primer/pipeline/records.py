@@ -2,7 +2,8 @@
 (a `RunRecord`, whose per-stage lines are the same `StageRecord` without its config and summary).
 
 One record type per file, written by the runner and read by the runner (to skip or resume a stage)
-and by the report.
+and by the report. Paths inside a run directory are recorded relative to it (`StageContext.rel`), so a
+moved or copied run directory reads its own files.
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ class RunRecord:
     finished: str | None = None
     seconds: float | None = None
     failed_stage: str | None = None
-    run_dir: str | None = None
     report: str | None = None
+    """the report's file name in the run directory"""
 
     def write(self, run_dir: Path) -> None:
         atomic_write_json(Path(run_dir) / RUN_FILE, {**to_dict(self), "stages": [s.brief() for s in self.stages]})
@@ -94,6 +95,7 @@ def read_run(run_dir: Path) -> RunRecord | None:
         return None
     except ValueError as e:
         raise PrimerError(f"{path}: not JSON ({e})") from None
+    data.pop("run_dir", None)  # an absolute path that earlier primer versions recorded; a moved dir makes it false
     try:
         return from_dict(RunRecord, data, what="field")
     except PrimerError as e:

@@ -43,7 +43,7 @@ from typing import Any, Callable, NoReturn
 from primer import __version__
 from primer.common.files import DirLock
 from primer.common.provenance import git_sha, hardware, package_versions
-from primer.config import from_dict, read_recipe_file, to_dict
+from primer.config import check_config, from_dict, read_recipe_file, to_dict
 from primer.errors import PrimerError
 from primer.pipeline.records import RunRecord, StageRecord, read_stage
 from primer.pipeline.spec import RunConfig, StageContext, StageSpec
@@ -75,7 +75,8 @@ def default_recipe_path() -> Path:
 
 
 def load_recipe(path: str | Path | None, stages: list[StageSpec] | None = None) -> Any:
-    """Parse a recipe file (None: the built-in default) into the recipe dataclass."""
+    """Parse a recipe file (None: the built-in default) into the recipe dataclass, every section validated
+    (types, ranges, the model shape) so a bad value stops the run before its first stage."""
     p = Path(path) if path is not None else default_recipe_path()
     data = read_recipe_file(p)
     stages = stages if stages is not None else default_stages()
@@ -94,7 +95,7 @@ def load_recipe(path: str | Path | None, stages: list[StageSpec] | None = None) 
         for s in stages:
             if s.resolve is not None:
                 setattr(recipe, s.name, s.resolve(getattr(recipe, s.name)))
-        return recipe
+        return check_config(recipe)
     except PrimerError as e:
         raise PrimerError(f"{p}: {e}") from e
 
@@ -215,8 +216,13 @@ def run_recipe(
     log: Callable[[str], None] = print,
     write_report: bool | None = None,
     resume_hint: str | None = None,
+    force: tuple[str, ...] = (),
 ) -> RunRecord:
     """Run every stage of `recipe` into `run_dir`; returns the run record (also in run.json).
+
+    `force`: stages to run even when they look up to date (`primer run --stages X`): a stage that
+    resumes internally (synth, curate, train) picks up its own files, so this is cheap when nothing is
+    missing, and it is the way out when a stage's outputs were lost or moved.
 
     Raises StageFailed (a PrimerError) naming the failing stage and the command that resumes.
     """
@@ -225,11 +231,12 @@ def run_recipe(
     rd = Path(run_dir or recipe.run.run_dir or Path("runs") / recipe.run.name)
     rd.mkdir(parents=True, exist_ok=True)
     names = [s.name for s in stages]
-    bad = [s for s in recipe.run.stages if s not in names]
+    bad = [s for s in [*recipe.run.stages, *force] if s not in names]
     if bad:
         raise PrimerError(f"[run] stages: unknown stage(s) {bad}; known: {', '.join(names)}")
     with DirLock(rd, "`primer run`", "wait for it to finish or use another --run-dir"):
-        run = _Run(recipe, rd, stages, log, resume_hint or resume_command(recipe_path, rd, explicit), recipe_path)
+        run = _Run(recipe, rd, stages, log, resume_hint or resume_command(recipe_path, rd, explicit), recipe_path,
+                   force)
         for i, spec in enumerate(stages, 1):
             run.stage(spec, f"[{i}/{len(stages)}] {spec.name}")
         return run.finish(write_report if write_report is not None else recipe.run.report)
@@ -239,16 +246,17 @@ class _Run:
     """One `primer run` in progress: run.json, and the fingerprints and summaries of the stages so far."""
 
     def __init__(self, recipe: Any, rd: Path, stages: list[StageSpec], log: Callable[[str], None], hint: str,
-                 recipe_path: str | Path | None):
+                 recipe_path: str | Path | None, force: tuple[str, ...] = ()):
         self.recipe, self.rd, self.log, self.hint = recipe, rd, log, hint
         self.only = list(recipe.run.stages)
+        self.force = set(force)
         self.fps: dict[str, str] = {}
         self.summaries: dict[str, Any] = {}
         self.t0 = time.perf_counter()
         self.record = RunRecord(
             primer_version=__version__,
             recipe_path=str(recipe_path) if recipe_path is not None else "(built-in default)",
-            recipe=recipe_record(recipe, stages), run_dir=str(rd.resolve()),
+            recipe=recipe_record(recipe, stages),
             command=" ".join(["primer"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("primer") else hint,
             git_sha=git_sha(), packages=package_versions(), hardware=hardware(), started=_now(), status="running",
         )
@@ -266,7 +274,8 @@ class _Run:
             raise PrimerError(f"stage '{spec.name}' needs {missing}, which have not run in {self.rd}")
         cfg = getattr(self.recipe, spec.name)
         fp = None if missing else fingerprint(spec, cfg, {n: self.fps[n] for n in spec.inputs}, self.recipe.run)
-        if fp is not None and prev and prev.status == "done" and prev.fingerprint == fp and self._reuse(spec, prev):
+        if (fp is not None and prev and prev.status == "done" and prev.fingerprint == fp and spec.name not in self.force
+                and self._reuse(spec, prev)):
             self.log(f"{tag}: up to date (fingerprint {fp}), skipped")
             self._log_stage(StageRecord(spec.name, fp, "skipped", seconds=prev.seconds, cpu_seconds=prev.cpu_seconds,
                                         finished=prev.finished))
@@ -301,7 +310,9 @@ class _Run:
             shutil.rmtree(out)  # config or inputs changed: outputs of the old config are stale
         out.mkdir(parents=True, exist_ok=True)
         resumed = bool(prev and prev.fingerprint == fp)
-        self.log(f"{tag}: running{' (resuming)' if resumed else ''} -> {out}")
+        how = " (asked for by --stages; it resumes from its own files)" if spec.name in self.force and resumed else (
+            " (resuming)" if resumed else "")
+        self.log(f"{tag}: running{how} -> {out}")
         rec = StageRecord(spec.name, fp, "running", inputs={n: self.fps[n] for n in spec.inputs}, config=to_dict(cfg),
                           primer_version=__version__, started=_now())
         rec.write(out)
@@ -349,7 +360,7 @@ class _Run:
             from primer.pipeline.report import write_report
 
             path = write_report(self.rd)
-            self.record.report = str(path)
+            self.record.report = os.path.relpath(path, self.rd)
             self.record.write(self.rd)
             self.log(f"report: {path}")
         return self.record

@@ -74,3 +74,17 @@ class StageContext:
     """Input stage name -> that stage's summary (what its adapter returned, typed as its `summary_cls`)."""
     recipe: Any
     log: Callable[[str], None] = print
+
+    def rel(self, path: str | Path) -> str:
+        """How a summary records `path`: relative to the run directory when inside it, so a moved or
+        copied run directory still finds (its own) files; as given otherwise."""
+        p = Path(path)
+        try:
+            return str(p.resolve().relative_to(self.run_dir.resolve()))
+        except ValueError:
+            return str(p)
+
+    def path(self, recorded: str) -> Path:
+        """A path a summary recorded (`rel`), as a path to use now."""
+        p = Path(recorded)
+        return p if p.is_absolute() else self.run_dir / p

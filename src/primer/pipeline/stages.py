@@ -16,6 +16,7 @@ directory decides it, so a recipe never points a stage at a stale or foreign dir
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,7 +83,7 @@ def run_synth(cfg, ctx: StageContext) -> SynthSummary:
         teacher=s.teacher, documents=s.documents, tokens=s.completion_tokens_total,
         tokens_per_s=s.this_run.tokens_per_s, rejects=s.rejects_total, near_dup_rate=s.near_dup_rate,
         distinct_ngram_ratio=s.distinct_3gram_ratio, by_format=dict(fmt), by_audience=dict(aud), samples=samples,
-        data=[str(p) for p in files], bad_input=bad,
+        data=[ctx.rel(p) for p in files], bad_input=bad,
     )
 
 
@@ -104,8 +105,8 @@ def _link_inputs(cfg, ctx: StageContext) -> Path:
 
         shutil.rmtree(root)
     (root / "synth").mkdir(parents=True)
-    for f in sorted(ctx.inputs["synth"].glob("data-*.jsonl")):
-        (root / "synth" / f.name).symlink_to(f.resolve())
+    for f in sorted(ctx.inputs["synth"].glob("data-*.jsonl")):  # relative: a moved run dir keeps them
+        (root / "synth" / f.name).symlink_to(os.path.relpath(f.resolve(), (root / "synth").resolve()))
     if cfg.input:
         if str(cfg.input).startswith("hf:"):
             raise PrimerError("[curate] input: `primer run` curates local files; download the dataset first "
@@ -185,7 +186,7 @@ def run_curate(cfg, ctx: StageContext) -> CurateSummary:
         edu_threshold=cfg.edu_threshold if cfg.edu_threshold is not None else (3.0 if cfg.scorer else None),
         dedup=dedup if cfg.dedup else None, dedup_settings=r.dedup,
         decontam=DecontamCounts(decontam, per_bench, len(r.benchmark_items_matched)) if cfg.benchmarks else None,
-        samples=samples, data=[str(f) for f in files], bad_input=bad,
+        samples=samples, data=[ctx.rel(f) for f in files], bad_input=bad,
     )
 
 
@@ -198,17 +199,22 @@ def _tokenize_cfg():
     return TokenizeConfig
 
 
-def corpus_files(stage_dir: Path, summary: CurateSummary) -> list[str]:
-    """The kept-document files a stage wrote (its summary's `data`)."""
+def corpus_files(ctx: StageContext, stage: str) -> list[str]:
+    """The kept-document files stage `stage` wrote (its summary's `data`), as paths to read now."""
+    summary = ctx.summaries[stage]
     if not summary.data:
-        raise PrimerError(f"{stage_dir} holds no documents to tokenize")
-    return summary.data
+        raise PrimerError(f"{ctx.inputs[stage]} holds no documents to tokenize")
+    files = [ctx.path(f) for f in summary.data]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise PrimerError(f"the {stage} stage's output is missing ({missing[0]}); {_rerun(ctx, stage)}")
+    return [str(f) for f in files]
 
 
 def run_tokenize(cfg, ctx: StageContext) -> TokenizeSummary:
     from primer.tokens.shards import tokenize_corpus
 
-    inputs = corpus_files(ctx.inputs["curate"], ctx.summaries["curate"])
+    inputs = corpus_files(ctx, "curate")
     meta = tokenize_corpus(dataclasses.replace(cfg, inputs=inputs, out=str(ctx.out_dir), overwrite=True))
     train, val = meta.split("train"), meta.split("val")
     return TokenizeSummary(
@@ -244,7 +250,7 @@ def run_train(cfg, ctx: StageContext) -> TrainSummary:
     return TrainSummary(
         shape=cfg.model + (f" {cfg.model_overrides}" if cfg.model_overrides else ""), params=s.params, steps=s.steps,
         tokens=s.tokens, tokens_per_s=s.tokens_per_s, mfu=s.mfu, final_train_loss=s.final_loss,
-        final_val_loss=s.val_loss, curve=_curve(lc), val_curve=_curve(s.val_curve), checkpoint=s.checkpoint,
+        final_val_loss=s.val_loss, curve=_curve(lc), val_curve=_curve(s.val_curve), checkpoint=ctx.rel(s.checkpoint),
         samples=[_cut(t, 600) for t in s.samples],
     )
 
@@ -267,11 +273,15 @@ def _primary(task_res: TaskResult) -> tuple[float | None, float | None]:
     return num(task_res.metrics.get(task_res.primary)), num(task_res.metrics.get(task_res.primary + "_stderr"))
 
 
+def _rerun(ctx: StageContext, stage: str) -> str:
+    return f"re-run that stage: primer run RECIPE --run-dir {ctx.run_dir} --stages {stage}"
+
+
 def _checkpoint(ctx: StageContext) -> str:
-    ckpt = ctx.summaries["train"].checkpoint
-    if not Path(ckpt).exists():
-        raise PrimerError(f"the train stage's checkpoint is missing ({ckpt}); re-run the train stage")
-    return ckpt
+    ckpt = ctx.path(ctx.summaries["train"].checkpoint)
+    if not ckpt.exists():
+        raise PrimerError(f"the train stage's checkpoint is missing ({ckpt}); {_rerun(ctx, 'train')}")
+    return str(ckpt)
 
 
 def _benchmark_data(section: str, data_dir, ctx: StageContext, then: str = "") -> str | None:
@@ -354,7 +364,7 @@ def run_audit(cfg, ctx: StageContext) -> AuditSummary:
         return AuditSummary(skipped=reason, task=None, items=None, metric=None, baselines=None, gaps=[],
                             contamination=[], bad_input=BadInput())
     ckpt = _checkpoint(ctx)
-    corpus = corpus_files(ctx.inputs["curate"], ctx.summaries["curate"])
+    corpus = corpus_files(ctx, "curate")
     cfg = _shared_cache(cfg, ctx)
     lm = PrimerLM.load(ckpt, batch_size=ctx.recipe.run.eval_batch_size, device=_device())
     r = audit(lm, dataclasses.replace(cfg, corpus=corpus, out=ctx.out_dir))

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from primer.config import Count, Positive, PositiveFraction, check_config
 from primer.errors import PrimerError
 
 Prompt = str | list[dict[str, str]]
@@ -23,18 +24,21 @@ class TeacherUnavailable(PrimerError):
 class Sampling:
     """How the teacher samples; recorded with every generated document."""
 
-    max_tokens: int = 512
+    max_tokens: Count = 512
     """most new tokens per completion"""
     temperature: float = 0.8
     """softmax temperature; 0 = greedy"""
-    top_p: float = 0.95
+    top_p: PositiveFraction = 0.95
     """nucleus sampling mass"""
     seed: int | None = None
     """base seed; callers that want per-prompt reproducibility pass one per call (see with_seed)"""
     stop: tuple[str, ...] = ()
     """strings that end a completion early (not included in the text)"""
-    repeat_penalty: float = 1.1
+    repeat_penalty: Positive = 1.1
     """penalty on repeated tokens where the backend supports it (1.0 = off; HTTP sends it as an extra)"""
+
+    def __post_init__(self) -> None:
+        check_config(self)  # temperature -1 or nan, top_p 0: refused, not quietly greedy
 
     def with_seed(self, seed: int | None) -> Sampling:
         return Sampling(self.max_tokens, self.temperature, self.top_p, seed, self.stop, self.repeat_penalty)
