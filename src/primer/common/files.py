@@ -57,11 +57,13 @@ class DirLock:
     """with DirLock(out, "primer synth"): ...  -- exclusive use of directory `out` by this process."""
 
     def __init__(self, directory: str | Path, holder: str = "primer",
-                 hint: str = "wait for it to finish or use another output directory", *, _file: Path | None = None) -> None:
+                 hint: str = "wait for it to finish or use another output directory", *, _file: Path | None = None,
+                 _any_kind: bool = False) -> None:
         self.directory = Path(directory)
         self.holder = holder
         self.hint = hint
         self.file = _file
+        self.any_kind = _any_kind
         self.lock_path = self.directory / (f".{_file.name}.lock" if _file is not None else ".lock")
         self.fd = -1
 
@@ -72,6 +74,14 @@ class DirLock:
         path = Path(path)
         return cls(path.parent, holder, hint, _file=path)
 
+    @classmethod
+    def beside(cls, path: str | Path, holder: str = "primer",
+               hint: str = "wait for it to finish or write elsewhere") -> DirLock:
+        """Claim an output that is replaced whole (a file, or a directory renamed into place), by a lock
+        beside it, which the replacement does not touch."""
+        path = Path(path)
+        return cls(path.parent, holder, hint, _file=path, _any_kind=True)
+
     def _check_paths(self) -> None:
         target = self.file if self.file is not None else self.directory
         for p in [*reversed(self.directory.parents), self.directory]:
@@ -79,7 +89,7 @@ class DirLock:
                 raise PrimerError(f"{p} is a file, not a directory; "
                                   f"{'give an output directory there' if p == self.directory else 'fix the path'} "
                                   "(or move the file away)")
-        if self.file is not None and self.file.is_dir():
+        if self.file is not None and not self.any_kind and self.file.is_dir():
             raise PrimerError(f"{self.file} is a directory; give a file name for the output")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ class EvalConfig:
     """Few-shot examples per prompt (default: each task's own, 0 for most; mmlu/gsm8k/mbpp as lm-eval)."""
     limit: Count | None = None
     """Evaluate only the first N documents of each task (N per MMLU subject)."""
-    sample: int | None = None
+    sample: Count | None = None
     """Evaluate a random sample of N documents of each task (seeded with `seed`, kept in file order)."""
     index: Path | None = None
     """Search index (`primer index build`) for open-book tasks (*_openbook): its top chunks precede each question."""
@@ -63,7 +63,7 @@ class EvalConfig:
     chat: bool = False
     """Generative tasks: send each prompt (few-shot examples included) as one user turn through the model's chat
     template, as lm-eval's --apply_chat_template does; IFEval and XSTest always do."""
-    max_gen_tokens: int | None = None
+    max_gen_tokens: Count | None = None
     """Cap every generative task's token budget (a shorter CPU run; it changes scores, so it is recorded)."""
     unsafe_code: bool = False
     """Run code tasks' model-written code even where no sandbox isolation (bubblewrap, namespaces) works:

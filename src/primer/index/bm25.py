@@ -26,6 +26,8 @@ from pathlib import Path
 
 from primer.common.files import atomic_write_json
 from primer.common.jsonl import BadInput, read_jsonl
+from primer.common.files import DirLock
+from primer.config import Count, Fraction, check_config
 from primer.errors import PrimerError
 from primer.index.documents import Chunk, chunk_document, input_files, read_documents
 
@@ -37,7 +39,7 @@ INSTALL_HINT = "pip install bm25s PyStemmer  (or: pip install 'primer[index]')"
 class IndexConfig:
     """How documents are read, chunked and scored (stored in index.json; queries reuse it)."""
 
-    chunk_words: int = 200
+    chunk_words: Count = 200
     """Most words per chunk: paragraphs are packed up to it, longer paragraphs cut into windows."""
     overlap_words: int = 40
     """Words consecutive windows of one long paragraph share."""
@@ -53,7 +55,7 @@ class IndexConfig:
     """Stopword list dropped from documents and queries ('en'); empty = keep every word."""
     k1: float = 1.5
     """BM25 term-frequency saturation."""
-    b: float = 0.75
+    b: Fraction = 0.75
     """BM25 document-length normalisation."""
 
 
@@ -123,11 +125,16 @@ def _tokenize(texts: list[str], cfg: IndexConfig, *, ids: bool, progress: bool =
 def build_index(inputs: list[str | Path], out: str | Path, cfg: IndexConfig | None = None, *,
                 progress: bool = False) -> IndexSummary:
     """Read, chunk and index `inputs` into directory `out`; returns the summary stored in index.json."""
+    cfg = check_config(cfg or IndexConfig())
+    out = Path(out)
+    with DirLock.beside(out, "primer index build"):  # the index directory is replaced whole: the lock sits beside it
+        return _build(inputs, out, cfg, progress)
+
+
+def _build(inputs: list[str | Path], out: Path, cfg: IndexConfig, progress: bool) -> IndexSummary:
     from tqdm.auto import tqdm
 
     bm25s = _bm25s()
-    cfg = cfg or IndexConfig()
-    out = Path(out)
     if out.exists() and not (out / "index.json").is_file() and any(out.iterdir()):
         raise PrimerError(f"{out} exists and is not a primer index; choose another --out or empty it")
     t0 = time.perf_counter()

@@ -393,8 +393,8 @@ def run_export(cfg, ctx: StageContext) -> ExportSummary:
 
     out = ctx.out_dir / (f"model-{cfg.quant}.gguf" if cfg.to == "gguf" else "hf")
     r = export_model(_checkpoint(ctx), out, cfg)
-    return ExportSummary(path=str(r.path), format=r.format, arch=r.arch, quant=r.quant, bytes=r.bytes,
-                         chat=f"primer chat --model {r.path}")
+    return ExportSummary(path=ctx.rel(r.path), format=r.format, arch=r.arch, quant=r.quant, bytes=r.bytes,
+                         chat=f"primer chat --model {ctx.rel(r.path)}  (in the run directory)")
 
 
 # ------------------------------------------------------------------------------------------------

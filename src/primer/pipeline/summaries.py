@@ -203,7 +203,7 @@ class AuditSummary:
 @dataclass
 class ExportSummary:
     path: str
-    """the exported GGUF file (or HF directory)"""
+    """the exported GGUF file (or HF directory), relative to the run directory"""
     format: str
     arch: str
     quant: str | None

@@ -68,7 +68,7 @@ def train(cfg: TrainConfig, trainer: type[Trainer] | None = None) -> TrainResult
     d = Dist.from_env(cfg.device, cfg.parallel)
     threads = torch.get_num_threads()
     # the main process writes out_dir (metrics, checkpoints), so it alone claims it
-    claim = DirLock(cfg.out_dir, "primer train") if d.is_main else contextlib.nullcontext()
+    claim = DirLock(cfg.out_dir, "primer tune" if trainer else "primer train") if d.is_main else contextlib.nullcontext()
     try:
         with claim:
             return (trainer or Trainer)(cfg, d).run()

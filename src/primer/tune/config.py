@@ -7,9 +7,9 @@ AdamW betas (0.9, 0.999) without weight decay, a small learning rate, a log line
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from primer.errors import PrimerError
+from primer.config import Count, Fraction, Positive, Range
 from primer.train.config import LoopConfig
 
 
@@ -23,7 +23,7 @@ class TuneConfig(LoopConfig):
     """JSONL files (SFT: OpenAI/HF `messages` or ShareGPT `conversations`; DPO: {prompt, chosen, rejected})."""
     out_dir: str = "runs/tune"
     """Run directory: metrics.jsonl, config.json, data.json, checkpoints/ (each a merged, loadable model)."""
-    max_seq_len: int = 1024
+    max_seq_len: Annotated[int, Range(ge=8)] = 1024
     """Longest training sequence in tokens (also capped by the model's context)."""
     overlong: Literal["truncate", "drop"] = "truncate"
     """A conversation longer than max_seq_len: cut at the end, or drop it (either way counted in data.json)."""
@@ -33,36 +33,31 @@ class TuneConfig(LoopConfig):
     """LoRA rank through peft (0: full fine-tuning); checkpoints hold the merged weights."""
     lora_alpha: float = 16.0
     """LoRA alpha (the update is scaled by alpha / rank)."""
-    lora_dropout: float = 0.0
+    lora_dropout: Fraction = 0.0
     """Dropout on the LoRA input."""
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                              "up_proj", "down_proj", "fc1", "fc2"])
     """Linear layers that get adapters (names in primer's model; absent ones are ignored)."""
-    batch_size: int = 8
+    batch_size: Count = 8
     """Sequences (SFT) or pairs (DPO) per optimizer step over all processes."""
-    max_steps: int = 100
+    max_steps: Count = 100
     """Optimizer steps (the data repeats in reshuffled epochs when it is shorter)."""
-    lr: float = 2e-5
+    lr: Positive = 2e-5
     """Peak learning rate."""
     schedule: Literal["constant", "cosine", "wsd"] = "cosine"
     """Learning-rate schedule after warmup."""
-    beta2: float = 0.999
+    beta2: Annotated[float, Range(ge=0, lt=1)] = 0.999
     """AdamW beta2."""
     weight_decay: float = 0.0
     """AdamW decoupled weight decay on matrices."""
-    log_every: int = 1
+    log_every: Count = 1
     """Write a metrics line every N steps."""
     save_every: int = 50
     """Write a checkpoint every N steps (and at the end)."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if isinstance(self.data, str):
             self.data = [p for p in self.data.split(",") if p]
-        if self.max_seq_len < 8:
-            raise PrimerError(f"max_seq_len must be at least 8, got {self.max_seq_len}")
-        if self.lora_rank < 0:
-            raise PrimerError(f"lora_rank must be >= 0, got {self.lora_rank}")
 
 
 @dataclass
@@ -79,14 +74,9 @@ class DPOConfig(TuneConfig):
 
     loss: Literal["sigmoid", "ipo"] = "sigmoid"
     """DPO's sigmoid loss (Rafailov et al. 2023) or IPO's squared loss on length-normalised log-ratios (Azar et al. 2023)."""
-    beta: float = 0.1
+    beta: Positive = 0.1
     """Strength of the KL constraint to the reference model (sigmoid: scale of the log-ratio margin; IPO: 1/(2 beta) target)."""
-    lr: float = 1e-6
+    lr: Positive = 1e-6
     """Peak learning rate."""
-    ref_batch_size: int = 8
+    ref_batch_size: Count = 8
     """Pairs per forward pass while computing the reference log-probs (once, before training)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.beta <= 0:
-            raise PrimerError(f"beta must be positive, got {self.beta}")

@@ -37,6 +37,8 @@ from typing import Literal
 
 import torch
 
+from primer.common.files import DirLock
+from primer.config import check_config
 from primer.errors import PrimerError
 from primer.model.tokenizer import byte_level_pre_tokenizer
 from primer.weights.checkpoint import unwrap
@@ -303,11 +305,14 @@ def write_gguf(model, tokenizer, path: str | Path, quant: str = "q4_0", *, name:
 def export_model(spec: str | Path, out: str | Path, cfg: ExportConfig | None = None, *,
                  progress: bool = False) -> ExportResult:
     """`primer export`: load any model `load_model` reads and write it as GGUF (`cfg.quant`) or as an HF dir."""
+    cfg = check_config(cfg or ExportConfig())
+    with DirLock.beside(out, "primer export"):  # claimed (and writable) before the model loads
+        return _export(spec, out, cfg, progress)
+
+
+def _export(spec: str | Path, out: str | Path, cfg: ExportConfig, progress: bool) -> ExportResult:
     from primer.weights.load import load_model
 
-    cfg = cfg or ExportConfig()
-    if cfg.to not in ("gguf", "hf"):
-        raise PrimerError(f"unknown export format '{cfg.to}'; choose gguf or hf")
     loaded = load_model(spec)
     if cfg.to == "hf":
         from primer.weights.hf import save_hf_dir
