@@ -241,3 +241,21 @@ def test_a_prompt_near_the_context_limit_reports_finish_reason_length(small_cont
                                       "the model's 128"), err
     assert main(["generate", "x" * 10, "--model", str(small_context_model), "--max-tokens", "5", "--exact"]) == 0
     assert capsys.readouterr().err.strip().endswith("[finish_reason=length: stopped at --max-tokens (5 new tokens)]")
+
+
+def test_synth_says_how_many_teacher_replies_were_cut(tmp_path):
+    """The teacher's side of the same: completions that ended on length are counted in synth's summary."""
+    from synth_helpers import FakeTeacher
+
+    from primer.synth.run import SynthConfig, format_summary, synth
+    from primer.teachers.base import Completion
+
+    class CutTeacher(FakeTeacher):  # the fake teacher of the synth tests, every other reply cut at max_tokens
+        def _complete_batch(self, prompts, samplings):
+            outs = super()._complete_batch(prompts, samplings)
+            return [Completion(c.text, "length" if i % 2 else c.finish_reason, c.prompt_tokens, c.completion_tokens)
+                    for i, c in enumerate(outs)]
+
+    s = synth(SynthConfig(out=tmp_path / "out", n=4, progress=False, min_words=20), teacher=CutTeacher())
+    line = next(ln for ln in format_summary(s).splitlines() if "finish_reason=length" in ln)
+    assert f"{s.this_run.finish_reasons['length']} of 4 completions" in line and s.this_run.finish_reasons["length"] == 2

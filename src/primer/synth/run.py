@@ -405,6 +405,9 @@ def format_summary(s: SynthResult) -> str:
          if s.near_dup_rate is not None else "near-duplicates: n/a (pip install datasketch); ")
         + f"distinct 2/3-grams: {s.distinct_2gram_ratio:.3f} / {s.distinct_3gram_ratio:.3f}",
         f"bad input: {s.bad_input.describe('bad line')}" if s.bad_input.count else "",
+        (f"cut short (finish_reason=length: --max-tokens or the teacher's context): {r.finish_reasons['length']} of "
+         f"{sum(r.finish_reasons.values())} completions this run (--reject-truncated drops them)")
+        if r.finish_reasons.get("length") else "",
         f"written to {s.out} (summary.json)",
     ]
     return "\n".join(line for line in lines if line)
