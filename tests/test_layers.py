@@ -20,11 +20,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[tuple[str, ...]] = [
     ("primer", "primer.errors"),                  # the version string and the one error type
     ("primer.config", "primer.common", "primer.sandbox"),  # dataclass configs; JSONL, locks, provenance, data paths; the code sandbox
-    ("primer.model", "primer.benchmarks"),        # the decoder, tokenizer, generation; `primer data` (planned)
+    ("primer.model",),                            # the decoder, tokenizer, generation
     ("primer.weights",),                          # every external format <-> the model; `primer export`
     ("primer.teachers", "primer.tokens", "primer.index"),  # teachers; `primer tokenize`; retrieval (`primer index`)
     ("primer.synth", "primer.train", "primer.eval", "primer.serve"),  # verbs on the layers below; serve (planned)
-    ("primer.curate", "primer.tune"),             # curate uses eval's tasks and teachers; tune: SFT/DPO on train's loop
+    ("primer.curate", "primer.tune", "primer.benchmarks"),  # curate uses eval's tasks and teachers; tune: SFT/DPO
+                                                  # on train's loop; `primer data` checks folders through eval's tasks
     ("primer.audit",),                            # eval's tasks and models, curate's n-gram index
     ("primer.pipeline",),                         # `primer run` / `primer report` over every stage
     ("primer.publish",),                          # reads run directories (planned)

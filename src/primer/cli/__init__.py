@@ -24,6 +24,7 @@ LEAVES = [
     "topics",
     "synth",
     "curate",
+    "data",
     "eval",
     "tokenize",
     "train",

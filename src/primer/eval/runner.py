@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from primer.common.files import DirLock, atomic_write_bytes
+from primer.common.paths import cache_dir
 from primer.common.provenance import git_sha, package_versions
 from primer.config import Count, check_config, to_dict
 from primer.errors import PrimerError
@@ -49,7 +50,7 @@ class EvalConfig:
     passages: int = 3
     """Retrieved chunks put into each open-book prompt (recall@k is scored on the top 20)."""
     data_dir: Path | None = None
-    """Folder laid out like shared/benchmarks; None = $PRIMER_DATA, else HF datasets (online)."""
+    """Folder laid out like shared/benchmarks; 'embedded': the slice shipped with primer; None = no data found."""
     samples: Count = 1
     """Completions per problem for code tasks (pass@k is reported for each k <= samples)."""
     temperature: float = 0.0
@@ -85,7 +86,7 @@ class Cache:
         """A config's `cache` field: None = the default file, the string 'none' = no cache, else a path."""
         if setting is not None and str(setting).lower() == "none":
             return cls(None)
-        return cls(Path(setting) if setting is not None else Path.home() / ".cache" / "primer" / "eval-cache.sqlite")
+        return cls(Path(setting) if setting is not None else cache_dir() / "eval-cache.sqlite")
 
     @staticmethod
     def key(fingerprint: str, kind: str, request: Any) -> str:

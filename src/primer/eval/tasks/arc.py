@@ -26,7 +26,7 @@ def _loader(name: str, rel: str):
     return load
 
 
-def _arc(name: str, rel: str, hf_name: str) -> Task:
+def _arc(name: str, rel: str) -> Task:
     return Task(
         name=name, version="1.0", kind="multiple_choice", files=(rel,),
         layout=f"{rel} (JSON lines with query 'Question: ...', choices, gold)",
@@ -36,12 +36,11 @@ def _arc(name: str, rel: str, hf_name: str) -> Task:
         doc_to_target=lambda d: d["choices"]["label"].index(d["answerKey"]),
         decontam=lambda d: f"Question: {d['question']}\nAnswer:",
         metrics=("acc_norm", "acc"),
-        hf=("allenai/ai2_arc", hf_name, "test"),
         notes="few-shot from the test split itself (train is not in the local data)",
     )
 
 
 TASKS = [
-    _arc("arc_easy", "arc/arc_easy_test.jsonl", "ARC-Easy"),
-    _arc("arc_challenge", "arc/arc_challenge_test.jsonl", "ARC-Challenge"),
+    _arc("arc_easy", "arc/arc_easy_test.jsonl"),
+    _arc("arc_challenge", "arc/arc_challenge_test.jsonl"),
 ]

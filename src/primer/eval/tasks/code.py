@@ -62,7 +62,6 @@ HUMANEVAL = Task(
     metrics=("pass@1",),
     until=("\nclass", "\ndef", "\n#", "\nif", "\nprint"), max_tokens=512, pass_at_k=True,
     score=tests_pass(humaneval_program), runs_code=True,
-    hf=("openai/openai_humaneval", None, "test"),
     notes="lm-eval's humaneval; max_tokens 512 (lm-eval: 1024); tests run in primer's sandbox",
 )
 
@@ -120,7 +119,6 @@ MBPP = Task(
     metrics=("pass@1",),
     until=("[DONE]",), max_tokens=512, pass_at_k=True,
     score=tests_pass(mbpp_program), runs_code=True,
-    hf=("google-research-datasets/mbpp", "full", "test"),
     notes="lm-eval's mbpp (3-shot, tasks 2-4); tests run in primer's sandbox",
 )
 

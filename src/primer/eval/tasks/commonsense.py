@@ -34,7 +34,6 @@ PIQA = Task(
     doc_to_target=lambda d: d["label"],
     decontam=lambda d: d["goal"],
     metrics=("acc", "acc_norm"),
-    hf=("baber/piqa", None, "validation"),
     notes="few-shot examples come from the validation split itself (the train split is not in the local data)",
 )
 
@@ -68,9 +67,12 @@ def load_hellaswag(data_dir: Path, split: str) -> list[Doc]:
     need_split("hellaswag", split, ("validation",))
     out = []
     for d in read_jsonl(data_dir / HELLASWAG_FILE, strict=True):
-        # ctx_b left empty: lm-eval's ctx_a + " " + ctx_b.capitalize() then strips the space.
-        out.append({"ind": d["idx"], "activity_label": d["activity_label"], "ctx_a": _restore_ctx_b_capital(d["ctx"]),
-                    "ctx_b": "", "endings": d["endings"], "label": str(d["label"])})
+        if "ctx_a" in d:  # a `primer data pull` copy keeps the HF fields
+            ctx_a, ctx_b = d["ctx_a"], d["ctx_b"]
+        else:  # ctx_b left empty: lm-eval's ctx_a + " " + ctx_b.capitalize() then strips the space.
+            ctx_a, ctx_b = _restore_ctx_b_capital(d["ctx"]), ""
+        out.append({"ind": d["idx"], "activity_label": d["activity_label"], "ctx_a": ctx_a, "ctx_b": ctx_b,
+                    "endings": d["endings"], "label": str(d["label"])})
     return out
 
 
@@ -88,7 +90,6 @@ HELLASWAG = Task(
     doc_to_target=lambda d: int(d["label"]),
     decontam=lambda d: d["ctx_a"] + " " + d["ctx_b"],
     metrics=("acc_norm", "acc"),
-    hf=("Rowan/hellaswag", None, "validation"),
     notes="local file is a text export: ctx_b's capital letter is restored heuristically; few-shot from validation",
 )
 
@@ -102,6 +103,9 @@ def load_winogrande(data_dir: Path, split: str) -> list[Doc]:
     need_split("winogrande", split, ("validation",))
     out = []
     for d in read_jsonl(data_dir / WINOGRANDE_FILE, strict=True):
+        if "sentence" in d:  # a `primer data pull` copy keeps the HF fields
+            out.append({k: d[k] for k in ("sentence", "option1", "option2", "answer")})
+            continue
         c1, c2 = d["context_options"]
         prefix = os.path.commonprefix([c1, c2])
         prefix = prefix[: prefix.rfind(" ") + 1]  # back off to a word start: "Sa|rah" -> "|Sarah"
@@ -133,7 +137,6 @@ WINOGRANDE = Task(
     multiple_input=True,
     decontam=lambda d: d["sentence"],
     metrics=("acc",),
-    hf=("allenai/winogrande", "winogrande_xl", "validation"),
     notes="partial evaluation as lm-eval: score the shared continuation after each filled-in context",
 )
 
@@ -146,8 +149,10 @@ def load_siqa(data_dir: Path, split: str) -> list[Doc]:
     out = []
     for d in read_jsonl(data_dir / SIQA_FILE, strict=True):
         a, b, c = d["options"]
+        # a `primer data pull` copy keeps HF's label (two options can share a text)
+        label = d.get("label") or str(d["options"].index(d["answer"]) + 1)
         out.append({"context": d["context"], "question": d["question"], "answerA": a, "answerB": b, "answerC": c,
-                    "label": str(d["options"].index(d["answer"]) + 1)})
+                    "label": label})
     return out
 
 
@@ -160,7 +165,6 @@ SIQA = Task(
     doc_to_target=lambda d: int(d["label"]) - 1,
     decontam=lambda d: f"{d['context']} {d['question']}",
     metrics=("acc",),
-    hf=("lighteval/siqa", None, "validation"),
     notes="lm-eval's social_iqa prompt",
 )
 
@@ -183,7 +187,6 @@ OPENBOOKQA = Task(
     doc_to_target=lambda d: d["choices"]["label"].index(d["answerKey"].lstrip()),
     decontam=lambda d: d["question_stem"],
     metrics=("acc_norm", "acc"),
-    hf=("allenai/openbookqa", "main", "test"),
     notes="few-shot from the test split itself (train is not in the local data)",
 )
 

@@ -1,8 +1,9 @@
 """What a benchmark task is: a declarative entry, plus the helpers every task family shares.
 
-A `Task` says where its data is (files under a data dir laid out like `shared/benchmarks`, or a HF
-`datasets` id when online), how a document becomes a prompt (`doc_to_text`), its choices or
-target, where few-shot examples come from, its metrics, and the text used for decontamination.
+A `Task` says where its data is (files under a data dir laid out like `shared/benchmarks`, which
+`primer data pull` fills from the Hugging Face Hub), how a document becomes a prompt (`doc_to_text`),
+its choices or target, where few-shot examples come from, its metrics, and the text used for
+decontamination.
 Loaders turn whatever file format is on disk into documents in the *Hugging Face schema* of that
 dataset (the one lm-evaluation-harness reads), so prompts are written once against the schema
 lm-eval uses, and the same documents can be fed to lm-eval for the agreement check.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from primer.common.paths import no_data_message, pull_hint
 from primer.errors import PrimerError
 
 Doc = dict[str, Any]
@@ -87,8 +89,6 @@ class Task:
     query: Callable[[Doc], str] | None = None
     """Open-book tasks: the text searched in the --index; the runner adds the top hits to the document
     as `retrieved` (20, for recall@k) and `passages` (the first --passages, which the prompt shows)."""
-    hf: tuple[str, str | None, str] | None = None
-    """(dataset path, config name, split) for loading with HF `datasets` when online."""
     notes: str = ""
     """Where this entry differs from lm-eval and why (shown in results JSON)."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -101,33 +101,19 @@ class Task:
 
     # -- data ---------------------------------------------------------------------------------
     def docs(self, data_dir: Path | str | None, split: str | None = None) -> list[Doc]:
-        """Documents of `split` (default: the evaluated split) from `data_dir`, or HF when None."""
+        """Documents of `split` (default: the evaluated split) from `data_dir` (None: no data was found)."""
         split = split or self.split
         if data_dir is None:
-            return self._hf_docs(split)
+            raise PrimerError(f"task {self.name}: {no_data_message([self.name])}")
         data_dir = Path(data_dir)
         for rel in self.files:
             if not (data_dir / rel).is_file():
                 raise PrimerError(
                     f"task {self.name}: data file {data_dir / rel} not found. Expected layout under "
                     f"--data-dir: {self.layout}. Point --data-dir (or PRIMER_DATA) at a folder laid "
-                    f"out like shared/benchmarks."
+                    f"out like shared/benchmarks, or fetch it: {pull_hint([self.name])}"
                 )
         return self.loader(data_dir, split)
-
-    def _hf_docs(self, split: str) -> list[Doc]:
-        if self.hf is None:
-            raise PrimerError(f"task {self.name} has no HF datasets source; pass --data-dir")
-        try:
-            import datasets  # noqa: PLC0415
-        except ImportError:
-            raise PrimerError("no --data-dir given and HF `datasets` is not installed; pass --data-dir") from None
-        path, name, hf_split = self.hf
-        try:
-            ds = datasets.load_dataset(path, name, split=hf_split if split == self.split else split)
-        except Exception as e:  # network, missing config ... all user-fixable
-            raise PrimerError(f"task {self.name}: cannot load {path} from HF datasets ({e}); pass --data-dir") from e
-        return [dict(d) for d in ds]
 
     def fewshot_pool(self, data_dir: Path | str | None) -> list[Doc] | None:
         if self.fewshot_docs is not None:

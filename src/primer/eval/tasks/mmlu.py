@@ -124,7 +124,6 @@ def _mmlu(subject: str) -> Task:
         metrics=("acc",),
         fewshot_split="dev", fewshot_sampler="first_n",
         group="mmlu",
-        hf=("cais/mmlu", subject, "test"),
         extra={"category": CATEGORY_OF[subject]},
     )
 
@@ -144,7 +143,6 @@ def _mmlu_cloze(subject: str) -> Task:
         metrics=("acc", "acc_norm"),
         fewshot_split="dev", fewshot_sampler="first_n",
         group="mmlu_cloze",
-        hf=("cais/mmlu", subject, "test"),
         extra={"category": CATEGORY_OF[subject]},
         notes="lm-eval's mmlu_continuation prompt (cloze: the answer text is scored)",
     )

@@ -73,7 +73,6 @@ BOOLQ = Task(
     doc_to_target=lambda d: d["label"],
     decontam=lambda d: d["passage"],
     metrics=("acc",),
-    hf=("aps/super_glue", "boolq", "validation"),
 )
 
 # -- TriviaQA -----------------------------------------------------------------------------------
@@ -106,7 +105,6 @@ TRIVIAQA = Task(
     metrics=("exact_match",),
     until=("\n", ".", ","), max_tokens=32,
     score=score_triviaqa,
-    hf=("mandarjoshi/trivia_qa", "rc.nocontext", "validation"),
     notes="llm-foundry's 3,000-question subsample; few-shot from the same file",
 )
 
@@ -142,7 +140,6 @@ SQUAD = Task(
     metrics=("f1", "exact_match"),
     until=("\n",), max_tokens=32,
     score=score_squad,
-    hf=("rajpurkar/squad", None, "validation"),
     notes="lm-eval's squadv2 prompt; metric is the official SQuAD v1.1 EM/F1 (max over gold answers)",
 )
 
