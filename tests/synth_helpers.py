@@ -66,9 +66,9 @@ class LlamaServer:
     """`python -m llama_cpp.server` serving a GGUF on a loopback port; start()/stop() repeatable."""
 
     def __init__(self, model: Path, port: int | None = None, n_parallel: int = 1, n_threads: int = 1,
-                 log: Path | None = None) -> None:
+                 log: Path | None = None, extra: tuple[str, ...] = ()) -> None:
         self.model, self.port, self.log = model, port or free_port(), log
-        self.n_threads = n_threads
+        self.n_threads, self.extra = n_threads, extra
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -80,7 +80,7 @@ class LlamaServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", SERVER_MAIN, "--model", str(self.model), "--host", "127.0.0.1",
              "--port", str(self.port), "--n_ctx", "2048", "--n_threads", str(self.n_threads),
-             "--model_alias", "smollm2"],
+             "--model_alias", "smollm2", *self.extra],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": str(self.n_threads)},
         )
         deadline = time.time() + timeout

@@ -64,6 +64,7 @@ def verdicts(result: AuditResult) -> list[Verdict]:
                 f"{n_mem} of {mem['n_right_orig']} items right on the original are wrong on most of their variants "
                 f"({_pct(mem['rate'])}), against {n_mir} of {n_wrong} the other way round ({_pct(mem['mirror_rate'])}); "
                 f"one-sided sign test of the excess p={_p(mem['p_excess'])} (variants pooled: {', '.join(mem['pooled'])})")))
+    out += [_not_measured(name, why) for name, why in result.skipped.items()]
     for name, measured, text in _SIGNALS:
         r = result.contamination.get(name)
         if r is None:

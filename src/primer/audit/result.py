@@ -81,6 +81,8 @@ class AuditResult:
     n_items: int
     config: dict[str, Any]
     robustness: Robustness | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    """robustness signal -> why it was not measured (a served model without prompt log-probs on a multiple-choice task)"""
     contamination: dict[str, dict[str, Any]] = field(default_factory=dict)
     """signal -> its numbers (or {"skipped": why})"""
     verdicts: list[Verdict] = field(default_factory=list)

@@ -33,6 +33,7 @@ from primer.common.jsonl import Utf8Policy
 from primer.common.paths import benchmark_dir
 from primer.config import Count, PositiveFraction, check_config, to_dict
 from primer.errors import PrimerError
+from primer.eval.served import NeedsPromptLogprobs
 
 SIGNALS = ("robustness", "ngram", "mink", "verbatim", "permutation")
 
@@ -81,6 +82,9 @@ class AuditConfig:
     """sqlite cache of model answers (default: eval's, ~/.cache/primer/eval-cache.sqlite); 'none' disables."""
     out: Path | None = None
     """Write audit.json and audit.png into this directory."""
+    chat: bool = False
+    """Generative tasks: send each prompt as one user turn through the model's chat template (a served model:
+    /v1/chat/completions, so a chat-only endpoint gets a robustness audit)."""
     strict: bool = False
     """Stop at the first malformed line of a --corpus file (naming file and line) instead of counting and
     naming it in the result."""
@@ -131,8 +135,12 @@ def _audit(model: Any, cfg: AuditConfig, progress: bool) -> AuditResult:
     variants = build_variants(task, docs, suite, cfg)
     if "robustness" in cfg.signals:
         log(f"robustness: {len(suite)} conditions on {len(docs)} items")
-        result.robustness = robustness(lm, task, docs, suite, variants, cfg, data_dir, log)
-        result.robustness.coverage = coverage
+        try:
+            result.robustness = robustness(lm, task, docs, suite, variants, cfg, data_dir, log)
+            result.robustness.coverage = coverage
+        except NeedsPromptLogprobs as e:  # a served model scoring a multiple-choice task
+            result.skipped["robustness"] = f"robustness on {task.name} (multiple choice) needs prompt log-probs: {e}"
+            log(result.skipped["robustness"])
     contamination = result.contamination
     n_c = cfg.contamination_limit or len(docs)
     texts = [item_text(task, d) for d in docs[:n_c]]
@@ -157,8 +165,9 @@ def _audit(model: Any, cfg: AuditConfig, progress: bool) -> AuditResult:
                                                 seed=cfg.seed)
             contamination["mink"]["perturbation"] = sorted({p[3] for p in pairs})
         else:
-            contamination["mink"] = {"skipped": "needs a primer model (next-token distributions)" if pairs else
-                                     "no item has a matched perturbed copy"}
+            contamination["mink"] = {"skipped": "needs the next-token distribution over the whole vocabulary, which only "
+                                                "a model primer loads gives (a server returns at most top-N log-probs)"
+                                     if pairs else "no item has a matched perturbed copy"}
     if "verbatim" in cfg.signals:
         log(f"verbatim: {len(texts)} items")
         contamination["verbatim"] = C.verbatim_completion(lm, texts)
@@ -170,8 +179,12 @@ def _audit(model: Any, cfg: AuditConfig, progress: bool) -> AuditResult:
             contamination["verbatim"]["vs_perturbed"] = C.compare_verbatim(contamination["verbatim"], vp)
     if "permutation" in cfg.signals:
         log(f"permutation: {len(texts)} items, {cfg.permutation_shards} shard(s) x {cfg.permutations} orders")
-        contamination["permutation"] = C.permutation_test(lm, texts, shards=cfg.permutation_shards,
-                                                          permutations=cfg.permutations, seed=cfg.seed)
+        try:
+            contamination["permutation"] = C.permutation_test(lm, texts, shards=cfg.permutation_shards,
+                                                              permutations=cfg.permutations, seed=cfg.seed)
+        except NeedsPromptLogprobs as e:
+            contamination["permutation"] = {"skipped": f"the permutation test needs prompt log-probs: {e}"}
+            log(contamination["permutation"]["skipped"])
     from primer.audit.report import verdicts  # noqa: PLC0415
 
     result.verdicts = verdicts(result)
@@ -198,9 +211,9 @@ class _Log:
 def _load_lm(model):
     if hasattr(model, "loglikelihood"):
         return model
-    from primer.eval.lm import PrimerLM  # noqa: PLC0415
+    from primer.eval.lm import load_lm  # noqa: PLC0415
 
-    return PrimerLM.load(str(model))
+    return load_lm(str(model))
 
 
 def item_text(task, doc: dict) -> str:
@@ -269,14 +282,14 @@ def per_item_scores(lm, task, docs: list[dict], *, shots: int, pool, cfg: AuditC
     a killed audit resumes where it stopped."""
     from primer.eval.runner import EvalConfig, build_requests, score_docs  # noqa: PLC0415
 
-    ecfg = EvalConfig(tasks=[task.name], shots=shots, seed=cfg.seed, temperature=0.0, samples=1)
+    ecfg = EvalConfig(tasks=[task.name], shots=shots, seed=cfg.seed, temperature=0.0, samples=1, chat=cfg.chat)
     if cfg.max_tokens is not None and task.kind == "generate":
         task = dataclasses.replace(task, max_tokens=cfg.max_tokens)
     built = []
     for d in docs:
         rnd = random.Random(cfg.seed * 1_000_003 + d["_index"])
         prefix = task.fewshot_prefix(d, shots, pool, rnd) if (shots > 0 or task.description) else ""
-        kind, reqs = build_requests(task, d, prefix, ecfg)
+        kind, reqs = build_requests(task, d, prefix, ecfg, lm)
         if prompt_fn is not None:
             reqs = [_rewrite(kind, r, prompt_fn) for r in reqs]
         built.append((kind, reqs))

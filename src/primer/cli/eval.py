@@ -1,11 +1,15 @@
-"""`primer eval`: benchmark a model (bundled SmolLM2, a .gguf, an HF dir, a primer checkpoint)."""
+"""`primer eval`: benchmark a model (bundled SmolLM2, a .gguf, an HF dir, a primer checkpoint, or a served model)."""
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
+    from primer.config import add_arguments
+    from primer.eval.served import SPEC_HELP
+    from primer.teachers.http import HttpOptions
+
     p = sub.add_parser("eval", help="run benchmark tasks (lm-eval-compatible) on a model; table + results JSON")
-    p.add_argument("model", help="'bundled', a .gguf file, an HF model dir or a primer checkpoint dir")
+    p.add_argument("model", help=SPEC_HELP)
     p.add_argument("--tasks", default="piqa", help="comma-separated tasks or groups ('list' to show them)")
     p.add_argument("--shots", type=int, default=None, help="few-shot examples (default: each task's lm-eval default)")
     p.add_argument("--limit", type=int, default=None, help="first N documents per task (per MMLU subject)")
@@ -30,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--unsafe-code", action="store_true",
                    help="run code tasks' model-written code even where no sandbox isolation works (bubblewrap or "
                    "namespaces): resource limits only; the code can reach the network and your files")
+    add_arguments(p.add_argument_group("served model (openai:BASE_URL/MODEL)"), HttpOptions, skip=("extra_body",))
     p.set_defaults(func=run)
 
 
@@ -57,8 +62,10 @@ def run(args) -> int:
         index_meta(args.index)  # a wrong --index fails here, before the model loads
     import torch
 
-    from primer.eval.lm import PrimerLM
+    from primer.config import from_args
+    from primer.eval.lm import load_lm
     from primer.eval.runner import EvalConfig, code_sandbox, run as run_eval, table
+    from primer.teachers.http import HttpOptions
 
     import contextlib
 
@@ -81,7 +88,8 @@ def run(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     output = Path(args.output) if args.output else None
     with DirLock.for_file(output, "primer eval") if output else contextlib.nullcontext():  # before the model loads
-        lm = PrimerLM.load(args.model, max_length=args.max_length, batch_size=args.batch_size, device=device)
+        lm = load_lm(args.model, http=from_args(HttpOptions, args), max_length=args.max_length,
+                     batch_size=args.batch_size, device=device)
         res = run_eval(lm, cfg, output=output)
     print(table(res))
     if args.output:

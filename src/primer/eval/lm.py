@@ -5,6 +5,9 @@
     loglikelihood_rolling([text, ...])              -> [sum log p(text)] over disjoint windows
     generate([prompt, ...], stop, max_tokens, temperature, seed) -> [completion]
 
+`load_lm(spec)` opens any model primer evaluates: `PrimerLM` for a model primer loads, `served.ServedLM` for
+`openai:BASE_URL/MODEL` (any OpenAI-compatible server).
+
 `PrimerLM` wraps a `primer.model.transformer.Transformer` and its `primer.model.tokenizer.Tokenizer`. It tokenizes
 exactly as lm-eval's HF model does (encode context+continuation whole and split at the length of
 the encoded context, trailing context spaces moved to the continuation, tokenizer's own BOS policy,
@@ -24,6 +27,8 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+
+from primer.errors import PrimerError
 
 
 class LM(Protocol):
@@ -217,6 +222,15 @@ class PrimerLM:
         return [r.text for r in res]
 
 
+def load_lm(spec: str, *, http=None, **kw) -> LM:
+    """'openai:BASE_URL/MODEL' -> a served model (`http`: its `HttpOptions`); anything else -> `PrimerLM.load(spec, **kw)`."""
+    from primer.eval.served import PREFIX, ServedLM  # noqa: PLC0415
+
+    if str(spec).startswith(PREFIX):
+        return ServedLM(str(spec), http)
+    return PrimerLM.load(str(spec), **kw)
+
+
 def _load_any(spec: str):
     """(model, tokenizer, path or None) via primer.weights.load when present, else the GGUF reader."""
     path = None
@@ -238,8 +252,6 @@ def _load_any(spec: str):
         model, tok = (loaded if isinstance(loaded, tuple) else (loaded.model, loaded.tokenizer))[:2]
         return model, tok, path
     if path is None or path.suffix != ".gguf":
-        from primer.errors import PrimerError  # noqa: PLC0415
-
         raise PrimerError(f"cannot load model '{spec}': expected 'bundled' or a .gguf file")
     from primer.weights.gguf_io import load_gguf  # noqa: PLC0415
 

@@ -28,6 +28,7 @@ from primer.common.provenance import git_sha, package_versions
 from primer.config import Count, check_config, to_dict
 from primer.errors import PrimerError
 from primer.eval import metrics as M
+from primer.eval.served import NeedsPromptLogprobs
 from primer.eval.tasks import GROUPS, Task, expand
 from primer.sandbox import allow_unsafe, isolation_mode
 
@@ -341,8 +342,11 @@ def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> EvalResult:
             prefix = task.fewshot_prefix(doc, shots, pool, rnd) if (shots > 0 or task.description) else ""
             built.append(build_requests(task, doc, prefix, cfg, lm))
         t0 = time.perf_counter()
-        scores, resps, computed = score_docs(lm, task, docs, built, cache, progress=progress,
-                                             unsafe_code=cfg.unsafe_code)
+        try:
+            scores, resps, computed = score_docs(lm, task, docs, built, cache, progress=progress,
+                                                 unsafe_code=cfg.unsafe_code)
+        except NeedsPromptLogprobs as e:
+            raise PrimerError(f"task {task.name} ({task.kind.replace('_', ' ')}) scores given text: {e}") from None
         secs = time.perf_counter() - t0
         results.tasks[task.name] = TaskResult(
             version=task.version, n=len(docs), shots=shots, metrics=aggregate(task, scores), primary=task.metrics[0],

@@ -1,5 +1,6 @@
-"""The OpenAI-compatible HTTP teacher: async requests with a concurrency cap, retries with jittered
-backoff, an optional rate limit; an endpoint that stays unreachable raises `TeacherUnavailable`."""
+"""OpenAI-compatible servers: `OpenAIEndpoint` (async POSTs with a concurrency cap, retries with jittered
+backoff, an optional rate limit; an endpoint that stays unreachable raises `TeacherUnavailable`) and the
+HTTP teacher on it."""
 
 from __future__ import annotations
 
@@ -44,25 +45,143 @@ class HttpOptions:
     """extra JSON fields for every request (server-specific sampling options)"""
 
 
-class HttpTeacher(Teacher):
-    """Any OpenAI-compatible /v1/chat/completions endpoint (vLLM, SGLang, llama.cpp, Ollama...)."""
+class OpenAIEndpoint:
+    """An OpenAI-compatible server: base URL, API key, and one POST with retries, backoff and a rate limit.
 
-    def __init__(self, base_url: str, model: str | None = None, options: HttpOptions | None = None) -> None:
+    The HTTP teacher (chat completions) and the served-model eval (`primer.eval.served`: completions with
+    echo + logprobs, chat completions) both talk to a server through this, with the same `HttpOptions`.
+    """
+
+    def __init__(self, base_url: str, options: HttpOptions | None = None) -> None:
         self.opts = options or HttpOptions()
         self.base_url = base_url.rstrip("/")
-        if self.base_url.endswith("/chat/completions"):
-            self.base_url = self.base_url[: -len("/chat/completions")]
-        self.model = model or "default"
+        for suffix in ("/chat/completions", "/completions"):
+            if self.base_url.endswith(suffix):
+                self.base_url = self.base_url[: -len(suffix)]
         self.concurrency = max(1, self.opts.concurrency)
-        self.batch_size = self.concurrency
-        self.name = f"{self.base_url}#{self.model}"
-        self.url = f"{self.base_url}/chat/completions"
         key = os.environ.get(self.opts.api_key_env) if self.opts.api_key_env else None
         self.headers = {"Content-Type": "application/json"}
         if key:
             self.headers["Authorization"] = f"Bearer {key}"
         self.retried = 0
         """requests retried so far (connection errors, 429, 5xx)"""
+        self._reset()
+
+    def _reset(self) -> None:
+        """Per-event-loop pacing state (set again by each driver that opens a client)."""
+        self._rate_lock: asyncio.Lock | None = None
+        self._next_start = 0.0
+        self._retry_after = 0.0
+
+    def _unavailable(self, url: str, tries: int, last: str) -> TeacherUnavailable:
+        return TeacherUnavailable(
+            f"endpoint {url} failed {tries} times (last: {last}); is the server up? "
+            f"check with: curl {self.base_url}/models  — then rerun the same command to resume"
+        )
+
+    def client(self) -> Any:
+        import httpx
+
+        timeout = httpx.Timeout(self.opts.timeout, connect=min(10.0, self.opts.timeout))
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        return httpx.AsyncClient(timeout=timeout, limits=limits)
+
+    async def _pace(self) -> None:
+        if not self.opts.rate_limit:
+            return
+        if self._rate_lock is None:
+            self._rate_lock = asyncio.Lock()
+        async with self._rate_lock:
+            now = time.monotonic()
+            wait = self._next_start - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next_start = max(now, self._next_start) + 1.0 / self.opts.rate_limit
+
+    async def post(self, client: Any, path: str, body: dict[str, Any], retries: int | None = None,
+                   model: str = "") -> tuple[int, Any, float]:
+        """(status, parsed JSON or error text, seconds) of POST base_url/path.
+
+        Connection errors, timeouts, 429 and 5xx are retried (`retries`, default the options'); a server
+        that stays unreachable raises `TeacherUnavailable`; 401/403/404 raise a `PrimerError` saying what
+        to fix; any other 4xx (the request's own fault) comes back as (status, text) for the caller."""
+        import httpx
+
+        url = f"{self.base_url}/{path}"
+        retries = self.opts.retries if retries is None else retries
+        last = ""
+        for attempt in range(retries + 1):
+            if attempt:
+                self.retried += 1
+                delay = min(self.opts.backoff_max, self.opts.backoff * 2 ** (attempt - 1))
+                delay *= 0.5 + random.random()
+                await asyncio.sleep(max(delay, self._retry_after))
+                self._retry_after = 0.0
+            await self._pace()
+            t0 = time.perf_counter()
+            try:
+                r = await client.post(url, json=body, headers=self.headers)
+            except (httpx.TransportError, httpx.TimeoutException) as e:
+                last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                continue
+            if r.status_code in _RETRY_STATUS:
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+                ra = r.headers.get("retry-after")
+                if ra:
+                    try:
+                        self._retry_after = min(self.opts.backoff_max, float(ra))
+                    except ValueError:
+                        pass
+                continue
+            if r.status_code in (401, 403):
+                raise PrimerError(
+                    f"endpoint {url} refused the request (HTTP {r.status_code}); "
+                    f"set the API key in ${self.opts.api_key_env}"
+                )
+            if r.status_code == 404:
+                raise PrimerError(
+                    f"endpoint {url} answered 404: check the base URL ends in /v1 and the "
+                    f"model name '{model}' is served (curl {self.base_url}/models)"
+                )
+            if r.status_code >= 400:  # the request's fault (too long, bad params): not retried
+                return r.status_code, r.text[:500], time.perf_counter() - t0
+            try:
+                return r.status_code, r.json(), time.perf_counter() - t0
+            except ValueError as e:
+                last = f"unparseable response: {e}"
+                continue
+        raise self._unavailable(url, retries + 1, last)
+
+    def post_many(self, path: str, bodies: list[dict[str, Any]], model: str = "",
+                  on_done: Any = None) -> list[tuple[int, Any, float]]:
+        """POST every body (at most `concurrency` in flight), results in order; `on_done(n)` after each."""
+
+        async def run() -> list[tuple[int, Any, float]]:
+            self._reset()
+            sem = asyncio.Semaphore(self.concurrency)
+            async with self.client() as client:
+
+                async def one(body: dict[str, Any]) -> tuple[int, Any, float]:
+                    async with sem:
+                        out = await self.post(client, path, body, model=model)
+                    if on_done is not None:
+                        on_done(1)
+                    return out
+
+                return list(await asyncio.gather(*(one(b) for b in bodies)))
+
+        return asyncio.run(run())
+
+
+class HttpTeacher(OpenAIEndpoint, Teacher):
+    """Any OpenAI-compatible /v1/chat/completions endpoint (vLLM, SGLang, llama.cpp, Ollama...)."""
+
+    def __init__(self, base_url: str, model: str | None = None, options: HttpOptions | None = None) -> None:
+        OpenAIEndpoint.__init__(self, base_url, options)
+        self.model = model or "default"
+        self.batch_size = self.concurrency
+        self.name = f"{self.base_url}#{self.model}"
+        self.url = f"{self.base_url}/chat/completions"
 
     # -- request building / parsing
 
@@ -99,82 +218,17 @@ class HttpTeacher(Teacher):
             seconds=seconds,
         )
 
-    def _unavailable(self, tries: int, last: str) -> TeacherUnavailable:
-        return TeacherUnavailable(
-            f"teacher endpoint {self.url} failed {tries} times (last: {last}); is the server up? "
-            f"check with: curl {self.base_url}/models  — then rerun the same command to resume"
-        )
-
-    # -- async core
-
-    async def _pace(self) -> None:
-        if not self.opts.rate_limit:
-            return
-        async with self._rate_lock:
-            now = time.monotonic()
-            wait = self._next_start - now
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._next_start = max(now, self._next_start) + 1.0 / self.opts.rate_limit
-
     async def _one(self, client: Any, prompt: Prompt, sampling: Sampling) -> Completion:
-        import httpx
-
-        body = self._body(prompt, sampling)
-        last = ""
-        for attempt in range(self.opts.retries + 1):
-            if attempt:
-                self.retried += 1
-                delay = min(self.opts.backoff_max, self.opts.backoff * 2 ** (attempt - 1))
-                delay *= 0.5 + random.random()
-                await asyncio.sleep(max(delay, self._retry_after))
-                self._retry_after = 0.0
-            await self._pace()
-            t0 = time.perf_counter()
-            try:
-                r = await client.post(self.url, json=body, headers=self.headers)
-            except (httpx.TransportError, httpx.TimeoutException) as e:
-                last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                continue
-            if r.status_code in _RETRY_STATUS:
-                last = f"HTTP {r.status_code}: {r.text[:200]}"
-                ra = r.headers.get("retry-after")
-                if ra:
-                    try:
-                        self._retry_after = min(self.opts.backoff_max, float(ra))
-                    except ValueError:
-                        pass
-                continue
-            if r.status_code in (401, 403):
-                raise PrimerError(
-                    f"teacher endpoint {self.url} refused the request (HTTP {r.status_code}); "
-                    f"set the API key in ${self.opts.api_key_env}"
-                )
-            if r.status_code == 404:
-                raise PrimerError(
-                    f"teacher endpoint {self.url} answered 404: check the base URL ends in /v1 and the "
-                    f"model name '{self.model}' is served (curl {self.base_url}/models)"
-                )
-            if r.status_code >= 400:  # the prompt's fault (too long, bad params): not retried
-                return Completion("", "error", error=f"HTTP {r.status_code}: {r.text[:300]}",
-                                  seconds=time.perf_counter() - t0)
-            try:
-                return self._parse(r.json(), time.perf_counter() - t0)
-            except ValueError as e:
-                last = f"unparseable response: {e}"
-                continue
-        raise self._unavailable(self.opts.retries + 1, last)
+        status, data, seconds = await self.post(client, "chat/completions", self._body(prompt, sampling),
+                                                model=self.model)
+        if status >= 400:
+            return Completion("", "error", error=f"HTTP {status}: {str(data)[:300]}", seconds=seconds)
+        return self._parse(data, seconds)
 
     async def _drive(self, items: Iterator[tuple], sampling: Sampling, out: queue.Queue,
                      stop: threading.Event) -> None:
-        import httpx
-
-        self._rate_lock = asyncio.Lock()
-        self._next_start = 0.0
-        self._retry_after = 0.0
-        timeout = httpx.Timeout(self.opts.timeout, connect=min(10.0, self.opts.timeout))
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        self._reset()
+        async with self.client() as client:
 
             async def worker() -> None:  # `concurrency` of these pull prompts until none are left
                 while not stop.is_set():
