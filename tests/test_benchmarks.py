@@ -190,3 +190,17 @@ def test_a_schema_change_upstream_is_named(tmp_path):
     with pytest.raises(PrimerError, match=r"baber/piqa \(default, validation\): records lack \['label'\]"):
         pull(["piqa"], tmp_path / "out", source_dir=tmp_path / "hub", log=lambda s: None)
     assert not (tmp_path / "out" / "piqa").exists()
+
+
+def test_a_run_with_no_data_folder_falls_back_on_the_embedded_slice(monkeypatch):
+    """The lookup itself (nothing found -> the package's slice) for eval and audit; curate's decontamination
+    does not use it (a few hundred items of three tasks is no decontamination)."""
+    import primer.pipeline.stages as stages
+    from primer.audit.run import AuditConfig
+    from primer.common.paths import embedded_dir
+    from primer.eval.runner import EvalConfig
+
+    monkeypatch.setattr(stages, "benchmark_dir", lambda: None)
+    assert stages._with_data_dir(EvalConfig(tasks=["piqa"])).data_dir == embedded_dir()
+    assert stages._with_data_dir(AuditConfig(task="arc_easy")).data_dir == embedded_dir()
+    assert stages._curate_resolve(stages._curate_cfg()()).benchmarks is None

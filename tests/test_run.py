@@ -354,6 +354,17 @@ def test_mini_recipe_end_to_end(tmp_path, data_dir):
         "export": "done"}
     assert json.loads((rd / "train" / "stage.json").read_text())["summary"]["steps"] == 20
 
+    # with no data folder (PRIMER_DATA=embedded stands for a fresh machine, where the lookup finds none and
+    # falls back on it), eval and audit score the slice shipped in the package and the report says so
+    out = _primer("run", str(recipe), "--run-dir", str(rd), "--stages", "eval,audit", cwd=tmp_path,
+                  env={"PRIMER_DATA": "embedded"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    for stage in ("eval", "audit"):
+        summary = json.loads((rd / stage / "stage.json").read_text())["summary"]
+        assert "slice embedded in primer" in summary["data"] and "primer data pull" in summary["data"], summary
+    assert json.loads((rd / "eval" / "stage.json").read_text())["summary"]["tasks"]["arc_easy"]["n"] == 8
+    assert "slice embedded in primer" in (rd / "report.html").read_text()
+
 
 def test_failing_real_stage_names_itself(tmp_path):
     """A bad value reaching a real stage: the run stops there, names it, and says how to resume."""

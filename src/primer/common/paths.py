@@ -5,7 +5,7 @@ $PRIMER_DATA, then the folder `primer data pull` fills in primer's cache (`cache
 then `../shared/benchmarks` beside a source checkout. None when nothing is found; callers then say
 how to get it (`pull_hint`). The package also ships a small embedded slice (`embedded_dir()`:
 HellaSwag, PIQA, ARC-Easy, a few hundred items each, with their licences) that `primer run` falls
-back on, and that any verb reads when given `--data-dir embedded`.
+back on, and that any verb reads when given `--data-dir embedded` (or PRIMER_DATA=embedded).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def benchmark_dir(explicit: str | Path | None = None) -> Path | None:
         return embedded_dir() if str(explicit) == EMBEDDED else Path(explicit).expanduser()
     env = os.environ.get(DATA_ENV)
     if env:
-        return Path(env).expanduser()
+        return embedded_dir() if env == EMBEDDED else Path(env).expanduser()
     pulled = pulled_dir()
     if pulled.is_dir() and any(pulled.glob("*/MANIFEST.md")):
         return pulled

@@ -416,7 +416,8 @@ def section_eval(s: EvalSummary) -> str:
     rows = [[task, r.metric, r.n, pm(r.model, r.model_stderr), pm(r.teacher, r.teacher_stderr),
              f"{r.published:.1f}" if r.published is not None else None,
              f"{100 * r.chance:.1f}" if r.chance else None] for task, r in s.tasks.items()]
-    out = [f"<p>Scores in percent, ± one standard error; the reference is <b>{esc(ref_name)}</b> "
+    out = [f'<div class="missing">{esc(s.data)}</div>' if s.data else "",
+           f"<p>Scores in percent, ± one standard error; the reference is <b>{esc(ref_name)}</b> "
            f"scored by the same code on the same items.</p>",
            table(["task", "metric", "items", esc(model_name), esc(ref_name), "published (ref.)", "chance"], rows,
                  num_cols={2, 3, 4, 5, 6})]
@@ -431,7 +432,7 @@ def section_eval(s: EvalSummary) -> str:
 def section_audit(s: AuditSummary) -> str:
     if s.skipped:
         return f'<div class="missing">audit skipped: {esc(s.skipped)}</div>'
-    out = [bad_input("audit", s.bad_input)]
+    out = [f'<div class="missing">{esc(s.data)}</div>' if s.data else "", bad_input("audit", s.bad_input)]
 
     def pct(x):
         return None if x is None else 100 * x

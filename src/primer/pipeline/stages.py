@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from primer.common.jsonl import BadInput, count_records, read_jsonl
-from primer.common.paths import benchmark_dir
+from primer.common.paths import benchmark_dir, embedded_dir, is_embedded, pull_hint
 from primer.config import to_dict
 from primer.errors import PrimerError
 from primer.pipeline.spec import StageContext, StageSpec
@@ -37,9 +37,10 @@ SAMPLE_CHARS = 2000
 
 
 def _with_data_dir(cfg, name: str = "data_dir"):
-    """None means "the benchmark data of this machine" (so the resolved recipe in run.json names it)."""
+    """None means "the benchmark data of this machine" (so the resolved recipe in run.json names it); eval and
+    audit fall back on the slice embedded in the package, so a fresh offline install still scores its model."""
     if getattr(cfg, name, None) is None:
-        found = benchmark_dir()
+        found = benchmark_dir() or (embedded_dir() if name == "data_dir" else None)
         if found is not None:
             cfg = dataclasses.replace(cfg, **{name: found if name == "data_dir" else str(found)})
     return cfg
@@ -297,6 +298,27 @@ def _benchmark_data(section: str, data_dir, ctx: StageContext, then: str = "") -
     return None
 
 
+def _embedded_note(data_dir, tasks: list[str], ctx: StageContext, section: str) -> tuple[list[str], str | None]:
+    """On the embedded slice: the tasks it holds, and the line the report shows (size, interval, how to get more)."""
+    if not is_embedded(data_dir):
+        return tasks, None
+    from primer.benchmarks.slice import SLICE_ITEMS, TASKS
+
+    kept, dropped = [t for t in tasks if t in TASKS], [t for t in tasks if t not in TASKS]
+    note = (f"no benchmark data folder was found, so [{section}] used the slice embedded in primer (the first "
+            f"{SLICE_ITEMS} items of {', '.join(TASKS)}; a 95% interval of up to +-{_half_width(SLICE_ITEMS):.1f} "
+            f"points at {SLICE_ITEMS} items): enough to tell a model from chance, not to rank close ones. "
+            + (f"Not in the slice, so not scored: {', '.join(dropped)}. " if dropped else "")
+            + f"Full sets: {pull_hint(tasks)} (needs network once), or set PRIMER_DATA.")
+    ctx.log(f"  {section}: {note}")
+    return kept, note
+
+
+def _half_width(n: int) -> float:
+    """95% interval half-width of an accuracy near 50% on n items, in points."""
+    return 100 * 1.96 * (0.25 / n) ** 0.5
+
+
 def _device() -> str:
     import torch
 
@@ -316,6 +338,8 @@ def run_eval(cfg, ctx: StageContext) -> EvalSummary:
     reason = None if cfg.tasks else "no tasks in [eval] tasks"
     if cfg.tasks and (reason := _benchmark_data("eval", cfg.data_dir, ctx, "; only generation samples were made")):
         cfg = dataclasses.replace(cfg, tasks=[])
+    tasks, data_note = _embedded_note(cfg.data_dir, list(cfg.tasks), ctx, "eval")
+    cfg = dataclasses.replace(cfg, tasks=tasks)
     cfg = _shared_cache(cfg, ctx)
     models = {"model": _checkpoint(ctx)}
     if opts.reference:
@@ -343,7 +367,7 @@ def run_eval(cfg, ctx: StageContext) -> EvalSummary:
                 row.teacher, row.teacher_stderr = _primary(t)
             tasks[name] = row
     return EvalSummary(skipped=reason, model="our model", teacher=opts.reference or None, tasks=tasks,
-                       generations=generations)
+                       generations=generations, data=data_note)
 
 
 # ---------------------------------------------------------------------------------------- audit
@@ -363,6 +387,10 @@ def run_audit(cfg, ctx: StageContext) -> AuditSummary:
     if reason is not None:
         return AuditSummary(skipped=reason, task=None, items=None, metric=None, baselines=None, gaps=[],
                             contamination=[], bad_input=BadInput())
+    kept, data_note = _embedded_note(cfg.data_dir, [cfg.task], ctx, "audit")
+    if not kept:
+        return AuditSummary(skipped=data_note, task=None, items=None, metric=None, baselines=None, gaps=[],
+                            contamination=[], bad_input=BadInput())
     ckpt = _checkpoint(ctx)
     corpus = corpus_files(ctx, "curate")
     cfg = _shared_cache(cfg, ctx)
@@ -376,7 +404,7 @@ def run_audit(cfg, ctx: StageContext) -> AuditSummary:
                for v in r.verdicts]
     return AuditSummary(skipped=None, task=r.task, items=r.n_items, metric=rob.metric if rob else None,
                         baselines=to_dict(rob.baselines) if rob else None, gaps=gaps, contamination=signals,
-                        bad_input=r.bad_input)
+                        bad_input=r.bad_input, data=data_note)
 
 
 # --------------------------------------------------------------------------------------- export

@@ -160,6 +160,8 @@ class EvalSummary:
     teacher: str | None
     tasks: dict[str, EvalRow]
     generations: list[Generation]
+    data: str | None = None
+    """what the scores rest on when it is not a full data folder (the embedded slice), and how to get more"""
 
 
 @dataclass
@@ -198,6 +200,8 @@ class AuditSummary:
     gaps: list[Gap]
     contamination: list[Signal]
     bad_input: BadInput
+    data: str | None = None
+    """what the audit rests on when it is not a full data folder (the embedded slice), and how to get more"""
 
 
 @dataclass
