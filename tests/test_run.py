@@ -344,6 +344,7 @@ def test_mini_recipe_end_to_end(tmp_path, data_dir):
     assert [s["status"] for s in run["stages"]] == ["skipped"] * 7
     assert out.stdout.count("up to date") == 7, out.stdout
     assert time.time() - t0 < 120
+    shutil.copytree(rd, tmp_path / "run-30-steps")  # kept for `primer compare` below
 
     recipe.write_text(re.sub(r"(?m)^max_steps = \d+", "max_steps = 20", text))
     out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path, env=env)
@@ -364,6 +365,23 @@ def test_mini_recipe_end_to_end(tmp_path, data_dir):
         assert "slice embedded in primer" in summary["data"] and "primer data pull" in summary["data"], summary
     assert json.loads((rd / "eval" / "stage.json").read_text())["summary"]["tasks"]["arc_easy"]["n"] == 8
     assert "slice embedded in primer" in (rd / "report.html").read_text()
+
+    # primer compare: the 30-step run beside the 20-step one (same items, same held-out text)
+    from primer.compare.page import write
+    from primer.compare.run import WIKITEXT, CompareConfig, compare
+
+    c = compare(CompareConfig(runs=[tmp_path / "run-30-steps", rd], heldout=data_dir / WIKITEXT, heldout_docs=10,
+                              bootstrap=200), progress=False)
+    assert [v.name for v in c.runs] == ["mini (run-30-steps)", "mini (moved)"]
+    assert all(0 < v.heldout_bpb < 20 for v in c.runs) and c.runs[0].heldout_bpb != c.runs[1].heldout_bpb
+    (d,) = c.differences
+    assert (d.task, d.n, d.baseline) == ("arc_easy", 8, "mini (run-30-steps)") and d.ci[0] <= d.diff <= d.ci[1]
+    page, js = write(c, tmp_path / "compare.html")
+    assert json.loads(js.read_text())["runs"][1]["heldout_bpb"] == c.runs[1].heldout_bpb
+    assert page.read_text().count('<img class="plot"') >= 2  # both runs' curves on one plot; bits per byte
+    shutil.copy(page, ARTIFACTS / "compare.html")
+    if chromium_path():
+        check_in_chromium(page, "compare")
 
 
 def test_failing_real_stage_names_itself(tmp_path):

@@ -34,6 +34,7 @@ LEAVES = [
     "index",
     "run",
     "report",
+    "compare",
 ]
 
 

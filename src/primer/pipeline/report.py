@@ -111,7 +111,7 @@ def sample_block(title: str, text: str, limit: int = 1500, meta: str = "") -> st
 # Plots
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -121,7 +121,7 @@ def _plt():
 
 
 def img(fig) -> str:
-    plt = _plt()
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -130,7 +130,7 @@ def img(fig) -> str:
 
 
 def barh(counts: dict[str, float], title: str, xlabel: str = "documents") -> str:
-    plt = _plt()
+    plt = pyplot()
     items = sorted(counts.items(), key=lambda kv: kv[1])
     fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(items) + 1.2))
     ax.barh([str(k) for k, _ in items], [v for _, v in items], color="#6366f1")
@@ -143,7 +143,7 @@ def barh(counts: dict[str, float], title: str, xlabel: str = "documents") -> str
 
 
 def histogram(values: list[float], title: str, threshold: float | None) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3))
     ax.hist(values, bins=min(30, max(5, len(values) // 5)), color="#10b981", edgecolor="white")
     if threshold is not None:
@@ -156,7 +156,7 @@ def histogram(values: list[float], title: str, threshold: float | None) -> str:
 
 
 def curves(train: Curve, val: Curve) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     if train.step:
         ax.plot(train.step, train.loss, label="train loss", color="#6366f1", linewidth=1)
@@ -171,7 +171,7 @@ def curves(train: Curve, val: Curve) -> str:
 
 
 def grouped_bars(tasks: list[str], series: dict[str, list[float | None]], title: str, ylabel: str) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(tasks) + 2), 3.5))
     n = max(1, len(series))
     w = 0.8 / n
@@ -189,7 +189,7 @@ def grouped_bars(tasks: list[str], series: dict[str, list[float | None]], title:
 
 
 def gap_plot(gaps: list[Gap]) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(gaps) + 1.4))
     labels = [f"{g.task} · {g.suite}" for g in gaps]
     ys = list(range(len(gaps)))
@@ -209,7 +209,7 @@ def gap_plot(gaps: list[Gap]) -> str:
 
 
 def time_plot(rows: list[tuple[str, float]]) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(rows) + 1.2))
     ax.barh([r[0] for r in rows][::-1], [r[1] for r in rows][::-1], color="#a855f7")
     ax.set_xlabel("seconds")

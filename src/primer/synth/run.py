@@ -62,8 +62,9 @@ class SynthConfig(HttpOptions):
     """preference: benchmark folder holding xstest/ (default: $PRIMER_DATA or ../shared/benchmarks)"""
     out: Path = Path("runs/synth")
     """output directory (shards, rejects, summary); rerunning on it resumes"""
-    n: Count = 100
-    """documents wanted in --out in total; a rerun finishes what is missing"""
+    n: int = 100
+    """documents wanted in --out in total; a rerun finishes what is missing (0: none, e.g. a web-only
+    `primer run`, recipes/ablation-web.toml)"""
     teacher: str = "bundled"
     """'bundled' (SmolLM2-135M-Instruct in-process), a .gguf file, or an OpenAI-compatible base URL"""
     model: str | None = None
