@@ -24,7 +24,7 @@ def test_served_model_scores_as_in_process_and_audits(tmp_path, bundled_gguf, da
     from primer.eval.served import ServedLM
     from primer.teachers.http import HttpOptions
 
-    cfg = EvalConfig(tasks=["piqa", "arc_easy"], limit=12, data_dir=data_dir, log_samples=True, cache="none")
+    cfg = EvalConfig(tasks=["piqa", "arc_easy"], limit=8, data_dir=data_dir, log_samples=True, cache="none")
     local = evaluate(load_lm(str(bundled_gguf)), cfg, progress=False)
     with LlamaServer(bundled_gguf, n_threads=2, log=tmp_path / "server.log") as server:
         lm = load_lm(f"openai:{server.base_url}/smollm2", http=HttpOptions(concurrency=2))
@@ -40,10 +40,10 @@ def test_served_model_scores_as_in_process_and_audits(tmp_path, bundled_gguf, da
             same = sum(p == q for p, q in zip(_picks(a), _picks(b)))
             assert same >= len(a) - 2, (task, same, len(a))
         # GSM8K robustness audit of the served model, end to end (generation only), plus a likelihood signal
-        r = audit(lm, AuditConfig(task="gsm8k", data_dir=data_dir, limit=2, perturbations=["numbers"],
+        r = audit(lm, AuditConfig(task="gsm8k", data_dir=data_dir, limit=2, shots=0, perturbations=["numbers"],
                                   signals=["robustness", "permutation"], permutations=2, max_tokens=24,
                                   bootstrap=50, cache=tmp_path / "c.sqlite"), progress=False)
-        assert r.robustness is not None and r.robustness.conditions and r.robustness.conditions[0].n == 2
+        assert r.robustness is not None and r.robustness.conditions and r.robustness.conditions[0].n >= 1
         assert "skipped" not in r.contamination["permutation"], r.contamination["permutation"]
 
     # the same server without prompt log-probs: multiple choice is one line naming the task and what is missing;
@@ -55,9 +55,9 @@ def test_served_model_scores_as_in_process_and_audits(tmp_path, bundled_gguf, da
         with pytest.raises(PrimerError, match=r"task piqa .*prompt log-probs"):
             evaluate(load_lm(spec), EvalConfig(tasks=["piqa"], limit=2, data_dir=data_dir, cache="none"),
                      progress=False)
-        r = audit(load_lm(spec), AuditConfig(task="gsm8k", data_dir=data_dir, limit=2, perturbations=["numbers"],
-                                             signals=["robustness", "permutation"], permutations=2, max_tokens=24,
-                                             bootstrap=50, cache=tmp_path / "c2.sqlite"), progress=False)
+        r = audit(load_lm(spec), AuditConfig(task="gsm8k", data_dir=data_dir, limit=2, shots=0,
+                                             perturbations=["numbers"], signals=["robustness", "permutation"],
+                                             permutations=2, max_tokens=24, bootstrap=50, cache=tmp_path / "c2.sqlite"), progress=False)
         assert r.robustness is not None and r.robustness.conditions
         assert "prompt log-probs" in r.contamination["permutation"]["skipped"]
         line = next(v for v in r.verdicts if v.signal == "permutation")
