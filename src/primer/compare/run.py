@@ -5,7 +5,7 @@ What it measures itself (the rest it reads from each run's stage summaries):
 - **Validation loss on one common held-out set, in bits per byte.** Each run keeps its own tokenizer, so
   loss per token does not compare across runs; every model scores the same texts with its own tokenizer
   and the summed log-likelihood is divided by the texts' UTF-8 bytes (the Pile / lm-eval `bits_per_byte`).
-  The held-out texts are `--heldout FILE` (JSONL with a "text" field, or plain text split on blank lines),
+  The held-out texts are `--heldout FILE` (JSONL with a "text" field, or plain text with one paragraph per line, as WikiText),
   else WikiText-2's test split from the benchmark data; the same first `--heldout-docs` documents for all.
 - **Benchmark scores with paired differences.** Each run's own eval stage settings (tasks, limit, shots) are
   replayed through eval's cache in the run directory (answers already computed are read back, not
@@ -42,7 +42,8 @@ class CompareConfig:
     runs: list[Path]
     """Run directories (`primer run --run-dir`); the first is the baseline."""
     heldout: Path | None = None
-    """Held-out texts every model scores (JSONL with "text", or plain text split on blank lines); default:
+    """Held-out texts every model scores (JSONL with "text", or plain text with one paragraph per line;
+    lines under 200 characters and headings are left out); default:
     WikiText-2 test from the benchmark data."""
     heldout_docs: Count = 200
     """How many held-out documents (the same first N for every model)."""
@@ -121,7 +122,7 @@ def heldout_texts(cfg: CompareConfig) -> tuple[str, list[str]]:
     if path.suffix == ".jsonl":
         texts = [str(r["text"]) for r in read_jsonl(path) if isinstance(r, dict) and r.get("text")]
     else:
-        texts = [t.strip() for t in path.read_text(encoding="utf-8").split("\n\n")]
+        texts = [t.strip() for t in path.read_text(encoding="utf-8").splitlines()]
         texts = [t for t in texts if len(t) > 200 and not t.startswith("=")]  # WikiText: paragraphs, not headings
     if not texts:
         raise PrimerError(f"--heldout {path}: no documents in it")
