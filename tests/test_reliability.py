@@ -187,7 +187,7 @@ def test_a_read_only_out_dir_is_one_line_before_any_work(tmp_path, docs):
     (["chat", "--temperature", "nan"], "temperature must be a finite number >= 0"),
     (["eval", "bundled", "--tasks", "piqa", "--temperature", "nan"], "'temperature' must be a finite number"),
     (["synth", "--temperature", "inf", "--n", "1"], "'temperature' must be a finite number"),
-    (["synth", "--n", "-3"], "'n' must be at least 1, got -3"),
+    (["synth", "--n", "-3"], "'n' must be at least 0, got -3"),
     (["train", "--max-steps", "0"], "'max_steps' must be at least 1"),
     (["train", "--model", "nope"], "unknown model shape 'nope'"),
     (["train", "--model-overrides", "n_head=0"], "'n_head' must be at least 1"),
@@ -198,7 +198,7 @@ def test_values_that_cannot_mean_what_was_asked_are_refused(capsys, argv, needle
 
 
 @pytest.mark.parametrize("section, problem", [
-    ("[synth]\nn = -3\n", "'n' in [synth] must be at least 1, got -3"),
+    ("[synth]\nn = -3\n", "'n' in [synth] must be at least 0, got -3"),
     ("[train]\nmax_steps = true\n", "'max_steps' in [train] expects int, got True"),
     ("[train]\nmodel = 'phi-2'\n", "unknown model shape 'phi-2'"),
     ("[train]\nmodel_overrides = {n_heads = 2}\n", "unknown model override(s) ['n_heads']"),
