@@ -17,7 +17,8 @@ import pytest
 ARTIFACTS = Path(os.environ.get("PRIMER_TEST_ARTIFACTS", Path(__file__).resolve().parent / "artifacts"))
 
 
-def make_run_dir(rd: Path, stages: tuple[str, ...] = ("synth", "curate", "tokenize", "train", "eval", "audit", "export"),
+def make_run_dir(rd: Path, stages: tuple[str, ...] = ("synth", "curate", "tokenize", "train", "eval", "audit", "export",
+                                                      "tune"),
                  failed: str | None = None) -> Path:
     rng = random.Random(0)
     rd.mkdir(parents=True, exist_ok=True)
@@ -79,6 +80,16 @@ def make_run_dir(rd: Path, stages: tuple[str, ...] = ("synth", "curate", "tokeni
                                "verdict": "no evidence"}],
             "bad_input": no_bad,
         },
+        "tune": {"skipped": None, "model": "bundled", "conversations": 24, "pairs": 7,
+                 "sft_curve": {"step": [1, 2, 3], "loss": [1.84, 1.5, 1.17]},
+                 "dpo_curve": {"step": [1, 2, 3], "loss": [0.69, 0.6, 0.5]},
+                 "dpo_margin": {"step": [1, 2, 3], "loss": [0.0, 0.4, 1.3]},
+                 "rows": [{"task": "ifeval", "metric": "prompt_level_loose_acc", "n": 16, "before": 0.188,
+                           "after": 0.313},
+                          {"task": "xstest", "metric": "compliance_rate,unsafe", "n": 200, "before": 0.92,
+                           "after": 0.95}],
+                 "ifeval_diff": 0.125, "ifeval_ci": [0.0, 0.313], "checkpoint": "tune/dpo/checkpoints/step_0000012",
+                 "seconds": {"data": 400.0, "tune": 200.0, "eval": 180.0}},
         "export": {"path": "runs/fixture/export/model-q4_0.gguf", "format": "gguf", "arch": "llama", "quant": "q4_0",
                    "bytes": 2_345_678, "chat": "primer chat --model runs/fixture/export/model-q4_0.gguf"},
     }

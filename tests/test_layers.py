@@ -151,3 +151,12 @@ def test_the_checker_sees_function_level_imports(tmp_path):
     mods["primer.b"].write_text("import os\n")
     assert _imports("primer.a", mods["primer.a"], mods) == {"primer.b"}
     assert _imports("primer.b", mods["primer.b"], mods) == set()
+
+
+def test_cli_leaves_never_import_each_other(graph):
+    """One thin leaf per verb; what two leaves share lives beside them (e.g. cli/sampling.py)."""
+    from primer.cli import LEAVES
+
+    leaves = {f"primer.cli.{name}" for name in LEAVES}
+    crossing = sorted((m, d) for m in leaves for d in graph.get(m, ()) if d in leaves and d != m)
+    assert not crossing, crossing

@@ -313,7 +313,7 @@ def test_mini_recipe_end_to_end(tmp_path, data_dir):
     out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     run = json.loads((rd / "run.json").read_text())
-    assert [s["status"] for s in run["stages"]] == ["done"] * 7, run["stages"]
+    assert [s["status"] for s in run["stages"]] == ["done"] * 8, run["stages"]
     assert {"git_sha", "packages", "hardware", "recipe"} <= set(run)
     report = rd / "report.html"
     assert report.is_file()
@@ -341,8 +341,8 @@ def test_mini_recipe_end_to_end(tmp_path, data_dir):
     out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     run = json.loads((rd / "run.json").read_text())
-    assert [s["status"] for s in run["stages"]] == ["skipped"] * 7
-    assert out.stdout.count("up to date") == 7, out.stdout
+    assert [s["status"] for s in run["stages"]] == ["skipped"] * 8
+    assert out.stdout.count("up to date") == 8, out.stdout
     assert time.time() - t0 < 120
     shutil.copytree(rd, tmp_path / "run-30-steps")  # kept for `primer compare` below
 
@@ -352,7 +352,7 @@ def test_mini_recipe_end_to_end(tmp_path, data_dir):
     run = json.loads((rd / "run.json").read_text())
     assert {s["name"]: s["status"] for s in run["stages"]} == {
         "synth": "skipped", "curate": "skipped", "tokenize": "skipped", "train": "done", "eval": "done", "audit": "done",
-        "export": "done"}
+        "export": "done", "tune": "skipped"}
     assert json.loads((rd / "train" / "stage.json").read_text())["summary"]["steps"] == 20
 
     # with no data folder (PRIMER_DATA=embedded stands for a fresh machine, where the lookup finds none and
@@ -406,3 +406,60 @@ def test_two_runs_on_one_dir_are_refused(tmp_path):
         with pytest.raises(PrimerError, match=f"in use by another `primer run` .pid {pid}"):
             run_recipe(r, rd, stages=FAKE, log=lambda s: None, write_report=False)
     run_recipe(r, rd, stages=FAKE, log=lambda s: None, write_report=False)  # free again
+
+
+@pytest.mark.slow
+def test_tune_stage_makes_a_chat_model_and_scores_it_before_and_after(tmp_path, data_dir):
+    """recipes/chat.toml in miniature: SFT then DPO of the bundled model, IFEval/XSTest/ARC-Easy before and after,
+    the report's section. The data is given ([tune] sft_data/pairs_data), so the test does not wait on the
+    135M teacher's yield (bench/chat.py and the synth tests cover the teacher-made path)."""
+    convs = [{"messages": [{"role": "user", "content": f"Write the word {w} in capital letters."},
+                           {"role": "assistant", "content": w.upper()}]} for w in ("apple", "river", "stone", "cloud")]
+    pairs = [{"prompt": f"Answer in one word: what colour is {x}?", "chosen": c, "rejected": f"I think {x} might be {c}."}
+             for x, c in (("snow", "White."), ("grass", "Green."), ("coal", "Black."), ("the sky", "Blue."))]
+    (tmp_path / "sft.jsonl").write_text("".join(json.dumps(c) + "\n" for c in convs))
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    recipe = tmp_path / "chat.toml"
+    recipe.write_text('''[run]
+name = "chat-mini"
+stages = ["synth", "curate", "tune"]
+[synth]
+n = 1
+formats = ["textbook"]
+max_tokens = 64
+min_words = 10
+fsync = false
+[curate]
+workers = 1
+out_format = "jsonl"
+[tune]
+enabled = true
+sft_data = ["sft.jsonl"]
+pairs_data = ["pairs.jsonl"]
+sft_steps = 2
+dpo_steps = 2
+batch_size = 2
+max_seq_len = 256
+ifeval_limit = 3
+xstest_limit = 2
+mc_tasks = ["arc_easy"]
+mc_limit = 3
+max_gen_tokens = 24
+''')
+    rd = tmp_path / "run"
+    out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path, env={"PRIMER_DATA": str(data_dir)})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    s = json.loads((rd / "tune" / "stage.json").read_text())["summary"]
+    assert s["skipped"] is None and (s["conversations"], s["pairs"]) == (4, 4)
+    assert len(s["sft_curve"]["step"]) == 2 and len(s["dpo_margin"]["step"]) == 2
+    rows = {(r["task"], r["metric"]): r for r in s["rows"]}
+    assert rows[("ifeval", "prompt_level_loose_acc")]["n"] == 3 and rows[("arc_easy", "acc_norm")]["n"] == 3
+    assert rows[("xstest", "refusal_rate,safe")]["n"] == 2
+    # every measured metric has both numbers (XSTest's first 2 prompts are safe ones: no unsafe-compliance rate)
+    assert all(r["before"] is not None and r["after"] is not None for k, r in rows.items()
+               if k != ("xstest", "compliance_rate,unsafe"))
+    lo, hi = s["ifeval_ci"]
+    assert lo <= s["ifeval_diff"] <= hi
+    assert (rd / s["checkpoint"]).is_dir()
+    html = (rd / "report.html").read_text()
+    assert "Chat tuning" in html and "IFEval prompt-level loose, after" in html

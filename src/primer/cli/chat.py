@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    from primer.cli.generate import add_sampling_args
+    from primer.cli.sampling import add_sampling_args
 
     p = sub.add_parser("chat", help="multi-turn chat REPL on stdin/stdout (/exit to leave)",
                        description="Chat with a model: one message per line on stdin; /exit leaves, /reset forgets.")
@@ -24,7 +24,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import sys
 
-    from primer.cli.generate import finish_note
+    from primer.cli.sampling import finish_note
     from primer.errors import PrimerError
     from primer.model.generate import check_sampling, generate
     from primer.weights.load import load_model

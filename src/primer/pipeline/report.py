@@ -23,7 +23,7 @@ from primer.errors import PrimerError
 from primer.pipeline.records import RunRecord, StageRecord, read_run, read_stage
 from primer.pipeline.stages import STAGES
 from primer.pipeline.summaries import (AuditSummary, CurateSummary, Curve, EvalSummary, ExportSummary, Gap,
-                                       SynthSummary, TokenizeSummary, TrainSummary, read_summary)
+                                       SynthSummary, TokenizeSummary, TrainSummary, TuneSummary, read_summary)
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -429,6 +429,37 @@ def section_eval(s: EvalSummary) -> str:
     return "\n".join(out)
 
 
+def section_tune(s: TuneSummary) -> str:
+    if s.skipped:
+        return f'<div class="missing">tuning skipped: {esc(s.skipped)}</div>'
+    out = [kv_table({"tuned model": s.model, "conversations": s.conversations, "preference pairs": s.pairs,
+                     "tuned checkpoint": s.checkpoint,
+                     "time (s)": ", ".join(f"{k} {v}" for k, v in s.seconds.items())})]
+    rows = [[r.task, r.metric, r.n, None if r.before is None else 100 * r.before,
+             None if r.after is None else 100 * r.after,
+             None if r.before is None or r.after is None else 100 * (r.after - r.before)] for r in s.rows]
+    out.append(table(["task", "metric", "items", "before", "after", "after − before"], rows, num_cols={2, 3, 4, 5}))
+    if s.ifeval_diff is not None and s.ifeval_ci:
+        out.append(f"<p>IFEval prompt-level loose, after − before on the same prompts: <b>{100 * s.ifeval_diff:+.1f}"
+                   f"</b> points (95% paired-bootstrap interval [{100 * s.ifeval_ci[0]:+.1f}, "
+                   f"{100 * s.ifeval_ci[1]:+.1f}]).</p>")
+    plt = pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for curve, label, ax in ((s.sft_curve, "SFT loss", a1), (s.dpo_curve, "DPO loss", a1),
+                             (s.dpo_margin, "DPO reward margin", a2)):
+        if curve and curve.step:
+            ax.plot(curve.step, curve.loss, label=label)
+    a1.set_xlabel("step")
+    a1.set_title("Tuning losses")
+    a2.set_xlabel("DPO step")
+    a2.set_title("Reward margin (chosen − rejected)")
+    for ax in (a1, a2):
+        ax.grid(alpha=.3)
+        ax.legend()
+    out.append(img(fig))
+    return "\n".join(out)
+
+
 def section_audit(s: AuditSummary) -> str:
     if s.skipped:
         return f'<div class="missing">audit skipped: {esc(s.skipped)}</div>'
@@ -548,6 +579,7 @@ def render(run_dir: str | Path) -> str:
         "<h2>On-device file</h2>", stage_section(stages, "export", section_export),
         "<h2>Benchmarks</h2>", stage_section(stages, "eval", section_eval),
         "<h2>Audit</h2>", stage_section(stages, "audit", section_audit),
+        "<h2>Chat tuning</h2>", stage_section(stages, "tune", section_tune),
         "<h2>Generation samples</h2>", section_samples(stages),
         "<h2>Recipe</h2>", section_recipe(run),
         "<h2>Hardware and software</h2>", section_env(run),

@@ -28,7 +28,7 @@ from primer.errors import PrimerError
 from primer.pipeline.spec import StageContext, StageSpec
 from primer.pipeline.summaries import (AuditSummary, CurateSummary, Curve, DecontamCounts, DedupCounts, DocSample,
                                        EvalRow, EvalSummary, ExportSummary, Gap, Generation, Signal, SourceCounts,
-                                       SynthSummary, TokenizeSummary, TrainSummary)
+                                       SynthSummary, TokenizeSummary, TrainSummary, TuneSummary)
 
 if TYPE_CHECKING:
     from primer.eval.runner import TaskResult
@@ -425,6 +425,25 @@ def run_export(cfg, ctx: StageContext) -> ExportSummary:
                          chat=f"primer chat --model {ctx.rel(r.path)}  (in the run directory)")
 
 
+# ----------------------------------------------------------------------------------------- tune
+
+
+def _tune_cfg():
+    from primer.pipeline.chat import ChatTuneConfig
+
+    return ChatTuneConfig
+
+
+def run_tune(cfg, ctx: StageContext) -> TuneSummary:
+    if not cfg.enabled:
+        return TuneSummary(skipped="off in this recipe ([tune] enabled = true turns it on; recipes/chat.toml does)",
+                           model=None, conversations=None, pairs=None, sft_curve=None, dpo_curve=None,
+                           dpo_margin=None, rows=[], ifeval_diff=None, ifeval_ci=None, checkpoint=None, seconds={})
+    from primer.pipeline.chat import run_chat_tune
+
+    return run_chat_tune(cfg, corpus_files(ctx, "curate"), ctx.out_dir, ctx.log, device=_device(), rel=ctx.rel)
+
+
 # ------------------------------------------------------------------------------------------------
 
 STAGES: list[StageSpec] = [
@@ -442,4 +461,7 @@ STAGES: list[StageSpec] = [
     StageSpec("audit", ("train", "curate"), _audit_cfg, run_audit, AuditSummary, "perturbation gaps and contamination",
               wired=("corpus", "out"), env=("PRIMER_DATA",), resolve=_with_data_dir),
     StageSpec("export", ("train",), _export_cfg, run_export, ExportSummary, "the trained model as a GGUF file llama.cpp runs"),
+    StageSpec("tune", ("curate",), _tune_cfg, run_tune, TuneSummary,
+              "chat data from the corpus, SFT + DPO of [tune] model, evals before/after (off by default)",
+              env=("PRIMER_DATA",), resolve=_with_data_dir),
 ]

@@ -205,6 +205,37 @@ class AuditSummary:
 
 
 @dataclass
+class TuneRow:
+    """One metric of one task, before and after tuning, on the same items."""
+
+    task: str
+    metric: str
+    n: int
+    before: float | None
+    after: float | None
+
+
+@dataclass
+class TuneSummary:
+    skipped: str | None
+    """why the stage did not tune (None: it did); the other fields are then None or empty"""
+    model: str | None
+    conversations: int | None
+    pairs: int | None
+    sft_curve: Curve | None
+    dpo_curve: Curve | None
+    dpo_margin: Curve | None
+    """DPO's reward margin beta * (r_chosen - r_rejected) per step"""
+    rows: list[TuneRow]
+    ifeval_diff: float | None
+    """IFEval prompt-level loose, after - before (paired items)"""
+    ifeval_ci: list[float] | None
+    """its 95% paired-bootstrap interval"""
+    checkpoint: str | None
+    seconds: dict[str, float]
+
+
+@dataclass
 class ExportSummary:
     path: str
     """the exported GGUF file (or HF directory), relative to the run directory"""

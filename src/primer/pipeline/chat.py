@@ -1,0 +1,168 @@
+"""The `[tune]` stage: a model made into a chat model the phi-3 way, evaluated before and after.
+
+Steps (each resumable: rerunning the stage continues where it stopped):
+  1. conversations: the teacher turns the curated documents into chat data (`primer synth --kind conversations`);
+  2. preference pairs: on-policy samples of the model being tuned, ranked by the verifiers, plus safety pairs
+     written from XSTest-like prompt *types* (`primer synth --kind preference`, decontaminated against XSTest);
+  3. SFT of the model on (1), then DPO from its last checkpoint on (2) (`primer tune sft` / `dpo`);
+  4. eval of the model before and after on the same items: IFEval (the four numbers, and the prompt-level loose
+     difference with a paired bootstrap interval), XSTest (unsafe compliance, safe refusal) and multiple-choice
+     tasks (ARC-Easy, PIQA) to show nothing was broken.
+
+Off in the default recipe (SFT + DPO of the 135M model and its evals do not fit its ~12-minute budget on 2
+cores); on in recipes/chat.toml. `bench/chat.py` runs the same steps outside a run directory.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from primer.config import Count, Positive
+from primer.errors import PrimerError
+from primer.pipeline.summaries import Curve, TuneRow, TuneSummary
+
+IFEVAL_METRICS = ("prompt_level_loose_acc", "prompt_level_strict_acc", "inst_level_loose_acc", "inst_level_strict_acc")
+XSTEST_METRICS = ("compliance_rate,unsafe", "refusal_rate,safe")
+
+
+@dataclass
+class ChatTuneConfig:
+    enabled: bool = False
+    """Run the stage (off by default: it takes tens of minutes on 2 cores; recipes/chat.toml turns it on)."""
+    model: str = "bundled"
+    """The model to tune: 'bundled' (SmolLM2-135M-Instruct), a .gguf, an HF dir or a primer checkpoint."""
+    teacher: str = "bundled"
+    """Writes the conversations and judges where no verifier exists ('bundled', a .gguf or an HTTP endpoint)."""
+    sft_data: list[Path] = field(default_factory=list)
+    """Your own conversations (OpenAI `messages` JSONL...): used instead of teacher-made ones (steps 1 skipped)."""
+    pairs_data: list[Path] = field(default_factory=list)
+    """Your own preference pairs ({prompt, chosen, rejected} JSONL): used instead of sampled ones (step 2 skipped)."""
+    conversations: Count = 200
+    pairs: Count = 100
+    """preference pairs from on-policy samples"""
+    safety_per_type: int = 4
+    """safety preference pairs per XSTest-like prompt type (0: none)"""
+    samples: Count = 4
+    """on-policy answers sampled per preference prompt"""
+    synth_tokens: Count = 256
+    """most tokens per teacher or policy answer"""
+    sft_steps: Count = 60
+    dpo_steps: Count = 40
+    batch_size: Count = 8
+    max_seq_len: Count = 768
+    sft_lr: Positive = 2e-5
+    dpo_lr: Positive = 5e-7
+    beta: Positive = 0.1
+    ifeval_limit: Count | None = 100
+    """IFEval prompts scored before and after (None: all 541)"""
+    xstest_limit: Count | None = None
+    """XSTest prompts (None: all 450)"""
+    mc_tasks: list[str] = field(default_factory=lambda: ["arc_easy", "piqa"])
+    """multiple-choice tasks scored before and after, to show nothing was broken"""
+    mc_limit: Count = 100
+    max_gen_tokens: Count | None = 256
+    """most new tokens per IFEval answer"""
+    data_dir: Path | None = None
+    """benchmark folder (default: the lookup every stage uses)"""
+
+
+def _files(d: Path) -> list[str]:
+    return [str(p) for p in sorted(d.glob("data-*.jsonl"))]
+
+
+def _curve(rows: list[dict], key: str) -> Curve:
+    pts = [(int(r["step"]), float(r[key])) for r in rows if "step" in r and isinstance(r.get(key), (int, float))]
+    return Curve([p[0] for p in pts], [p[1] for p in pts])
+
+
+def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Callable[[str], None],
+                  device: str = "cpu", rel: Callable[[Path], str] = str) -> TuneSummary:
+    """Steps 1-4 of the module docstring into `out`; the summary the report shows."""
+    from primer.audit.stats import paired_bootstrap
+    from primer.common.jsonl import count_records
+    from primer.eval.lm import PrimerLM
+    from primer.eval.runner import EvalConfig, evaluate
+    from primer.synth.run import SynthConfig, synth
+    from primer.train.checkpoints import latest_checkpoint
+    from primer.train.metrics import read_metrics
+    from primer.tune import DPOConfig, SFTConfig, dpo, sft
+
+    if cfg.data_dir is None or not all((Path(cfg.data_dir) / t).is_dir() for t in ("ifeval", "xstest")):
+        raise PrimerError(f"[tune] needs benchmark data with ifeval/ and xstest/ (found: {cfg.data_dir}) for its "
+                          "before/after evals and the XSTest decontamination of its safety pairs: set PRIMER_DATA, "
+                          "[tune] data_dir, or fetch them with `primer data pull ifeval,xstest`")
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def lap(name: str) -> None:
+        times[name] = round(time.perf_counter() - t0 - sum(times.values()), 1)
+
+    common = dict(teacher=cfg.teacher, device=device, max_tokens=cfg.synth_tokens, fsync=False, min_words=8,
+                  progress=False)
+    srcs = [Path(s) for s in sources]
+    if cfg.sft_data:
+        conv_files, n_conv = [str(p) for p in cfg.sft_data], sum(count_records(p) for p in cfg.sft_data)
+    else:
+        log(f"  tune: {cfg.conversations} conversations from {len(srcs)} curated file(s)")
+        n_conv = synth(SynthConfig(kind="conversations", sources=srcs, out=out / "conversations",
+                                   n=cfg.conversations, **common)).documents
+        conv_files = _files(out / "conversations")
+    if cfg.pairs_data:
+        pair_files, n_pairs = [str(p) for p in cfg.pairs_data], sum(count_records(p) for p in cfg.pairs_data)
+    else:
+        log(f"  tune: {cfg.pairs} preference pairs sampled from {cfg.model} (+ {cfg.safety_per_type} safety per type)")
+        n_pairs = synth(SynthConfig(kind="preference", sources=srcs, out=out / "pairs", n=cfg.pairs, policy=cfg.model,
+                                    samples=cfg.samples, safety_per_type=cfg.safety_per_type,
+                                    data_dir=Path(cfg.data_dir), **common)).documents
+        pair_files = _files(out / "pairs")
+    for what, files in (("conversations", conv_files), ("preference pairs", pair_files)):
+        if not files:
+            raise PrimerError(f"[tune] the teacher kept no {what} (see {out}/*/rejects.jsonl): raise [tune] "
+                              f"conversations/pairs or give your own with [tune] sft_data/pairs_data")
+    lap("data")
+    loop = dict(batch_size=cfg.batch_size, device=device, max_seq_len=cfg.max_seq_len, progress=False)
+    log(f"  tune: SFT {cfg.sft_steps} steps, then DPO {cfg.dpo_steps} steps")
+    sft(SFTConfig(model=cfg.model, data=conv_files, out_dir=str(out / "sft"),
+                  max_steps=cfg.sft_steps, lr=cfg.sft_lr, warmup_steps=min(5, cfg.sft_steps - 1),
+                  save_every=cfg.sft_steps, **loop))
+    sft_ckpt = latest_checkpoint(out / "sft")
+    dpo(DPOConfig(model=str(sft_ckpt), data=pair_files, out_dir=str(out / "dpo"),
+                  max_steps=cfg.dpo_steps, lr=cfg.dpo_lr, beta=cfg.beta, save_every=cfg.dpo_steps, **loop))
+    tuned = latest_checkpoint(out / "dpo")
+    lap("tune")
+
+    cache = out / "eval-cache.sqlite"
+    results = {}
+    for who, spec in (("before", cfg.model), ("after", str(tuned))):
+        log(f"  tune: eval {who} ({who == 'before' and spec or 'the tuned model'})")
+        lm = PrimerLM.load(spec, batch_size=16, device=device)
+
+        def ev(tasks, limit, max_gen=None, lm=lm):
+            return evaluate(lm, EvalConfig(tasks=tasks, limit=limit, data_dir=Path(cfg.data_dir), log_samples=True,
+                                           max_gen_tokens=max_gen, cache=cache), progress=False)
+
+        # XSTest's string-match rule reads a reply's first words: 16 greedy tokens give the verdicts 256 would
+        results[who] = {"ifeval": ev(["ifeval"], cfg.ifeval_limit, cfg.max_gen_tokens),
+                        "xstest": ev(["xstest"], cfg.xstest_limit, 16),
+                        "mc": ev(list(cfg.mc_tasks), cfg.mc_limit) if cfg.mc_tasks else None}
+    lap("eval")
+
+    rows = []
+    for key, task, metrics in (("ifeval", "ifeval", IFEVAL_METRICS), ("xstest", "xstest", XSTEST_METRICS)):
+        b, a = results["before"][key].tasks[task], results["after"][key].tasks[task]
+        rows += [TuneRow(task=task, metric=m, n=b.n, before=b.metrics.get(m), after=a.metrics.get(m)) for m in metrics]
+    for task in cfg.mc_tasks:
+        b, a = results["before"]["mc"].tasks[task], results["after"]["mc"].tasks[task]
+        rows.append(TuneRow(task=task, metric=b.primary, n=b.n, before=b.metrics.get(b.primary),
+                            after=a.metrics.get(a.primary)))
+    items = {who: [float(s["scores"]["prompt_level_loose_acc"]) for s in results[who]["ifeval"].samples["ifeval"]]
+             for who in results}
+    pb = paired_bootstrap(items["after"], items["before"])
+    sft_rows, dpo_rows = read_metrics(out / "sft" / "metrics.jsonl"), read_metrics(out / "dpo" / "metrics.jsonl")
+    return TuneSummary(skipped=None, model=cfg.model, conversations=n_conv, pairs=n_pairs,
+                       sft_curve=_curve(sft_rows, "loss"), dpo_curve=_curve(dpo_rows, "loss"),
+                       dpo_margin=_curve(dpo_rows, "reward_margin"), rows=rows, ifeval_diff=pb.drop,
+                       ifeval_ci=list(pb.drop_ci), checkpoint=rel(tuned), seconds=times)
