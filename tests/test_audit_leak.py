@@ -1,14 +1,22 @@
-"""The controlled experiment: the same tiny model trained on a small corpus twice, once with a set of
-GSM8K test items leaked into it (repeated, in canonical order, as a data dump would hold them) and
-once clean. The audit must flag the leaked run on n-gram overlap, verbatim completion and the
-likelihood tests (Min-K%++, permutation), and flag none of them on the clean run.
+"""The controlled experiment, one per task family: ONE tiny model trained on TinyStories with the first 50
+test items of ARC-Challenge (multiple choice), HellaSwag (cloze) and GSM8K (generative) leaked into its
+data -- each item pasted 20 times at random places, a leak in shuffled order -- and ONE clean twin
+trained the same way without them. Both are audited WITHOUT the corpus, on the corpus-free signals
+against the audit's own controls (the neighbouring 50 items of the split; GSM8K: 50 train items):
 
-Training is a plain AdamW loop over `primer.model.transformer.Transformer` with a byte-level tokenizer, so the
-experiment is about the audit, not the training stack; ~150 s per model on 2 quiet cores (the whole
-test ~5 min). Fewer steps were tried and rejected: at 250 steps verbatim completion no longer flags
-the leaked run (even with 10 repeats), and the clean run's permutation p fell under 0.05 by chance.
+  * the leaked model is flagged on at least one corpus-free signal at Holm-adjusted p < 0.01, per family
+    (the reference model checking each rejection is the clean twin: a model trained without the items);
+  * the clean twin is flagged on none (its reference: its own checkpoint two thirds into training), and
+    the false-positive check (`calibrate`) runs its signals over 5 further 50-item slices per family and
+    flags nothing: the observed rate is printed;
+  * the n-gram look-up, given each corpus, finds the leak in the leaked corpus and nothing in the clean one.
+
+Training is a plain AdamW loop over `primer.model.transformer.Transformer` with a byte-level tokenizer,
+so the experiment is about the audit, not the training stack. Both models and the audits are shared by
+the tests through module fixtures (the time is in the README).
 """
 
+import copy
 import json
 import random
 
@@ -16,30 +24,20 @@ import numpy as np
 import pytest
 import torch
 
-from primer.audit.gsm_numbers import RebuildError, rebuild, substitute
+from primer.audit.result import FLAGGED
 from primer.audit.run import AuditConfig, audit
-from primer.tokens.bpe import byte_tokenizer
+from primer.audit.signals import CORPUS_FREE
 from primer.eval.lm import PrimerLM
+from primer.eval.tasks import get_task
 from primer.model.transformer import ModelConfig, Transformer
+from primer.tokens.bpe import byte_tokenizer
 
-N_ITEMS, REPEATS, N_STORIES, STEPS, SEQ, BATCH = 12, 6, 60, 500, 256, 16
-
-
-def _items(data_dir):
-    """The 12 shortest of the first 300 GSM8K test items that get new numbers (for Min-K%++ pairs)."""
-    rows = [json.loads(line) for line in open(data_dir / "gsm8k" / "test.jsonl")][:300]
-    ok = []
-    for r in rows:
-        try:
-            if substitute(rebuild(r), random.Random(0)) is not None:
-                ok.append(r)
-        except RebuildError:
-            pass
-    ok.sort(key=lambda r: len(r["question"]) + len(r["answer"]))
-    return ok[:N_ITEMS]
+FAMILIES = {"multiple_choice": "arc_challenge", "cloze": "hellaswag", "generative": "gsm8k"}
+N_ITEMS, COPIES, N_STORIES, STEPS, SEQ, BATCH = 50, 20, 280, 330, 256, 16
+EARLY = 2 * STEPS // 3
 
 
-def _train(texts: list[str], tok) -> Transformer:
+def _train(texts: list[str], tok, snapshot_at: int | None = None) -> tuple[Transformer, Transformer | None]:
     ids: list[int] = []
     for t in texts:
         ids += tok.encode(t, add_special_tokens=False) + [tok.eos_id]
@@ -50,7 +48,10 @@ def _train(texts: list[str], tok) -> Transformer:
     model = Transformer(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0, betas=(0.9, 0.95))
     g = torch.Generator().manual_seed(0)
+    early = None
     for step in range(STEPS):
+        if step == snapshot_at:
+            early = copy.deepcopy(model).eval()
         lr = 3e-3 * min(1.0, (step + 1) / 20) * (0.1 + 0.45 * (1 + np.cos(np.pi * step / STEPS)))
         for pg in opt.param_groups:
             pg["lr"] = lr
@@ -61,36 +62,90 @@ def _train(texts: list[str], tok) -> Transformer:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return model.eval()
+    return model.eval(), early
+
+
+@pytest.fixture(scope="module")
+def experiment(data_dir, tmp_path_factory):
+    """The leaked and clean corpora, and the models trained on them (the clean run's early checkpoint too)."""
+    tmp = tmp_path_factory.mktemp("leak")
+    stories = [s.strip() for s in (data_dir / "tinystories" / "TinyStories-train_prefix.txt").read_text()
+               .split("<|endoftext|>") if s.strip()][:N_STORIES]
+    leak = []
+    for name in FAMILIES.values():
+        task = get_task(name)
+        leak += [task.example_text(d) for d in task.docs(data_dir)[:N_ITEMS]]
+    leaked = list(stories)
+    rng = random.Random(1)
+    for text in leak * COPIES:  # each copy on its own, at a random place: the leak in shuffled order
+        leaked.insert(rng.randrange(len(leaked) + 1), text)
+    tok = byte_tokenizer()
+    corpora = {}
+    for name, texts in (("leaked", leaked), ("clean", stories)):
+        corpora[name] = tmp / f"{name}.jsonl"
+        corpora[name].write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    leaked_model, _ = _train(leaked, tok)
+    clean_model, early = _train(stories, tok, snapshot_at=EARLY)
+    # batch 64: the greedy completions of 50 items and 50 controls decode in two batches, not seven
+    lms = {"leaked": PrimerLM(leaked_model, tok, name="leaked", batch_size=64),
+           "clean": PrimerLM(clean_model, tok, name="clean", batch_size=64),
+           "clean_early": PrimerLM(early, tok, name=f"clean@{EARLY}", batch_size=64)}
+    return {"lms": lms, "corpora": corpora, "tmp": tmp, "leaked_fraction": len(leak) * COPIES / len(leaked)}
+
+
+def _cfg(task, tmp, **kw):
+    return AuditConfig(task=task, limit=N_ITEMS, signals=list(CORPUS_FREE), cache=tmp / "cache.sqlite", **kw)
+
+
+@pytest.fixture(scope="module")
+def audits(experiment, data_dir):
+    lms, tmp = experiment["lms"], experiment["tmp"]
+    out = {}
+    for family, task in FAMILIES.items():
+        out[family, "leaked"] = audit(lms["leaked"], _cfg(task, tmp, data_dir=data_dir, out=tmp / f"leaked_{task}"),
+                                      progress=False, reference=lms["clean"])
+        out[family, "clean"] = audit(lms["clean"], _cfg(task, tmp, data_dir=data_dir, out=tmp / f"clean_{task}"),
+                                     progress=False, reference=lms["clean_early"], clean=lms["clean"])
+    return out
+
+
+def _show(res):
+    from primer.audit.report import signal_table
+
+    print(f"{res.model['name']} on {res.task}:", *signal_table(res), sep="\n")
 
 
 @pytest.mark.slow
-def test_audit_flags_the_leaked_run_and_not_the_clean_one(data_dir, tmp_path):
-    items = _items(data_dir)
-    bench = tmp_path / "bench" / "gsm8k"
-    bench.mkdir(parents=True)
-    (bench / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
-    (bench / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items[:2]))
-    stories = [s.strip() for s in (data_dir / "tinystories" / "TinyStories-train_prefix.txt").read_text()
-               .split("<|endoftext|>") if s.strip()][:N_STORIES]
-    dump = "\n\n".join(f"Question: {r['question']}\nAnswer: {r['answer']}" for r in items)
-    leaked = list(stories)
-    rng = random.Random(1)
-    for _ in range(REPEATS):
-        leaked.insert(rng.randrange(len(leaked) + 1), dump)
-    tok = byte_tokenizer()
-    flags = {}
-    for name, corpus in (("leaked", leaked), ("clean", stories)):
-        path = tmp_path / f"{name}.jsonl"
-        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus))
-        lm = PrimerLM(_train(corpus, tok), tok, name=name, batch_size=16)
-        cfg = AuditConfig(task="gsm8k", data_dir=tmp_path / "bench", limit=None, corpus=[str(path)], cache="none",
-                          signals=["ngram", "mink", "verbatim", "permutation"], permutations=30,
-                          out=tmp_path / f"audit_{name}")
-        res = audit(lm, cfg, progress=False)
-        flags[name] = {v.signal: v.flag for v in res.verdicts}
-        print(name, json.dumps({v.signal: v.verdict for v in res.verdicts}, indent=1))
-        assert (tmp_path / f"audit_{name}" / "audit.json").is_file()
-        assert res.contamination["mink"]["n"] == N_ITEMS
-    assert flags["leaked"] == {"ngram": True, "mink": True, "verbatim": True, "permutation": True}, flags
-    assert flags["clean"] == {"ngram": False, "mink": False, "verbatim": False, "permutation": False}, flags
+@pytest.mark.parametrize("family", FAMILIES)
+def test_leaked_model_is_flagged_without_the_corpus(audits, family):
+    res = audits[family, "leaked"]
+    _show(res)
+    flagged = [v for v in res.verdicts if v.flag]
+    assert flagged and all(v.combined and v.p_holm < 0.01 for v in flagged), res.verdicts
+    assert res.overall.state == FLAGGED and res.overall.verdict.startswith("contamination evidence from")
+    assert len(res.contamination["likelihood"]["audited"]["items"]) == N_ITEMS
+    assert (res.files["json"] and res.files["plot"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_clean_twin_is_flagged_on_nothing_over_six_slices(audits, family):
+    res = audits[family, "clean"]
+    _show(res)
+    assert not [v for v in res.verdicts if v.flag], res.verdicts
+    assert res.overall.state != FLAGGED
+    cal = res.calibration
+    print(f"false-positive check, {FAMILIES[family]}: {cal.flagged}/{len(cal.slices)} slices flagged "
+          f"(observed rate {cal.rate:.0%}); per signal {cal.per_signal}")
+    assert len(cal.slices) == 5 and cal.flagged == 0 and not any(cal.per_signal.values()), cal
+
+
+@pytest.mark.slow
+def test_ngram_lookup_finds_the_leak_in_the_leaked_corpus_only(experiment, data_dir):
+    for name in ("leaked", "clean"):
+        res = audit(experiment["lms"][name], AuditConfig(task="gsm8k", data_dir=data_dir, limit=N_ITEMS,
+                                                          signals=["ngram"], corpus=[str(experiment["corpora"][name])]),
+                    progress=False)
+        [ng] = res.verdicts
+        assert ng.flag == (name == "leaked"), ng.verdict
+        assert res.contamination["ngram"]["corpus_docs"] >= N_STORIES

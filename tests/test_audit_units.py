@@ -31,13 +31,10 @@ def test_paired_bootstrap_detects_a_real_drop_and_not_noise():
     assert not S.paired_bootstrap(orig, pert2, iters=1000).significant
 
 
-def test_mcnemar_and_t_test_values():
+def test_mcnemar_values():
     # 10 discordant pairs all one way: 2 * 0.5**10
     a, b = np.ones(10), np.zeros(10)
     assert S.mcnemar_exact(a, b) == pytest.approx(2 / 1024)
-    # scipy.stats.t.cdf(2.0, 5) = 0.94903026; ttest_1samp([.3,1.2,-.1,.8,.5], greater) p = 0.035242
-    assert C.student_t_cdf(2.0, 5) == pytest.approx(0.9490302605850708, abs=1e-9)
-    assert C.t_test_greater(np.array([0.3, 1.2, -0.1, 0.8, 0.5])) == pytest.approx(0.03524199845510996, abs=1e-9)
 
 
 def test_memorisation_signature_counts_flips_both_ways():
@@ -142,7 +139,7 @@ def test_a_drop_against_a_chance_level_baseline_is_reported_but_not_counted():
         metric="acc_norm", shots=0, chance=0.25, conditions=[cond],
         baselines={"mcf": Baseline(n=200, acc=0.265, ci=(0.205, 0.33), at_chance=True)}))
     [rob] = [v for v in verdicts(result) if v.signal == "robustness"]
-    assert not rob.flag
+    assert rob.state == "no evidence"  # nothing counted: no evidence, never "not flagged"
     assert "0 of 0 content perturbations" in rob.verdict and "does not beat chance (25.0%)" in rob.verdict
     assert "26.5%->17.0%" in rob.verdict and "not counted: its baseline (mcf)" in rob.verdict
     assert "chance (guessing) 25.0%" in table(result)

@@ -40,11 +40,11 @@ def test_served_model_scores_as_in_process_and_audits(tmp_path, bundled_gguf, da
             same = sum(p == q for p, q in zip(_picks(a), _picks(b)))
             assert same >= len(a) - 2, (task, same, len(a))
         # GSM8K robustness audit of the served model, end to end (generation only), plus a likelihood signal
-        r = audit(lm, AuditConfig(task="gsm8k", data_dir=data_dir, limit=2, shots=0, perturbations=["numbers"],
+        r = audit(lm, AuditConfig(task="gsm8k", data_dir=data_dir, limit=4, shots=0, perturbations=["numbers"],
                                   signals=["robustness", "permutation"], permutations=2, max_tokens=24,
-                                  bootstrap=50, cache=tmp_path / "c.sqlite"), progress=False)
+                                  bootstrap=50, cache=tmp_path / "c.sqlite", reference="none"), progress=False)
         assert r.robustness is not None and r.robustness.conditions and r.robustness.conditions[0].n >= 1
-        assert "skipped" not in r.contamination["permutation"], r.contamination["permutation"]
+        assert len(r.contamination["permutation"]["audited"]) == 2, r.verdicts  # 4 items: 2 shards measured
 
     # the same server without prompt log-probs: multiple choice is one line naming the task and what is missing;
     # the audit's robustness still runs and its likelihood signal is reported as not measured, never as clean
@@ -55,13 +55,15 @@ def test_served_model_scores_as_in_process_and_audits(tmp_path, bundled_gguf, da
         with pytest.raises(PrimerError, match=r"task piqa .*prompt log-probs"):
             evaluate(load_lm(spec), EvalConfig(tasks=["piqa"], limit=2, data_dir=data_dir, cache="none"),
                      progress=False)
-        r = audit(load_lm(spec), AuditConfig(task="gsm8k", data_dir=data_dir, limit=2, shots=0,
-                                             perturbations=["numbers"], signals=["robustness", "permutation"],
-                                             permutations=2, max_tokens=24, bootstrap=50, cache=tmp_path / "c2.sqlite"), progress=False)
+        r = audit(load_lm(spec), AuditConfig(task="gsm8k", data_dir=data_dir, limit=4, shots=0,
+                                             perturbations=["numbers"], signals=["robustness", "permutation", "mink"],
+                                             permutations=2, max_tokens=24, bootstrap=50, cache=tmp_path / "c2.sqlite",
+                                             reference="none"), progress=False)
         assert r.robustness is not None and r.robustness.conditions
-        assert "prompt log-probs" in r.contamination["permutation"]["skipped"]
-        line = next(v for v in r.verdicts if v.signal == "permutation")
-        assert not v_clean(line), line
+        for signal in ("permutation", "mink"):
+            line = next(v for v in r.verdicts if v.signal == signal)
+            assert line.state == "not measured" and not v_clean(line), line
+        assert "prompt log-probs" in next(v for v in r.verdicts if v.signal == "permutation").verdict
 
 
 def v_clean(verdict) -> bool:

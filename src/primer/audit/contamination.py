@@ -1,37 +1,45 @@
-"""Evidence that test items were in the training data: four independent signals.
+"""What the contamination signals measure, per item, on one model: the raw numbers, no decisions.
 
 (a) n-gram overlap: each benchmark item's word 13-grams looked up in the training corpus with
     curate's `NgramIndex` (the index curation uses to drop test material); per item, the largest
     fraction of its grams found in one corpus document, and how many documents hit it.
-(b) Min-K%++ (Zhang et al. 2024): per token, z = (log p(x_t) - mu_t) / sigma_t where mu_t and
-    sigma_t are the mean and standard deviation of log p(z) under the model's own next-token
-    distribution; the item score is the mean of the lowest k% of z. A model that trained on an
-    item scores it above an unseen item of the same kind, so each test item is compared with a
-    *matched perturbed copy* (new numbers, new names) that cannot have been trained on.
-(c) Verbatim completion: prompt with the first half of the item, decode greedily, and measure
-    exact and near-exact (ROUGE-L F1 on words, normalized edit similarity) reproduction of the
-    second half.
-(d) Oren et al. (2023) permutation test: exchangeable examples have the same likelihood in any
-    order unless the model saw them in one; the log-likelihood of the items in canonical order is
-    compared with shuffled orders (per shard: rank among permutations; across shards: a one-sided
-    t-test of canonical minus mean-shuffled, the paper's sharded test).
+(b) Membership-inference scores of an item's own text (question + answer, the way it would have
+    been memorised), higher = more familiar to the model:
+      loss  log-likelihood per byte (Yeom et al. 2018's loss attack; per byte, so models with
+            different tokenizers compare: the reference ratio of Carlini et al. 2021 is the
+            difference of two models' `loss`);
+      zlib  log-likelihood per bit of the zlib-compressed text (Carlini et al. 2021: how surprising
+            the text is to the model relative to how compressible it is at all);
+      mink  Min-K%++ (Zhang et al. 2024): per token z = (log p(x_t) - mu_t) / sigma_t with mu_t and
+            sigma_t the mean and standard deviation of log p under the model's own next-token
+            distribution; the mean of the lowest k fraction of z.
+(c) Verbatim completion: prompt with the first half of the item's words, decode greedily, and
+    score the completion against the true next words (ROUGE-L F1 on words, exact match).
+(d) Oren et al. (2023): the log-likelihood of the items concatenated in canonical order against
+    shuffled orders, per shard of consecutive items.
 
-Each signal returns its numbers and a `flag` with the rule that set it; report.py words verdicts.
+Model answers go through eval's cache (`eval.runner.Cache`): generations and rolling
+log-likelihoods as eval's own request kinds, membership scores under a kind of their own, so a
+rerun (or a second audit against the same reference) asks the model only what is new.
+`evidence` turns these numbers into tests and verdicts.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import random
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from primer.audit.stats import binom_two_sided
+from primer.eval.runner import Cache, answer_docs
+
+SCORES = ("mink", "loss", "zlib")
+"""The membership-inference scores, each a signal of its own."""
 
 
 # -- (a) n-gram overlap ------------------------------------------------------------------------------
@@ -60,12 +68,11 @@ def ngram_overlap(items: Sequence[str], corpus: Iterable[str], *, n: int = 13, m
         "per_item": [{"overlap": round(float(best[i]), 4), "docs": int(docs_hit[i])} for i in range(len(items))],
         "contaminated": contaminated, "contaminated_fraction": len(contaminated) / max(1, len(items)),
         "any_overlap": int((best > 0).sum()), "mean_overlap": float(best.mean()) if len(items) else 0.0,
-        "flag": bool(contaminated),
         "rule": f"an item is contaminated when >= {threshold:.0%} of its {n}-grams occur in one corpus document",
     }
 
 
-# -- (b) Min-K%++ ------------------------------------------------------------------------------------
+# -- (b) membership-inference scores ------------------------------------------------------------------
 def _model_and_tokenizer(lm):
     model, tok = getattr(lm, "model", None), getattr(lm, "tok", None)
     if model is None or tok is None:
@@ -75,7 +82,8 @@ def _model_and_tokenizer(lm):
 
 @torch.inference_mode()
 def token_stats(lm, texts: Sequence[str], batch_size: int = 8) -> list[dict[str, np.ndarray]]:
-    """Per text and token (after the first): log p(x_t), mu_t and sigma_t of log p over the vocab."""
+    """Per text and token: log p(x_t), mu_t and sigma_t of log p over the vocab (the first token is
+    predicted from the model's BOS-or-EOS prefix, as lm-eval scores an empty context)."""
     model, tok = _model_and_tokenizer(lm)
     device = next(model.parameters()).device
     prefix = getattr(lm, "prefix_token_id", None)
@@ -116,61 +124,35 @@ def min_k_plus_plus(stats: dict[str, np.ndarray], k: float = 0.2) -> float:
     return float(np.sort(z)[:m].mean())
 
 
-def min_k(stats: dict[str, np.ndarray], k: float = 0.2) -> float:
-    """Min-K% (Shi et al. 2023): mean of the lowest k fraction of token log-probs."""
-    lp = stats["logp"]
-    if lp.size == 0:
-        return float("nan")
-    m = max(1, int(math.ceil(k * lp.size)))
-    return float(np.sort(lp)[:m].mean())
+def zlib_bits(text: str) -> int:
+    return 8 * len(zlib.compress(text.encode("utf-8")))
 
 
-def mink_test(lm, originals: Sequence[str], perturbed: Sequence[str], *, k: float = 0.2,
-              alpha: float = 0.01, min_effect: float = 0.65, iters: int = 2000, seed: int = 0) -> dict:
-    """Min-K%++ of each original vs its matched perturbed copy (aligned lists).
-
-    Flag when the paired difference is above 0 in a one-sided paired t-test at `alpha` AND the
-    original scores higher in at least `min_effect` of the pairs (an effect size, so a large
-    benchmark does not flag a tiny systematic difference between original and perturbed wording).
-    The sign-test p-value is reported beside it.
-    """
-    if len(originals) != len(perturbed):
-        raise ValueError("originals and perturbed must be aligned")
-    n = len(originals)
-    if n == 0:
-        return {"n": 0, "flag": False, "rule": "no matched pairs"}
-    stats = token_stats(lm, list(originals) + list(perturbed))
-    so = np.array([min_k_plus_plus(s, k) for s in stats[:n]])
-    sp = np.array([min_k_plus_plus(s, k) for s in stats[n:]])
-    lo_ = np.array([min_k(s, k) for s in stats[:n]])
-    lp_ = np.array([min_k(s, k) for s in stats[n:]])
-    d = so - sp
-    wins, losses = int((d > 0).sum()), int((d < 0).sum())
-    p_sign = _sign_test_greater(wins, losses)
-    p = t_test_greater(d)
-    rng = np.random.default_rng(seed)
-    boot = d[rng.integers(0, n, size=(iters, n))].mean(1)
-    frac = wins / max(1, wins + losses)
-    flag = bool(p < alpha and frac >= min_effect)
-    return {
-        "n": n, "k": k, "orig_mean": float(so.mean()), "pert_mean": float(sp.mean()),
-        "diff_mean": float(d.mean()), "diff_ci": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-        "orig_higher": wins, "pert_higher": losses, "frac_orig_higher": frac, "p_value": p, "p_sign": p_sign,
-        "min_k_diff_mean": float((lo_ - lp_).mean()),
-        "per_item": [{"orig": round(float(a), 4), "pert": round(float(b), 4)} for a, b in zip(so, sp)],
-        "flag": flag,
-        "rule": f"paired t-test p < {alpha} and originals above their perturbed copies in >= {min_effect:.0%} of pairs",
-    }
+def membership_scores(lm, texts: Sequence[str], *, k: float = 0.2, cache: Cache | None = None,
+                      ) -> list[dict[str, float]]:
+    """Per text: mink, loss and zlib (see the module doc), and its token count. Cached by the model's
+    fingerprint and the text."""
+    fp = getattr(lm, "fingerprint", None)
+    kind = f"membership-v1-k{k}"
+    keys = [Cache.key(fp, kind, t) for t in texts] if fp and cache is not None else []
+    have = cache.get_many(keys) if keys else {}
+    out: list[dict[str, float] | None] = [have.get(keys[i]) if keys else None for i in range(len(texts))]
+    todo = [i for i, o in enumerate(out) if o is None]
+    new = {}
+    stats = token_stats(lm, [texts[i] for i in todo], batch_size=getattr(lm, "batch_size", 8)) if todo else []
+    for i, st in zip(todo, stats):
+        ll = float(st["logp"].sum())
+        nbytes = max(1, len(texts[i].encode("utf-8")))
+        out[i] = {"mink": min_k_plus_plus(st, k), "loss": ll / nbytes, "zlib": ll / zlib_bits(texts[i]),
+                  "tokens": int(st["logp"].size)}
+        if keys:
+            new[keys[i]] = out[i]
+    if new:
+        cache.put_many(new)
+    return out  # type: ignore[return-value]
 
 
-def _sign_test_greater(wins: int, losses: int) -> float:
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    return float(sum(math.comb(n, j) for j in range(wins, n + 1)) / 2**n)
-
-
-# -- (c) verbatim completion -----------------------------------------------------------------------------
+# -- (c) verbatim completion -----------------------------------------------------------------------
 def _words(text: str) -> list[str]:
     return re.findall(r"\S+", text)
 
@@ -192,11 +174,6 @@ def rouge_l(pred: Sequence[str], ref: Sequence[str]) -> float:
     return 2 * p * r / (p + r)
 
 
-def edit_similarity(a: str, b: str) -> float:
-    """1 - normalized edit distance, approximated by difflib's ratio (exact for our use: ranking)."""
-    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
-
-
 def split_half(text: str) -> tuple[str, str]:
     """First half of the words (with the original spacing) and the rest."""
     spans = [m.span() for m in re.finditer(r"\S+", text)]
@@ -206,81 +183,57 @@ def split_half(text: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def verbatim_completion(lm, texts: Sequence[str], *, near: float = 0.8, min_words: int = 8,
-                        min_rate: float = 0.05, min_count: int = 2, max_tokens: int | None = None) -> dict:
-    """Greedy completion of each text's second half from its first half.
-
-    exact: the generated words equal the reference words; near-exact: ROUGE-L F1 >= `near`.
-    Flag when the near-exact rate is >= `min_rate` and at least `min_count` items (an unseen
-    benchmark item's second half is practically never reproduced near-verbatim).
-    """
+def verbatim_scores(lm, texts: Sequence[str], *, words: int = 32, min_words: int = 8, near: float = 0.8,
+                    cache: Cache | None = None) -> list[dict | None]:
+    """Greedy completion of each text's second half from its first half, against the true next
+    `words` words: ROUGE-L F1, exact and near-exact (ROUGE-L >= `near`). None for a text whose
+    second half is shorter than `min_words` words."""
     prompts, refs, keep = [], [], []
     for i, t in enumerate(texts):
         a, b = split_half(t)
-        if len(_words(b)) < min_words:
+        ref = _words(b)[:words]
+        if len(ref) < min_words:
             continue
         prompts.append(a)
-        refs.append(b)
+        refs.append(ref)
         keep.append(i)
+    out: list[dict | None] = [None] * len(texts)
     if not prompts:
-        return {"n": 0, "flag": False, "rule": "no item long enough"}
+        return out
     tok = getattr(lm, "tok", None)
-    budget = max_tokens or max(len(tok.encode(r, add_special_tokens=False)) if tok else 4 * len(_words(r)) for r in refs)
+    # The budget covers the longest reference in this model's tokens (+ slack for a different split
+    # of the same words), within half the context so the prompt keeps room.
+    need = max(len(tok.encode(" ".join(r), add_special_tokens=False)) if tok else 4 * len(" ".join(r)) for r in refs)
+    budget = int(need * 1.25) + 4
     max_len = getattr(lm, "max_length", None)
     if max_len:
-        budget = min(budget, max_len // 2)  # leave room for the prompt in the context
-    if tok is not None:
-        # Compare with as much of the reference as the budget can produce.
-        refs = [tok.decode(tok.encode(r, add_special_tokens=False)[:budget]) for r in refs]
-    gens = lm.generate(prompts, stop=[], max_tokens=budget, temperature=0.0)
-    per = []
-    for i, g, r in zip(keep, gens, refs):
-        rw, gw = _words(r), _words(g)[: len(_words(r))]
-        rl = rouge_l(gw, rw)
-        es = edit_similarity(" ".join(gw), " ".join(rw))
-        per.append({"item": i, "exact": gw == rw, "rouge_l": round(rl, 4), "edit_sim": round(es, 4),
-                    "near_exact": rl >= near, "completion": " ".join(gw)[:300], "reference": " ".join(rw)[:300]})
-    n = len(per)
-    n_exact = sum(p["exact"] for p in per)
-    n_near = sum(p["near_exact"] for p in per)
-    rate = n_near / n
-    return {
-        "n": n, "exact": n_exact, "near_exact": n_near, "exact_rate": n_exact / n, "near_exact_rate": rate,
-        "mean_rouge_l": float(np.mean([p["rouge_l"] for p in per])),
-        "mean_edit_sim": float(np.mean([p["edit_sim"] for p in per])),
-        "per_item": per, "flag": bool(rate >= min_rate and n_near >= min_count),
-        "rule": f"near-exact (ROUGE-L >= {near}) second halves in >= {min_rate:.0%} of items and >= {min_count} items",
-    }
+        budget = min(budget, max_len // 2)
+    built = [("generate", [[p, [], budget, 0.0, 0]]) for p in prompts]
+    gens, _ = answer_docs(lm, built, cache if cache is not None else Cache(None))
+    for i, g, ref in zip(keep, gens, refs):
+        gw = _words(g[0])[: len(ref)]
+        rl = rouge_l(gw, ref)
+        out[i] = {"rouge_l": round(rl, 4), "exact": gw == ref, "near_exact": rl >= near,
+                  "completion": " ".join(gw)[:300], "reference": " ".join(ref)[:300]}
+    return out
 
 
-def compare_verbatim(orig: dict, pert: dict) -> dict:
-    """Near-exact counts on originals vs matched perturbed copies (exact McNemar on pairs)."""
-    a = {p["item"]: p["near_exact"] for p in orig.get("per_item", [])}
-    b = {p["item"]: p["near_exact"] for p in pert.get("per_item", [])}
-    both = sorted(set(a) & set(b))
-    n01 = sum(1 for i in both if a[i] and not b[i])
-    n10 = sum(1 for i in both if b[i] and not a[i])
-    return {"pairs": len(both), "orig_only": n01, "pert_only": n10, "p_mcnemar": binom_two_sided(min(n01, n10), n01 + n10)}
+# -- (d) permutation test ----------------------------------------------------------------------------
+def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
+    b = np.linspace(0, n, shards + 1).astype(int)
+    return [(int(b[s]), int(b[s + 1])) for s in range(shards)]
 
 
-# -- (d) permutation test -------------------------------------------------------------------------------
-def permutation_test(lm, items: Sequence[str], *, shards: int = 1, permutations: int = 50,
-                     sep: str = "\n\n", alpha: float = 0.05, seed: int = 0) -> dict:
-    """Oren et al. 2023: log p(items in canonical order) vs shuffled orders.
-
-    Items are split into `shards` contiguous shards (>= 2 items each). Per shard the p-value is
-    the rank of the canonical order among `permutations` shuffles; with several shards the
-    statistic is the mean over shards of (canonical - mean shuffled) with a one-sided t-test.
-    """
+def permutation_shards(lm, items: Sequence[str], *, shards: int, permutations: int, sep: str = "\n\n",
+                       seed: int = 0, cache: Cache | None = None) -> list[dict]:
+    """Per shard of consecutive items: log p(canonical order), log p of `permutations` shuffled orders,
+    their difference and the canonical order's rank p-value. The orders depend only on `seed`, so
+    two models are compared on the same shuffles."""
     items = list(items)
-    shards = max(1, min(shards, len(items) // 2))
-    if len(items) < 2:
-        return {"n": len(items), "flag": False, "rule": "needs at least 2 items"}
-    bounds = np.linspace(0, len(items), shards + 1).astype(int)
     rng = random.Random(seed)
-    per_shard = []
-    for s in range(shards):
-        part = items[bounds[s]: bounds[s + 1]]
+    built, meta = [], []
+    for lo, hi in shard_bounds(len(items), shards):
+        part = items[lo:hi]
         orders = []
         for _ in range(permutations):
             perm = list(range(len(part)))
@@ -288,68 +241,15 @@ def permutation_test(lm, items: Sequence[str], *, shards: int = 1, permutations:
                 rng.shuffle(perm)
             orders.append(perm)
         texts = [sep.join(part)] + [sep.join(part[j] for j in o) for o in orders]
-        lls = lm.loglikelihood_rolling(texts)
-        canon, shuf = lls[0], np.array(lls[1:])
-        p = (1 + int((shuf >= canon).sum())) / (len(shuf) + 1)
-        per_shard.append({"items": len(part), "canonical": float(canon), "shuffled_mean": float(shuf.mean()),
-                          "shuffled_std": float(shuf.std()), "diff": float(canon - shuf.mean()), "p_value": p,
-                          "shuffled": [round(float(x), 3) for x in shuf]})
-    if shards == 1:
-        p_value = per_shard[0]["p_value"]
-        test = f"rank of the canonical order among {permutations} shuffles"
-    else:
-        diffs = np.array([s["diff"] for s in per_shard])
-        p_value = t_test_greater(diffs)
-        test = f"one-sided t-test over {shards} shards of canonical minus mean shuffled log-likelihood"
-    return {
-        "n": len(items), "shards": shards, "permutations": permutations, "p_value": float(p_value), "test": test,
-        "mean_diff": float(np.mean([s["diff"] for s in per_shard])), "per_shard": per_shard,
-        "flag": bool(p_value < alpha), "rule": f"p < {alpha}",
-    }
-
-
-def t_test_greater(x: np.ndarray) -> float:
-    """One-sided one-sample t-test of mean(x) > 0."""
-    n = len(x)
-    if n < 2:
-        return 1.0
-    sd = float(np.std(x, ddof=1))
-    if sd == 0:
-        return 0.0 if float(np.mean(x)) > 0 else 1.0
-    t = float(np.mean(x)) / (sd / math.sqrt(n))
-    return 1.0 - student_t_cdf(t, n - 1)
-
-
-def student_t_cdf(t: float, df: int) -> float:
-    x = df / (df + t * t)
-    tail = 0.5 * _betainc(df / 2, 0.5, x)
-    return 1 - tail if t > 0 else tail
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b) (continued fraction, Numerical Recipes)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(1 - x)
-    if x > (a + 1) / (a + b + 2):
-        return 1 - _betainc(b, a, 1 - x)
-    front = math.exp(lbeta) / a
-    f, c, d = 1.0, 1.0, 0.0
-    for i in range(400):
-        m = i // 2
-        if i == 0:
-            num = 1.0
-        elif i % 2 == 0:
-            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        else:
-            num = -((a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1))
-        d = 1 + num * d
-        d = 1 / (d if abs(d) > 1e-30 else 1e-30)
-        c = 1 + num / c
-        c = c if abs(c) > 1e-30 else 1e-30
-        f *= c * d
-        if abs(1 - c * d) < 1e-12:
-            break
-    return front * (f - 1)
+        built.extend(("rolling", [t]) for t in texts)
+        meta.append((lo, hi, len(texts)))
+    lls, _ = answer_docs(lm, built, cache if cache is not None else Cache(None))
+    out, at = [], 0
+    for lo, hi, k in meta:
+        canon, shuf = float(lls[at][0]), np.array([float(x[0]) for x in lls[at + 1: at + k]])
+        at += k
+        out.append({"items": [lo, hi], "canonical": canon, "shuffled_mean": float(shuf.mean()),
+                    "shuffled_std": float(shuf.std()), "diff": float(canon - shuf.mean()),
+                    "p_rank": (1 + int((shuf >= canon).sum())) / (len(shuf) + 1),
+                    "shuffled": [round(float(x), 3) for x in shuf]})
+    return out

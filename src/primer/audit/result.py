@@ -65,12 +65,63 @@ class Robustness:
     """what the perturbations could be applied to (e.g. GSM8K items rebuilt with new numbers)"""
 
 
+FLAGGED, NOT_FLAGGED, NO_EVIDENCE, NOT_MEASURED = "flagged", "not flagged", "no evidence", "not measured"
+STATES = (FLAGGED, NOT_FLAGGED, NO_EVIDENCE, NOT_MEASURED)
+"""What a verdict can say (see `evidence`): a signal that did not run or saw no data is never "not flagged"."""
+
+
 @dataclass
 class Verdict:
     signal: str
-    flag: bool
+    state: str
+    """one of STATES"""
     verdict: str
-    """what was measured, on how many items, the effect and the rule that decided the flag"""
+    """what was measured, on how many items, the effect and the rule that decided the state"""
+    n: int = 0
+    """audited items the signal saw (0: it saw none)"""
+    n_control: int = 0
+    """controls (items, pairs or shards) it compared them with"""
+    effect: float | None = None
+    ci: tuple[float, float] | None = None
+    p: float | None = None
+    p_holm: float | None = None
+    """p adjusted across the combined signals (Holm)"""
+    test: str | None = None
+    reference: dict[str, Any] | None = None
+    """the reference model's same test (its numbers), or {"skipped": why}"""
+    combined: bool = False
+    """one of the signals the overall verdict combines"""
+
+    @property
+    def flag(self) -> bool:
+        return self.state == FLAGGED
+
+
+@dataclass
+class SliceCheck:
+    """One slice of the false-positive check: a known-clean model audited on other items."""
+
+    start: int
+    n: int
+    states: dict[str, str]
+    """signal -> state"""
+    overall: str
+
+
+@dataclass
+class Calibration:
+    """The false-positive check: the corpus-free signals on a known-clean model over other slices."""
+
+    model: str
+    alpha: float
+    slices: list[SliceCheck]
+    flagged: int
+    """slices whose overall verdict is flagged"""
+    rate: float
+    """flagged / slices: the observed false-positive rate at the shipped thresholds"""
+    per_signal: dict[str, int]
+    """signal -> slices it flagged"""
+    note: str = ""
 
 
 @dataclass
@@ -84,8 +135,16 @@ class AuditResult:
     skipped: dict[str, str] = field(default_factory=dict)
     """robustness signal -> why it was not measured (a served model without prompt log-probs on a multiple-choice task)"""
     contamination: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """signal -> its numbers (or {"skipped": why})"""
+    """measurement -> its numbers: ngram, likelihood (per-item scores of the audited and reference models on
+    items and controls), verbatim, permutation"""
+    controls: dict[str, Any] | None = None
+    """what the corpus-free signals compared the items with (`controls.Controls.summary`)"""
+    reference: str | None = None
+    """the reference model, or why there is none"""
     verdicts: list[Verdict] = field(default_factory=list)
+    overall: Verdict | None = None
+    """the contamination verdict: the corpus-free signals combined (Holm), plus n-gram overlap"""
+    calibration: Calibration | None = None
     seconds: float | None = None
     files: dict[str, str] = field(default_factory=dict)
     bad_input: BadInput = field(default_factory=BadInput)

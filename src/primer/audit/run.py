@@ -1,12 +1,15 @@
 """`audit(...)`: robustness under perturbations and contamination evidence for one model and task.
 
-Flow: load the task's documents (first `limit`), build each perturbation's variants (seeded),
-score originals and variants with the task's own prompts and metric through the eval runner's
-request builder and its cache -> answer -> score loop (`eval.runner.score_docs`: answers cached in
-eval's sqlite cache, so an interrupted audit resumes),
-compare each perturbation with its baseline on the same items (paired bootstrap), find the
-memorisation signature, then run the contamination signals on the items' text:
-"Question: ...\\nAnswer: <gold>" (the task's own solved-example text).
+Flow: load the task's documents (items `start`..`start+limit`), build each perturbation's variants
+(seeded), score originals and variants with the task's own prompts and metric through the eval
+runner's request builder and its cache -> answer -> score loop (`eval.runner.score_docs`: answers
+cached in eval's sqlite cache, so an interrupted audit resumes), compare each perturbation with its
+baseline on the same items (paired bootstrap), find the memorisation signature; then the
+contamination signals: n-gram overlap with the training corpus when it is given, and the corpus-free
+signals on the items' own text ("Question: ...\\nAnswer: <gold>", the task's solved-example text)
+against controls (`controls`), with the reference model as a check (`signals`, `evidence`).
+Optionally the same corpus-free signals on a known-clean model over other slices of the task: the
+false-positive rate observed at the shipped thresholds (`calibrate`).
 
 Few-shot examples are drawn per item with a seed of its own, so an item and its variants see the
 same examples and only the perturbation differs.
@@ -23,19 +26,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from primer.audit import contamination as C
 from primer.audit import perturb as P
 from primer.audit import stats as S
-from primer.audit.result import AuditResult, Baseline, Condition, Robustness
+from primer.audit.controls import KINDS, Controls, choose
+from primer.audit.evidence import decide, overall
+from primer.audit.result import (
+    FLAGGED,
+    AuditResult,
+    Baseline,
+    Calibration,
+    Condition,
+    Robustness,
+    SliceCheck,
+)
+from primer.audit.signals import CORPUS_FREE, Reference, finish, load_lm, slice_tests
 from primer.audit.suites import suite_for
 from primer.common.files import DirLock
 from primer.common.jsonl import Utf8Policy
 from primer.common.paths import benchmark_dir
-from primer.config import Count, PositiveFraction, check_config, to_dict
+from primer.config import Count, PositiveFraction, to_dict
+from primer.config import check_config as check_fields
 from primer.errors import PrimerError
 from primer.eval.served import NeedsPromptLogprobs
 
-SIGNALS = ("robustness", "ngram", "mink", "verbatim", "permutation")
+SIGNALS = ("robustness", "ngram") + CORPUS_FREE
 
 
 @dataclass
@@ -44,8 +58,10 @@ class AuditConfig:
     """Task to audit (a `primer eval` task name: gsm8k, arc_easy, arc_challenge, hellaswag, ...)."""
     data_dir: Path | None = None
     """Folder laid out like shared/benchmarks; None = $PRIMER_DATA."""
+    start: int = 0
+    """First audited item (0-based position in the task's evaluated split)."""
     limit: Count | None = 50
-    """Audit only the first N items of the task (None: all)."""
+    """Audit this many items from `start` (None: all)."""
     perturbations: list[str] = field(default_factory=list)
     """Perturbations to run (empty: every one that applies to the task)."""
     variants: Count = 1
@@ -61,23 +77,37 @@ class AuditConfig:
     text_field: str = "text"
     """Field holding the text in JSONL/Parquet corpus files."""
     signals: list[str] = field(default_factory=lambda: list(SIGNALS))
-    """Which signals to compute: robustness, ngram, mink, verbatim, permutation."""
+    """Which signals to compute: robustness, ngram, mink, loss, zlib, verbatim, permutation."""
+    controls: str = "auto"
+    """What the corpus-free signals compare the items with: split (another split of the task), heldout (the
+    neighbouring block of the same split), rewrite (each item with new numbers/names; needs the reference), auto
+    (split where the task has one, else heldout)."""
+    reference: str | None = "bundled"
+    """Reference model (any model spec `load_model` reads; 'none': no reference): checks each rejection, and
+    is subtracted for rewritten controls."""
+    alpha: float = 0.01
+    """Family-wise false-positive rate of the contamination verdict (Holm across the corpus-free signals)."""
     ngram_n: Count = 13
     """Word n-gram length for overlap (13 as GPT-3 / lm-eval decontamination)."""
     ngram_threshold: PositiveFraction = 0.5
     """An item counts as in the corpus when this fraction of its n-grams occur in one document."""
     mink_k: PositiveFraction = 0.2
     """Min-K%++: fraction of lowest-scoring tokens averaged."""
-    permutation_shards: Count = 1
-    """Shards for the permutation test (Oren et al.'s sharded test when > 1)."""
-    permutations: Count = 50
-    """Shuffled orders compared with the canonical one, per shard."""
-    contamination_limit: Count | None = None
-    """Items used by the likelihood/verbatim signals (default: all audited items)."""
+    verbatim_words: Count = 32
+    """Verbatim completion: words of each item's second half the completion is scored against."""
+    permutation_shards: Count | None = None
+    """Shards for Oren et al.'s permutation test (None: one per 5 items)."""
+    permutations: Count = 5
+    """Shuffled orders per shard (the sharded test's p does not depend on it: its noise is in the t-test)."""
+    calibrate: str | None = None
+    """A known-clean model (a model spec, or 'reference'): run the corpus-free signals on it over other slices
+    of the task and print the false-positive rate observed at these thresholds."""
+    calibration_slices: Count = 5
+    """Slices (of `limit` items each, beside the audited ones) for --calibrate."""
     bootstrap: Count = 2000
-    """Paired bootstrap resamples."""
+    """Bootstrap resamples (paired for robustness; for the intervals of the contamination effects)."""
     seed: int = 0
-    """Seed of perturbations, few-shot draws and resampling."""
+    """Seed of perturbations, few-shot draws, controls, shuffles and resampling."""
     cache: Path | None = None
     """sqlite cache of model answers (default: eval's, ~/.cache/primer/eval-cache.sqlite); 'none' disables."""
     out: Path | None = None
@@ -96,37 +126,53 @@ class AuditConfig:
     only; the code can reach the network and your files). Off: such a run is refused."""
 
 
-def audit(model: Any, cfg: AuditConfig, progress: bool = True) -> AuditResult:
-    """Run the audit. `model` is a model spec for `PrimerLM.load` or an LM object."""
-    check_config(cfg)
-    with DirLock(cfg.out, "primer audit") if cfg.out is not None else contextlib.nullcontext():
-        return _audit(model, cfg, progress)
-
-
-def _audit(model: Any, cfg: AuditConfig, progress: bool) -> AuditResult:
-    from primer.eval.runner import code_sandbox  # noqa: PLC0415
-    from primer.eval.tasks import get_task  # noqa: PLC0415
-
-    t0 = time.time()
+def check_config(cfg: AuditConfig) -> None:
+    """Refuse what cannot give a meaningful audit, before any model loads (the fields' own checks first)."""
+    check_fields(cfg)
     unknown = sorted(set(cfg.signals) - set(SIGNALS))
     if unknown:
         raise PrimerError(f"unknown signal(s) {unknown}; choose from {', '.join(SIGNALS)}")
+    if cfg.controls not in KINDS:
+        raise PrimerError(f"unknown --controls '{cfg.controls}'; choose from {', '.join(KINDS)}")
+    if not 0 < cfg.alpha < 1:
+        raise PrimerError(f"--alpha must be between 0 and 1 (got {cfg.alpha})")
+    if cfg.start < 0 or (cfg.limit is not None and cfg.limit < 1):
+        raise PrimerError("--start must be >= 0 and --limit >= 1")
+    if cfg.permutations < 1 or cfg.calibration_slices < 1:
+        raise PrimerError("--permutations and --calibration-slices must be >= 1")
+
+
+def audit(model: Any, cfg: AuditConfig, progress: bool = True, reference: Any = None, clean: Any = None) -> AuditResult:
+    """Run the audit. `model` is a model spec for `load_lm` or an LM object; `reference` and `clean`
+    (LM objects) override `cfg.reference` and `cfg.calibrate`."""
+    check_config(cfg)
+    with DirLock(cfg.out, "primer audit") if cfg.out is not None else contextlib.nullcontext():
+        return _audit(model, cfg, progress, reference, clean)
+
+
+def _audit(model: Any, cfg: AuditConfig, progress: bool, reference: Any, clean: Any) -> AuditResult:
+    from primer.eval.runner import Cache, code_sandbox  # noqa: PLC0415
+    from primer.eval.tasks import get_task  # noqa: PLC0415
+
+    t0 = time.time()
     task = get_task(cfg.task)
     code_sandbox([task], cfg.unsafe_code)  # a code task on a machine that cannot isolate it: refused before loading
-    lm = _load_lm(model)
+    lm = load_lm(model)
     data_dir = benchmark_dir(cfg.data_dir)
-    all_docs = task.docs(data_dir)
-    docs = all_docs[: cfg.limit] if cfg.limit is not None else all_docs
+    all_docs = [{**d, "_index": i} for i, d in enumerate(task.docs(data_dir))]
+    docs = all_docs[cfg.start: cfg.start + cfg.limit] if cfg.limit is not None else all_docs[cfg.start:]
     if not docs:
-        raise PrimerError(f"task {task.name} has no documents")
-    docs = [{**d, "_index": i} for i, d in enumerate(docs)]
+        raise PrimerError(f"task {task.name} has no documents from item {cfg.start} ({len(all_docs)} in its split)")
     log = _Log(progress)
     result = AuditResult(
         model={"name": getattr(lm, "name", str(model)), "fingerprint": getattr(lm, "fingerprint", None)},
         task=task.name, n_items=len(docs),
         config={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
     )
-    suite = suite_for(task, cfg.perturbations or None) if "robustness" in cfg.signals or "mink" in cfg.signals else []
+    ref = Reference(reference if reference is not None else cfg.reference, lm, log)
+    cache = Cache.open(cfg.cache)
+    want_rewrites = cfg.controls == "rewrite" and any(s in cfg.signals for s in CORPUS_FREE)
+    suite = suite_for(task, cfg.perturbations or None) if "robustness" in cfg.signals or want_rewrites else []
     coverage: dict[str, Any] = {}
     for p in suite:
         if p.prepare is not None:  # e.g. GSM-Symbolic: find each item's template; new numbers: coverage
@@ -141,59 +187,91 @@ def _audit(model: Any, cfg: AuditConfig, progress: bool) -> AuditResult:
         except NeedsPromptLogprobs as e:  # a served model scoring a multiple-choice task
             result.skipped["robustness"] = f"robustness on {task.name} (multiple choice) needs prompt log-probs: {e}"
             log(result.skipped["robustness"])
-    contamination = result.contamination
-    n_c = cfg.contamination_limit or len(docs)
-    texts = [item_text(task, d) for d in docs[:n_c]]
     if "ngram" in cfg.signals:
-        if cfg.corpus:
-            from primer.tokens.shards import iter_documents  # noqa: PLC0415
-
-            log(f"ngram: {len(docs)} items against {', '.join(cfg.corpus)}")
-            q = [task.decontam_text(d) for d in docs]
-            result.bad_input.invalid_utf8 = cfg.invalid_utf8
-            corpus = iter_documents(cfg.corpus, cfg.text_field, result.bad_input, cfg.strict)
-            contamination["ngram"] = C.ngram_overlap(q, corpus, n=cfg.ngram_n, threshold=cfg.ngram_threshold)
-            if result.bad_input.count:
-                log(f"ngram: {result.bad_input.describe()}")
-        else:
-            contamination["ngram"] = {"skipped": "no --corpus given (the training data to look the items up in)"}
-    pairs = matched_pairs(task, docs[:n_c], suite, variants)
-    if "mink" in cfg.signals:
-        log(f"min-k%++: {len(pairs)} matched pairs")
-        if hasattr(lm, "model") and pairs:
-            contamination["mink"] = C.mink_test(lm, [p[1] for p in pairs], [p[2] for p in pairs], k=cfg.mink_k,
-                                                seed=cfg.seed)
-            contamination["mink"]["perturbation"] = sorted({p[3] for p in pairs})
-        else:
-            contamination["mink"] = {"skipped": "needs the next-token distribution over the whole vocabulary, which only "
-                                                "a model primer loads gives (a server returns at most top-N log-probs)"
-                                     if pairs else "no item has a matched perturbed copy"}
-    if "verbatim" in cfg.signals:
-        log(f"verbatim: {len(texts)} items")
-        contamination["verbatim"] = C.verbatim_completion(lm, texts)
-        if pairs:
-            vp = C.verbatim_completion(lm, [p[2] for p in pairs])
-            idx = [p[0] for p in pairs]
-            vp["per_item"] = [{**r, "item": idx[r["item"]]} for r in vp.get("per_item", [])]
-            contamination["verbatim"]["perturbed"] = {k: v for k, v in vp.items() if k not in ("per_item", "flag", "rule")}
-            contamination["verbatim"]["vs_perturbed"] = C.compare_verbatim(contamination["verbatim"], vp)
-    if "permutation" in cfg.signals:
-        log(f"permutation: {len(texts)} items, {cfg.permutation_shards} shard(s) x {cfg.permutations} orders")
-        try:
-            contamination["permutation"] = C.permutation_test(lm, texts, shards=cfg.permutation_shards,
-                                                              permutations=cfg.permutations, seed=cfg.seed)
-        except NeedsPromptLogprobs as e:
-            contamination["permutation"] = {"skipped": f"the permutation test needs prompt log-probs: {e}"}
-            log(contamination["permutation"]["skipped"])
+        result.contamination["ngram"] = _ngram(task, docs, cfg, result, log)
     from primer.audit.report import verdicts  # noqa: PLC0415
 
     result.verdicts = verdicts(result)
+    corpus_free = [s for s in CORPUS_FREE if s in cfg.signals]
+    if corpus_free:
+        controls = choose(task, docs, all_docs, data_dir, cfg.controls, cfg.seed, variants, suite)
+        result.controls = controls.summary()
+        log(f"controls: {controls.description}")
+        measured, tests = slice_tests(lm, ref, task, docs, controls, cfg, cache, log, corpus_free)
+        result.verdicts += decide(tests, cfg.alpha)
+        result.contamination.update(finish(measured))
+    result.overall = overall(result.verdicts, cfg.alpha)
+    result.reference = ref.describe() if corpus_free else None
+    if corpus_free and (clean is not None or cfg.calibrate):
+        clean_lm = clean
+        if clean_lm is None:
+            clean_lm = ref.lm if cfg.calibrate == "reference" else load_lm(cfg.calibrate, like=lm)
+        if clean_lm is None:
+            raise PrimerError(f"--calibrate reference: {ref.reason}")
+        # The clean model's own reference check, refused when the reference is the clean model itself.
+        clean_ref = Reference(ref.lm, clean_lm, log, reason=None if ref.lm is not None else ref.reason)
+        result.calibration = calibrate(clean_lm, clean_ref, task, all_docs, docs, controls, data_dir, cfg, cache,
+                                       log, corpus_free, suite)
     result.seconds = round(time.time() - t0, 2)
     if cfg.out is not None:
         from primer.audit.report import write  # noqa: PLC0415
 
         result.files = write(result, Path(cfg.out))
     return result
+
+
+def _ngram(task, docs, cfg: AuditConfig, result: AuditResult, log) -> dict[str, Any]:
+    from primer.audit.contamination import ngram_overlap  # noqa: PLC0415
+
+    if not cfg.corpus:
+        return {"skipped": "no --corpus given (the training data to look the items up in)"}
+    from primer.tokens.shards import iter_documents  # noqa: PLC0415
+
+    log(f"ngram: {len(docs)} items against {', '.join(cfg.corpus)}")
+    result.bad_input.invalid_utf8 = cfg.invalid_utf8
+    corpus = iter_documents(cfg.corpus, cfg.text_field, result.bad_input, cfg.strict)
+    out = ngram_overlap([task.decontam_text(d) for d in docs], corpus, n=cfg.ngram_n, threshold=cfg.ngram_threshold)
+    if result.bad_input.count:
+        log(f"ngram: {result.bad_input.describe()}")
+    return out
+
+
+def calibrate(clean, ref: Reference, task, all_docs: list[dict], audited: list[dict], controls: Controls, data_dir,
+              cfg: AuditConfig, cache, log, signals: list[str], suite: list[P.Perturbation]) -> Calibration:
+    """The corpus-free signals on a known-clean model over `calibration_slices` other slices of `len(audited)`
+    items (each with its own controls of the same kind), decided exactly as the audit decides: the observed
+    false-positive rate. Slices are the split's blocks that touch neither the audited items nor their controls."""
+    n = len(audited)
+    taken = {d["_index"] for d in audited}
+    if controls.kind == "heldout":
+        taken |= {d["_index"] for d in controls.docs}
+    width = 2 * n if controls.kind == "heldout" else n  # a heldout slice brings its neighbouring block
+    starts = [b for b in range(0, len(all_docs) - width + 1, width) if not taken & set(range(b, b + width))]
+    note = ""
+    if len(starts) < cfg.calibration_slices:
+        note = f"the split holds only {len(starts)} free slices of {n} items"
+    slices, per_signal = [], {s: 0 for s in signals}
+    for b in starts[: cfg.calibration_slices]:
+        docs = all_docs[b: b + n]
+        log(f"calibration: items {b}-{b + n - 1} on {getattr(clean, 'name', 'the clean model')}")
+        variants = {}
+        if controls.kind == "rewrite":
+            for p in suite:
+                if p.prepare is not None:
+                    docs, _ = p.prepare(docs, all_docs, data_dir, cfg.seed)
+            variants = build_variants(task, docs, suite, cfg)
+        ctl = choose(task, docs, all_docs, data_dir, controls.kind, cfg.seed, variants, suite)
+        _, tests = slice_tests(clean, ref, task, docs, ctl, cfg, cache, log, signals, for_plot=False)
+        vs = decide(tests, cfg.alpha)
+        ov = overall(vs, cfg.alpha)
+        for v in vs:
+            per_signal[v.signal] += v.state == FLAGGED
+        slices.append(SliceCheck(start=b, n=n, states={v.signal: v.state for v in vs}, overall=ov.state))
+    flagged = sum(s.overall == FLAGGED for s in slices)
+    if not slices:
+        note = note or "no slice left"
+    return Calibration(model=getattr(clean, "name", "clean model"), alpha=cfg.alpha, slices=slices, flagged=flagged,
+                       rate=flagged / len(slices) if slices else float("nan"), per_signal=per_signal, note=note)
 
 
 # -- pieces ---------------------------------------------------------------------------------------
@@ -206,19 +284,6 @@ class _Log:
             import sys  # noqa: PLC0415
 
             print(f"[audit {time.time() - self.t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def _load_lm(model):
-    if hasattr(model, "loglikelihood"):
-        return model
-    from primer.eval.lm import load_lm  # noqa: PLC0415
-
-    return load_lm(str(model))
-
-
-def item_text(task, doc: dict) -> str:
-    """The item as it would appear in a data dump: the task's solved-example text."""
-    return task.example_text(doc)
 
 
 def build_variants(task, docs: list[dict], suite: list[P.Perturbation], cfg: AuditConfig) -> dict[str, list[list[dict]]]:
@@ -241,27 +306,6 @@ def build_variants(task, docs: list[dict], suite: list[P.Perturbation], cfg: Aud
                     vs.append(v)
             per_item.append(vs)
         out[p.name] = per_item
-    return out
-
-
-def matched_pairs(task, docs: list[dict], suite: list[P.Perturbation],
-                  variants: dict[str, list[list[dict]]]) -> list[tuple[int, str, str, str]]:
-    """(item position, original text, perturbed text, perturbation) for Min-K%++ and verbatim.
-
-    The perturbed copy keeps the item's kind and length (a perturbation marked `matched`: new numbers
-    for GSM8K, else GSM-Symbolic, else swapped names/objects, in the suite's order). Items with none
-    are left out.
-    """
-    out = []
-    for i, d in enumerate(docs):
-        for p in suite:
-            vs = variants.get(p.name, []) if p.matched else []
-            if i < len(vs) and vs[i]:
-                pert = item_text(task, vs[i][0])
-                orig = item_text(task, d)
-                if pert != orig:
-                    out.append((i, orig, pert, p.name))
-                    break
     return out
 
 

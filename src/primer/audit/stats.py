@@ -1,4 +1,5 @@
-"""Statistics for the audit: paired bootstrap CIs, significance, the memorisation signature.
+"""Statistics for the audit: paired bootstrap CIs, significance, the memorisation signature, and the
+one-sided tests and family-wise correction the contamination signals use (scipy's tests).
 
 Everything compares the *same items* under two conditions (original vs perturbed), so the
 resampling is paired: one bootstrap draw picks item indices once and scores both conditions on
@@ -22,6 +23,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy import stats as sps
 
 from primer.eval.metrics import wilson_ci  # noqa: F401  (one home: eval's metrics)
 
@@ -141,3 +143,83 @@ def memorisation_signature(orig, variants: list[list[float]], *, most: float = 0
     tot = m + r
     p = sum(math.comb(tot, j) for j in range(m, tot + 1)) / 2**tot if tot else 1.0
     return Signature(n, right, mem, mir, m / right if right else 0.0, r / wrong if wrong else 0.0, float(p))
+
+
+# -- one-sided tests of "more familiar than the controls" (contamination signals) -----------------
+@dataclass
+class Comparison:
+    """Audited items against their controls for one per-item score (higher = more familiar)."""
+
+    test: str
+    """the test that gave `p` (one-sided: the items score higher)"""
+    n: int
+    """audited items with a score"""
+    n_control: int
+    """control items (or pairs) with a score"""
+    effect: float
+    """mean score of the items minus mean of the controls (paired: mean difference)"""
+    ci: tuple[float, float]
+    """95% bootstrap interval of `effect`"""
+    p: float
+    auc: float | None = None
+    """two-sample: P(item score > control score), 0.5 = no difference"""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _boot_ci(draws: np.ndarray) -> tuple[float, float]:
+    return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+
+
+def two_sample_greater(items, controls, *, iters: int = 2000, seed: int = 0) -> Comparison:
+    """Mann-Whitney U, one-sided (items > controls), with the difference of means and its bootstrap CI.
+
+    Rank-based, so one extreme item cannot carry it, and exact in its size whatever the scores'
+    distribution when items and controls are exchangeable (the null it tests)."""
+    a, b = np.asarray(items, dtype=float), np.asarray(controls, dtype=float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) < 2 or len(b) < 2:
+        nan = float("nan")
+        return Comparison("Mann-Whitney U, one-sided", len(a), len(b), nan, (nan, nan), 1.0)
+    if np.all(a == a[0]) and np.all(b == a[0]):
+        p = 1.0  # every score equal (e.g. no completion matched anything): no difference to rank
+    else:
+        p = float(sps.mannwhitneyu(a, b, alternative="greater").pvalue)
+    rng = np.random.default_rng(seed)
+    draws = a[rng.integers(0, len(a), (iters, len(a)))].mean(1) - b[rng.integers(0, len(b), (iters, len(b)))].mean(1)
+    auc = float((a[:, None] > b[None, :]).mean() + 0.5 * (a[:, None] == b[None, :]).mean())
+    return Comparison("Mann-Whitney U, one-sided", len(a), len(b), float(a.mean() - b.mean()), _boot_ci(draws), p, auc)
+
+
+def paired_greater(diffs, *, iters: int = 2000, seed: int = 0) -> Comparison:
+    """Wilcoxon signed-rank, one-sided (differences > 0), with the mean difference and its bootstrap CI."""
+    d = np.asarray(diffs, dtype=float)
+    d = d[np.isfinite(d)]
+    if len(d) < 2:
+        nan = float("nan")
+        return Comparison("Wilcoxon signed-rank, one-sided", len(d), len(d), nan, (nan, nan), 1.0)
+    p = 1.0 if np.all(d == 0) else float(sps.wilcoxon(d, alternative="greater").pvalue)
+    rng = np.random.default_rng(seed)
+    draws = d[rng.integers(0, len(d), (iters, len(d)))].mean(1)
+    return Comparison("Wilcoxon signed-rank, one-sided", len(d), len(d), float(d.mean()), _boot_ci(draws), p)
+
+
+def t_test_greater(x) -> float:
+    """One-sided one-sample t-test of mean(x) > 0 (Oren et al.'s test across shards)."""
+    x = np.asarray(x, dtype=float)
+    if len(x) < 2:
+        return 1.0
+    if float(np.std(x)) == 0:
+        return 0.0 if float(np.mean(x)) > 0 else 1.0
+    return float(sps.ttest_1samp(x, 0.0, alternative="greater").pvalue)
+
+
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values (family-wise error control without assuming independence)."""
+    order = sorted(pvalues, key=pvalues.get)
+    m, out, running = len(order), {}, 0.0
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (m - i) * pvalues[name]))
+        out[name] = running
+    return out

@@ -12,7 +12,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "audit",
         help="perturbation robustness (new numbers, names, formats, option order) and contamination evidence "
-        "(n-gram overlap, Min-K%%++, verbatim completion, permutation test); a verdict per signal",
+        "(n-gram overlap with the corpus; without it Min-K%%++, loss, zlib, verbatim completion and the permutation "
+        "test against controls, checked with a reference model); a verdict per signal",
     )
     p.add_argument("model", help=SPEC_HELP)
     add_arguments(p, AuditConfig)
@@ -29,18 +30,15 @@ def run(args) -> int:
     import contextlib
 
     from primer.audit.report import table
+    from primer.audit.run import AuditConfig, audit, check_config
     from primer.common.files import DirLock
-    from primer.audit.run import SIGNALS, AuditConfig, audit
     from primer.config import from_args
-    from primer.errors import PrimerError
     from primer.eval.runner import code_sandbox
     from primer.eval.tasks import get_task
 
     cfg = from_args(AuditConfig, args)
     code_sandbox([get_task(cfg.task)], cfg.unsafe_code)  # an unknown task, or unisolated code, fails before loading
-    bad = sorted(set(cfg.signals) - set(SIGNALS))
-    if bad:
-        raise PrimerError(f"unknown signal(s) {bad}; choose from {', '.join(SIGNALS)}")
+    check_config(cfg)
     import torch
 
     from primer.eval.lm import load_lm

@@ -400,8 +400,8 @@ def run_audit(cfg, ctx: StageContext) -> AuditSummary:
     gaps = [Gap(task=r.task, suite=c.name, description=c.description, baseline=c.baseline, n=c.n,
                 original=c.acc_orig, perturbed=c.acc_pert, drop=c.drop, ci_low=c.drop_ci[0], ci_high=c.drop_ci[1],
                 significant=c.significant) for c in (rob.conditions if rob else []) if c.n]
-    signals = [Signal(task=r.task, signal=v.signal, value="flagged" if v.flag else "not flagged", verdict=v.verdict)
-               for v in r.verdicts]
+    signals = [Signal(task=r.task, signal=v.signal, value=v.state, verdict=v.verdict)
+               for v in r.verdicts + ([r.overall] if r.overall else [])]
     return AuditSummary(skipped=None, task=r.task, items=r.n_items, metric=rob.metric if rob else None,
                         baselines=to_dict(rob.baselines) if rob else None, gaps=gaps, contamination=signals,
                         bad_input=r.bad_input, data=data_note)
