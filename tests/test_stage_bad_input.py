@@ -155,7 +155,7 @@ def test_audit_counts_a_bad_corpus_line_and_strict_stops_at_it(tmp_path, data_di
     summaries = {"train": SimpleNamespace(checkpoint=str(ckpt)), "curate": _curate_summary([corpus])}
     s = _round_trip(S.run_audit(cfg, _ctx(tmp_path / "run", "audit", {"train": ckpt, "curate": tmp_path}, summaries)),
                     "audit")
-    assert [c.signal for c in s.contamination] == ["ngram"]
+    assert [c.signal for c in s.contamination] == ["ngram", "overall"]  # each verdict, then the combined one
     assert _names_line(s.bad_input, "corpus.jsonl", 2)
     with pytest.raises(PrimerError, match=rf"{re.escape(str(corpus))}:2: malformed JSON"):
         audit(str(ckpt), dataclasses.replace(cfg, corpus=[str(corpus)], strict=True), progress=False)
