@@ -204,10 +204,7 @@ class FastDecoder:
             v = qkv[:, :, nh + nkv:].transpose(1, 2)
             mask, causal = attn_mask, attn_mask is None
             if cache is not None:
-                ck, cv = cache.k[li], cache.v[li]
-                ck[:, :, start:start + T] = k
-                cv[:, :, start:start + T] = v
-                k, v = ck[:, :, : start + T], cv[:, :, : start + T]
+                k, v = cache.update(li, k, v)
                 if start > 0 and mask is None:
                     causal = False
                     if T > 1:

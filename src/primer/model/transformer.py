@@ -175,6 +175,8 @@ class KVCache:
     """Preallocated keys/values for incremental decoding: per layer (B, n_kv_head, max_len, hs).
 
     `length` is how many positions are filled (the same for every row; padded rows are masked).
+    `update` is the one place a layer writes its new keys/values; the decode engine
+    (`primer.model.engine`) subclasses it to write each row at its own position.
     """
 
     def __init__(self, cfg: ModelConfig, batch: int, max_len: int, dtype=torch.float32, device=None):
@@ -186,10 +188,21 @@ class KVCache:
         self.length = 0
         self.max_len = max_len
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep only the batch rows in `index` (drop finished sequences)."""
-        self.k = [k.index_select(0, index) for k in self.k]
-        self.v = [v.index_select(0, index) for v in self.v]
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k/v (B, nkv, T, hs) at positions length..length+T-1 in place; return the keys and
+        values of positions 0..length+T-1 to attend over (views, no copy)."""
+        s, T = self.length, k.shape[2]
+        ck, cv = self.k[layer], self.v[layer]
+        ck[:, :, s:s + T] = k
+        cv[:, :, s:s + T] = v
+        return ck[:, :, : s + T], cv[:, :, : s + T]
+
+    @classmethod
+    def wrap(cls, k: list[torch.Tensor], v: list[torch.Tensor], length: int = 0) -> "KVCache":
+        """A cache over existing per-layer tensors (e.g. one slot of the engine's cache), written in place."""
+        cache = cls.__new__(cls)
+        cache.k, cache.v, cache.length, cache.max_len = k, v, length, k[0].shape[2]
+        return cache
 
 
 class Attention(nn.Module):
@@ -213,10 +226,7 @@ class Attention(nn.Module):
         is_causal = attn_mask is None
         if cache is not None:
             start = cache.length
-            cache.k[self.layer][:, :, start : start + T] = k
-            cache.v[self.layer][:, :, start : start + T] = v
-            k = cache.k[self.layer][:, :, : start + T]  # (B, nkv, S, hs)
-            v = cache.v[self.layer][:, :, : start + T]
+            k, v = cache.update(self.layer, k, v)  # (B, nkv, S, hs)
             if start > 0 and attn_mask is None:
                 # SDPA's is_causal aligns top-left; with a prefix in the cache we need bottom-right.
                 is_causal = False

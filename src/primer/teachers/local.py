@@ -65,15 +65,16 @@ class LlamaCppTeacher(Teacher):
 
 class TorchTeacher(Teacher):
     """A model primer loads (`primer.weights.load.load_model`: 'bundled', a GGUF, an HF dir, a checkpoint)
-    run in-process by `primer.model.generate` (KV cache, left-padded batches of `batch_size`, the int4
-    decode kernels on CPU), sampled with temperature / top-p / repeat penalty and one seed per prompt,
-    so a prompt's text does not depend on what it was batched with.
+    run in-process on primer's decode engine (`primer.model.engine`: continuous batching of up to
+    `batch_size` prompts, the int4 decode kernels on CPU), sampled with temperature / top-p / repeat
+    penalty and one seed per prompt, so a prompt's text does not depend on what it was batched with.
     """
 
     def __init__(self, spec: str = "bundled", batch_size: int = 8, device: str = "cpu",
                  n_threads: int | None = None) -> None:
         import torch
 
+        from primer.model.engine import Engine
         from primer.weights.load import load_model
 
         if n_threads:
@@ -81,29 +82,36 @@ class TorchTeacher(Teacher):
         self.batch_size = batch_size
         self.model, self.tok, _ = load_model(spec, device=torch.device(device))
         self.model.eval()
+        self.engine = Engine((self.model, self.tok), max_batch=batch_size)
         label = "SmolLM2-135M-Instruct" if spec == "bundled" else Path(spec).name
         self.name = f"{'bundled' if spec == 'bundled' else 'primer'}:{label}"
 
     def _complete_batch(self, prompts: list[Prompt], samplings: list[Sampling]) -> list[Completion]:
-        from primer.model.generate import encode_prompt, generate
+        from primer.model.engine import encode_prompt
+        from primer.model.sampling import SamplingParams
 
-        block = self.model.cfg.block_size
+        block = self.engine.max_len
         outs: list[Completion | None] = [None] * len(prompts)
-        groups: dict[tuple, list[tuple[int, list[int]]]] = {}  # same settings but the seed: one call
+        index: dict[int, int] = {}  # engine request id -> prompt index
+        t0 = time.perf_counter()
         for i, (p, s) in enumerate(zip(prompts, samplings)):
             ids = encode_prompt(self.tok, as_messages(p))
             if len(ids) + 1 > block:
                 outs[i] = Completion("", "error", len(ids), 0, error=f"prompt of {len(ids)} tokens exceeds the context of {block}")
-            else:
-                groups.setdefault((s.max_tokens, s.temperature, s.top_p, tuple(s.stop), s.repeat_penalty), []).append((i, ids))
-        for (max_tokens, temperature, top_p, stop, penalty), rows in groups.items():
-            t0 = time.perf_counter()
-            res = generate((self.model, self.tok), [ids for _, ids in rows], max_new_tokens=max_tokens,
-                           temperature=temperature, top_p=top_p, stop=stop, repeat_penalty=penalty,
-                           seed=[samplings[i].seed for i, _ in rows], batch_size=self.batch_size)
-            share = (time.perf_counter() - t0) / len(rows)
-            for (i, _), r in zip(rows, res):
-                outs[i] = Completion(r.text, r.finish_reason, r.prompt_tokens, r.completion_tokens, seconds=share)
+                continue
+            params = SamplingParams(max_new_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
+                                    stop=tuple(s.stop), repeat_penalty=s.repeat_penalty, seed=s.seed)
+            index[self.engine.submit(ids, params)] = i
+        texts = {rid: [] for rid in index}
+        while self.engine.has_work():
+            for ev in self.engine.step():
+                texts[ev.rid].append(ev.text)
+                if ev.finish_reason is not None:
+                    outs[index[ev.rid]] = Completion("".join(texts[ev.rid]), ev.finish_reason, ev.prompt_tokens,
+                                                     ev.completion_tokens)
+        share = (time.perf_counter() - t0) / max(1, len(index))
+        for i in index.values():
+            outs[i].seconds = share
         return outs  # type: ignore[return-value]
 
 

@@ -1,0 +1,149 @@
+"""The decode engine: requests joining a running batch, cancel, batch-independent text, stop strings
+that span tokens, and the context limit as an explicit finish reason."""
+
+import pytest
+import torch
+
+from primer.errors import PrimerError
+from primer.model.engine import Engine
+from primer.model.generate import generate
+from primer.model.sampling import Detokenizer, SamplingParams
+from primer.model.transformer import ModelConfig, Transformer
+
+PROMPTS = [[5, 17, 99, 3, 250, 7, 8], [42], [300, 301, 302, 1, 2], [9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 11]]
+
+
+@pytest.fixture(scope="module")
+def debug_model():
+    torch.manual_seed(0)
+    return Transformer(ModelConfig.from_name("debug", n_kv_head=2)).eval()
+
+
+@pytest.fixture(scope="module")
+def bundled_lm():
+    from primer.weights.load import load_model
+
+    try:
+        return load_model("bundled")
+    except PrimerError as e:
+        pytest.skip(str(e))
+
+
+def record(out: dict, events) -> None:
+    """Fold events into per request id: tokens, text, and its final event."""
+    for ev in events:
+        r = out.setdefault(ev.rid, {"ids": [], "text": "", "final": None})
+        assert r["final"] is None, "an event after the final one"
+        if ev.token_id is not None:
+            r["ids"].append(ev.token_id)
+        r["text"] += ev.text
+        if ev.finish_reason:
+            r["final"] = ev
+
+
+def drain(eng: Engine, out: dict | None = None, steps: int | None = None) -> dict:
+    """Step until done (or `steps` steps), recording every event."""
+    out = {} if out is None else out
+    n = 0
+    while eng.has_work() and (steps is None or n < steps):
+        n += 1
+        record(out, eng.step())
+    return out
+
+
+def alone(model, prompt, fast, **kw) -> list[int]:
+    return generate(model, [prompt], fast=fast, **kw)[0].token_ids
+
+
+def test_a_request_joins_the_running_batch_at_the_next_step(debug_model):
+    eng = Engine(debug_model, max_batch=4, fast=False)
+    a = eng.submit(PROMPTS[0], SamplingParams(max_new_tokens=12))
+    got = drain(eng, steps=3)
+    assert len(got[a]["ids"]) == 3 and eng.active() == 1
+    b = eng.submit(PROMPTS[2], SamplingParams(max_new_tokens=5))
+    assert eng.waiting() == 1
+    events = eng.step()
+    assert sorted(e.rid for e in events) == [a, b] and eng.active() == 2 and eng.waiting() == 0
+    record(got, events)
+    drain(eng, got)
+    assert got[a]["ids"] == alone(debug_model, PROMPTS[0], False, max_new_tokens=12)
+    assert got[b]["ids"] == alone(debug_model, PROMPTS[2], False, max_new_tokens=5)
+    assert (got[b]["final"].finish_reason, got[b]["final"].completion_tokens, got[b]["final"].prompt_tokens) == \
+        ("length", 5, 5)
+
+
+def test_cancel_frees_the_slot_at_once(debug_model):
+    eng = Engine(debug_model, max_batch=2, fast=False)
+    ids = [eng.submit(p, SamplingParams(max_new_tokens=10)) for p in PROMPTS[:3]]
+    got = drain(eng, steps=2)
+    assert eng.active() == 2 and eng.waiting() == 1
+    assert eng.cancel(ids[0]) and eng.active() == 1  # slot 0 freed; slot 1's row moved into it
+    events = eng.step()
+    assert ids[0] not in {e.rid for e in events} and eng.active() == 2 and eng.waiting() == 0
+    record(got, events)
+    assert not eng.cancel(ids[0])
+    drain(eng, got)
+    assert got[ids[0]]["final"] is None
+    assert got[ids[1]]["ids"] == alone(debug_model, PROMPTS[1], False, max_new_tokens=10)
+    assert got[ids[2]]["ids"] == alone(debug_model, PROMPTS[2], False, max_new_tokens=10)
+    w = eng.submit(PROMPTS[3])
+    assert eng.cancel(w) and not eng.has_work()  # a waiting request is dropped too
+
+
+def test_mixed_settings_in_one_batch_match_each_request_alone(debug_model):
+    """Greedy, sampled (seeded) and penalised requests share a batch; each gives what it gives alone."""
+    settings = [dict(max_new_tokens=9), dict(max_new_tokens=11, temperature=1.0, top_p=0.9, seed=5),
+                dict(max_new_tokens=7, repeat_penalty=2.0), dict(max_new_tokens=8, temperature=0.7, top_k=20, seed=9)]
+    eng = Engine(debug_model, max_batch=3, fast=False)
+    rids = [eng.submit(p, SamplingParams(**s)) for p, s in zip(PROMPTS, settings)]
+    got = drain(eng)
+    for rid, p, s in zip(rids, PROMPTS, settings):
+        assert got[rid]["ids"] == alone(debug_model, p, False, **s)
+
+
+def test_context_limit_is_an_explicit_length_finish(debug_model):
+    eng = Engine(debug_model, fast=False)  # the debug shape's context is 128 tokens
+    rid = eng.submit([1] * 125, SamplingParams(max_new_tokens=50))
+    final = drain(eng)[rid]["final"]
+    assert (final.finish_reason, final.prompt_tokens, final.completion_tokens) == ("length", 125, 3)
+    with pytest.raises(PrimerError, match="prompt is 128 tokens; the model's context is 128 tokens"):
+        eng.submit([1] * 128)
+    small = Engine(debug_model, max_len=32, fast=False)
+    rid = small.submit([1] * 30, SamplingParams(max_new_tokens=50))
+    assert drain(small)[rid]["final"].completion_tokens == 2
+    rid = small.submit([1] * 3, SamplingParams(max_new_tokens=0))
+    assert drain(small)[rid]["final"].finish_reason == "length"
+
+
+# ------------------------------------------------------------------ the bundled real model
+
+
+def test_fast_path_text_alone_equals_text_in_a_changing_batch(bundled_lm):
+    """Requests arrive while others decode, finish at different steps, and rows move between slots;
+    each greedy text equals the text the same prompt gets alone."""
+    prompts = ["The sun is a", "Water boils at", "My favourite book is about a", "Once upon a time"]
+    lengths = [6, 14, 9, 12]
+    eng = Engine(bundled_lm, max_batch=2, fast=True)
+    rids = [eng.submit(prompts[0], SamplingParams(max_new_tokens=lengths[0], ignore_eos=True))]
+    got = drain(eng, steps=2)
+    rids += [eng.submit(p, SamplingParams(max_new_tokens=n, ignore_eos=True)) for p, n in zip(prompts[1:], lengths[1:])]
+    drain(eng, got)
+    for rid, p, n in zip(rids, prompts, lengths):
+        assert got[rid]["ids"] == alone(bundled_lm, p, True, max_new_tokens=n, ignore_eos=True)
+        assert got[rid]["final"].completion_tokens == n
+
+
+def test_stop_string_across_token_boundaries_is_never_streamed(bundled_lm):
+    tok = bundled_lm.tokenizer
+    text = "Hello world, the café is open until midnight 🌙 tonight."
+    ids = tok.encode(text, add_special_tokens=False)
+    for stop in ["lo wor", "é is", "🌙", "midnight 🌙 t"]:
+        assert not any(stop in tok.decode([i]) for i in ids)  # the stop string spans tokens
+        d = Detokenizer(tok, [stop])
+        pieces = []
+        for i in ids:
+            pieces.append(d.add(i))
+            if d.hit:
+                break
+        assert d.hit and "".join(pieces) == text[: text.index(stop)]
+        assert all("\ufffd" not in p for p in pieces)  # a character split over tokens is held back whole
