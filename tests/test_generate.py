@@ -176,7 +176,8 @@ def test_fast_decoder_tracks_the_fp32_reference(bundled_lm):
 
     model, tok = bundled_lm.model, bundled_lm.tokenizer
     dec = fast_decoder(model)
-    assert dec.kinds() == {"int4": 120, "int4x2": 1}  # the file's Q4_1 / Q8_0 blocks, not a re-quantization
+    # the file's Q4_1 / Q8_0 blocks, not a re-quantization: primer's kernel, or torch's where it cannot build
+    assert dec.kinds() in ({"q4": 120, "q8": 1}, {"int4": 120, "int4x2": 1})
     ids = torch.tensor([tok.encode("The quick brown fox jumps over the lazy dog because it wanted to see "
                                    "what was on the other side of the river, where the grass was greener.")])
     T = ids.shape[1]
@@ -189,6 +190,8 @@ def test_fast_decoder_tracks_the_fp32_reference(bundled_lm):
     assert agree >= 0.9
     p, q = torch.softmax(steps, -1), torch.softmax(ref[4:], -1)
     assert 0.5 * (p - q).abs().sum(-1).mean() < 0.03  # mean total-variation distance
+    if "q4" in dec.kinds():  # primer's kernel multiplies the same weights in fp32: the reference up to rounding
+        assert (steps - ref[4:]).abs().max() < 1e-3
 
 
 def test_fast_path_batched_equals_one_by_one(bundled_lm):

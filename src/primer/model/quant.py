@@ -1,18 +1,20 @@
-"""The fast CPU decode path: weight-only int4/int8 matmuls and a lean per-token forward.
+"""The fast CPU decode path: block-quantized matmuls and a lean per-token forward.
 
 Why: decoding one token reads every weight once, so on a CPU the fp32 loop is bound by memory
 traffic (540 MB a token for SmolLM2-135M) and by Python launching ~50 ops per layer. Here:
-  * weights are packed for torch's CPU weight-only kernels (`_weight_int4pack_mm_for_cpu`,
-    group 32, asymmetric; `_weight_int8pack_mm`, per output channel) with bf16 activations.
-    A weight that came from a Q4_0/Q4_1 GGUF block is *exactly* representable in int4/group-32
-    (scale d, zero m + 8d), so for the bundled model the int4 path uses the file's own weights,
-    not a re-quantization; other weights use int4 only when that is exact, else int8.
+  * with primer's own kernel (`primer.model.kernels`, AVX-512, built on first use) the weights stay
+    the file's blocks of 32 (Q4_0/Q4_1 as 4-bit codes with their scales and mins, Q8_0 as int8;
+    float weights become Q8_0-style blocks) and are multiplied in fp32: the output equals the fp32
+    reference up to summation order, a batch reads the weights once for all its rows, and a row's
+    output has the same bits whatever its batch. Prompts run on the same kernel, so no dense copy of
+    the weights is needed.
+  * without it (no AVX-512 or no compiler), torch's weight-only kernels
+    (`_weight_int4pack_mm_for_cpu`, group 32; `_weight_int8pack_mm`, per output channel) with bf16
+    activations, and dense fp32 sgemm for prompts and batches above INT_MAX_ROWS rows.
   * matrices that read the same input are fused (q|k|v, gate|up), RMSNorm is one op, rotary is
     applied to q and k heads at once, and grouped-query decode attends without expanding k/v.
-  * large row counts (prefill, big batches) switch to the dense fp32 weights (MKL sgemm is
-    faster there than the weight-only kernels), so prompts are processed at full precision.
 `model.Transformer.forward` stays the exact reference; `FastDecoder` mirrors it step for step and
-is tested against it (tests/test_generate.py).
+is tested against it (tests/test_generate.py, tests/test_kernels.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from primer.model import kernels
 from primer.model.transformer import KVCache, Transformer
 
 GROUP = 32
@@ -48,11 +51,14 @@ def _codes(part) -> tuple | None:
 class PackedLinear:
     """y = x @ W.T + b for W = the row-wise concatenation of `parts` [(weight (N_i, K), bias, source)].
 
-    Few rows (decoding) run a weight-only kernel on packed codes with bf16 activations:
-      int4    GGUF Q4_0/Q4_1 blocks as they are in the file (group 32, scale d, zero m + 8d);
+    With primer's kernel (all row counts, fp32 activations and output):
+      q4      GGUF Q4_0/Q4_1 blocks as they are in the file (w = d*q + m, fp32 scales);
+      q8      GGUF Q8_0 blocks as they are, or any other weight as Q8_0-style blocks (max|w|/127 per 32).
+    Without it, few rows (decoding) run torch's weight-only kernels with bf16 activations:
+      int4    GGUF Q4_0/Q4_1 blocks (group 32, scale d, zero m + 8d);
       int4x2  GGUF Q8_0 blocks, exact, as two int4 planes: q8 = 16 h + l, h = q8 >> 4, l = q8 & 15;
-      int8    anything else (fp32/bf16 weights, k-quants), per-output-channel symmetric int8.
-    Many rows (prefill, big batches) run dense fp32 sgemm on the model's own weight tensors.
+      int8    anything else, per-output-channel symmetric int8;
+    and many rows (prefill, big batches) run dense fp32 sgemm on the model's own weight tensors.
     """
 
     def __init__(self, parts: list[tuple], act_dtype: torch.dtype = torch.bfloat16, packing: str = "auto"):
@@ -61,9 +67,25 @@ class PackedLinear:
         self.out_features = sum(p[0].shape[0] for p in parts)
         self.act_dtype = act_dtype
         bias = [b for _, b, _ in parts]
-        self.bias_act = None if bias[0] is None else torch.cat([b.detach().float() for b in bias]).to(act_dtype)
+        bias = None if bias[0] is None else torch.cat([b.detach().float() for b in bias])
         codes = [_codes(p) for p in parts] if packing == "auto" else [None]
         kinds = {c[0] if c is not None else None for c in codes}
+        self.ext = kernels.load() if self.in_features % GROUP == 0 else None
+        if self.ext is not None:
+            self.bias = bias
+            if kinds == {"q4"}:
+                self.packed = kernels.pack_q4(*(torch.cat([c[i] for c in codes]) for i in (1, 2, 3)))
+                self.kind = "q4"
+            else:
+                if kinds == {"q8"}:
+                    q, d = torch.cat([c[1] for c in codes]), torch.cat([c[2] for c in codes])
+                else:
+                    q, d = kernels.quantize_q8(torch.cat([p[0].detach().float() for p in parts]))
+                self.packed = kernels.pack_q8(q, d)
+                self.kind = "q8"
+            self.dense = []  # the kernel runs every row count on the blocks
+            return
+        self.bias_act = None if bias is None else bias.to(act_dtype)
         if kinds == {"q4"}:
             q = torch.cat([c[1] for c in codes]).to(torch.int32)
             self.packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)
@@ -84,9 +106,18 @@ class PackedLinear:
             self.kind = "int8"
 
     def __call__(self, x: torch.Tensor, packed: bool = True) -> torch.Tensor:
-        """x (..., K) -> (..., N): packed kernel in act dtype, or (packed=False) dense fp32."""
+        """x (..., K) -> (..., N): the block kernel (fp32), else the packed torch kernel in act dtype,
+        or (packed=False) dense fp32."""
         shape = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
+        if self.ext is not None:
+            x2 = x2.float()
+            y = self.ext.q4_mm(x2, *self.packed) if self.kind == "q4" else self.ext.q8_mm(x2, *self.packed)
+            if y.shape[1] != self.out_features:
+                y = y[:, : self.out_features]
+            if self.bias is not None:
+                y = y + self.bias
+            return y.view(*shape, self.out_features)
         if not packed:
             xf = x2.float()
             ys = [F.linear(xf, w.float(), None if b is None else b.float()) for w, b in self.dense]
@@ -105,7 +136,8 @@ class PackedLinear:
         return y.view(*shape, self.out_features)
 
     def nbytes(self) -> int:
-        return self.packed.numel() * self.packed.element_size() + self.scales.numel() * self.scales.element_size()
+        tensors = self.packed if isinstance(self.packed, tuple) else (self.packed, self.scales)
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
 class FastDecoder:
@@ -189,14 +221,15 @@ class FastDecoder:
         sin = (self.rope_sin[pos] * self.rope_sign).unsqueeze(2)
         nh, nkv, hs = cfg.n_head, cfg.n_kv_head, cfg.head_dim
         rep = nh // nkv
-        # Decode steps of small batches use the packed kernels; prompts (T > 1) and big batches use
-        # dense fp32. The choice depends on B only through the threshold, so a prompt decodes the
-        # same alone or in any batch of up to INT_MAX_ROWS rows.
+        # primer's kernel runs every row count. Without it, decode steps of small batches use torch's
+        # packed kernels and prompts (T > 1) and big batches dense fp32; the choice depends on B only
+        # through the threshold, so a prompt decodes the same alone or in any batch of up to
+        # INT_MAX_ROWS rows.
         pk = T == 1 and B <= INT_MAX_ROWS
         x = F.embedding(idx, self.embed)  # (B, T, C) fp32 residual stream
         for li, L in enumerate(self.layers):
             h = L["n1"](x)
-            # attention runs in fp32 (the cache is fp32); the int kernels' bf16 output is widened once
+            # attention runs in fp32 (the cache is fp32); torch's int kernels' bf16 output is widened once
             qkv = L["qkv"](h, pk).float().view(B, T, nh + 2 * nkv, hs)  # (B, T, nh+2nkv, hs)
             qk = self._rope(qkv[:, :, : nh + nkv], cos, sin)
             q = qk[:, :, :nh].transpose(1, 2)  # (B, nh, T, hs)

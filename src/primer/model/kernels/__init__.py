@@ -1,0 +1,91 @@
+"""primer's native CPU matmul on block-quantized weights (`qmm.cpp`), built on first use.
+
+`load()` compiles the kernel with torch's C++ extension builder the first time it is needed on a
+machine (about 20 s, cached under torch's extension directory keyed by the source's hash) and
+returns the module, or None where it cannot run (no AVX-512, no C++ compiler, or
+PRIMER_NO_KERNELS=1): the fast decoder then falls back to torch's own weight-only kernels.
+`pack_q4` / `pack_q8` put GGUF-style blocks of 32 into the kernel's layout (see qmm.cpp).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("qmm.cpp")
+FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-fopenmp"]
+_STATE: dict = {}
+
+
+def load():
+    """The compiled kernel module, or None where it is unavailable (the reason is in `why_not()`)."""
+    if "mod" in _STATE:
+        return _STATE["mod"]
+    _STATE["mod"] = None
+    if os.environ.get("PRIMER_NO_KERNELS"):
+        _STATE["why"] = "PRIMER_NO_KERNELS is set"
+        return None
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AMX"):
+        _STATE["why"] = f"this CPU has no AVX-512 ({torch.backends.cpu.get_cpu_capability()})"
+        return None
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:12]
+    name = f"primer_qmm_{digest}"
+    from torch.utils.cpp_extension import _get_build_directory, load as build
+
+    built = (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists()
+    if not built:
+        print("primer: building the CPU matmul kernel (once per machine, ~20 s)...", file=sys.stderr, flush=True)
+    try:
+        # OpenMP threads come from the libgomp torch already loaded (same soname), so the kernel
+        # shares torch's thread pool and torch.set_num_threads governs both.
+        _STATE["mod"] = build(name, [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], verbose=False)
+    except Exception as e:  # no compiler, no headers: run on torch's kernels instead
+        _STATE["why"] = f"building it failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        print(f"primer: {_STATE['why']}; using torch's slower int4 kernels", file=sys.stderr)
+    return _STATE["mod"]
+
+
+def why_not() -> str | None:
+    return _STATE.get("why")
+
+
+def _pad_rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    return t if t.shape[0] == n else torch.cat([t, t.new_zeros((n - t.shape[0],) + tuple(t.shape[1:]))])
+
+
+def pack_q4(q: torch.Tensor, d: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Q4 blocks (w = d*q + m; q (N, K) codes 0..15, d/m (N, K/32)) -> (codes, d, m) for q4_mm.
+    N is padded to a multiple of 32 with zero rows (the caller slices the output)."""
+    N, K = q.shape
+    Np = -(-N // 32) * 32
+    q, d, m = _pad_rows(q.to(torch.uint8), Np), _pad_rows(d.float(), Np), _pad_rows(m.float(), Np)
+    qq = q.view(Np // 16, 16, K // 32, 2, 16)  # (group, n, block, half, k)
+    codes = (qq[:, :, :, 0] | (qq[:, :, :, 1] << 4)).permute(0, 2, 3, 1).contiguous()  # (group, block, k, n)
+    return codes, _scales(d), _scales(m)
+
+
+def pack_q8(q: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q8 blocks (w = d*q; q (N, K) int8, d (N, K/32)) -> (codes, d) for q8_mm (N padded to 32)."""
+    N, K = q.shape
+    Np = -(-N // 32) * 32
+    q, d = _pad_rows(q.to(torch.int8), Np), _pad_rows(d.float(), Np)
+    codes = q.view(Np // 16, 16, K // 32, 32).permute(0, 2, 3, 1).contiguous()  # (group, block, k, n)
+    return codes, _scales(d)
+
+
+def quantize_q8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float weights (N, K) -> Q8_0-style blocks (q int8, d (N, K/32)): d = max|w| / 127 per block."""
+    N, K = w.shape
+    blocks = w.detach().float().view(N, K // 32, 32)
+    d = blocks.abs().amax(-1) / 127
+    q = (blocks / d.clamp_min(1e-30)[..., None]).round_().clamp_(-127, 127).to(torch.int8)
+    return q.view(N, K), d
+
+
+def _scales(s: torch.Tensor) -> torch.Tensor:
+    N, nb = s.shape
+    return s.view(N // 16, 16, nb).permute(0, 2, 1).contiguous()  # (group, block, n)

@@ -1,0 +1,227 @@
+// y = x @ W^T on GGUF-style block-quantized weights, fp32 in and out: primer's fast CPU matmul.
+//
+// Why a kernel of our own: torch's weight-only int4 CPU kernel takes bf16 activations, keeps the
+// block scales in bf16 and rounds its output to bf16 (0.4% relative error per output, enough to flip
+// near-tied greedy tokens against the fp32 reference), and it reads the weights once per row, so a
+// batch of B rows costs B times the weight traffic. Here:
+//   * the weights are the file's blocks of 32 (Q4_0/Q4_1: 4-bit codes q, w = d*q + m; Q8_0: int8
+//     codes, w = d*q) with fp32 scales, multiplied in fp32: the result is the fp32 reference's up to
+//     summation order;
+//   * a block is dequantized once per tile of rows (decode), or once per panel into a cache-resident
+//     buffer that every row then reads (prefill, big batches), so B rows read the weights once;
+//   * both paths multiply and add in the same order, so a row's output does not depend on how many
+//     rows share the call (a request's text does not depend on its batch).
+// Layout (made by `pack` in primer/model/kernels.py): outputs in groups of 16 (one AVX-512 vector),
+//   Q4 codes (N/16, K/32, 16, 16) bytes: [g, b, k, n] = q[16g+n, 32b+k] | q[16g+n, 32b+k+16] << 4
+//   Q8 codes (N/16, K/32, 32, 16) int8:  [g, b, k, n] = q[16g+n, 32b+k]
+//   scales d, mins m (N/16, K/32, 16) fp32.
+// Needs AVX-512F (the caller checks; elsewhere it uses torch's kernels).
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+namespace {
+
+constexpr int64_t G = 32;   // block size along K
+constexpr int NV = 2;       // 16-output vectors per tile (32 outputs)
+constexpr int64_t DIRECT_MAX_ROWS = 32;  // above: dequantize a panel once and reuse it for all rows
+
+struct Q4 {
+  static constexpr int64_t block_bytes = 256;
+  // codes of k and k+16 for 16 outputs -> two vectors of integer codes as float
+  static inline void pair(const uint8_t* p, int k, __m512& lo, __m512& hi) {
+    const __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k)));
+    lo = _mm512_cvtepi32_ps(_mm512_and_si512(c, _mm512_set1_epi32(15)));
+    hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(c, 4));
+  }
+};
+
+struct Q8 {
+  static constexpr int64_t block_bytes = 512;
+  static inline void pair(const uint8_t* p, int k, __m512& lo, __m512& hi) {
+    lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k))));
+    hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * (k + 16)))));
+  }
+};
+
+struct Weights {
+  const uint8_t* codes;
+  const float* d;
+  const float* m;  // null for Q8
+  int64_t nb;      // blocks along K
+};
+
+// MT rows x (NV*16) outputs starting at group g, dequantizing in registers: w = d*q + m (one fma),
+// then acc += w * x in the order k = 0, 16, 1, 17, ... of each block, the same order the panel path
+// uses, so a row's result is the same bits whatever the number of rows.
+template <typename Q, int MT>
+inline void tile_direct(const float* x, int64_t K, const Weights& w, int64_t g, float* y, int64_t N) {
+  __m512 acc[MT][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MT; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < w.nb; ++b) {
+    const uint8_t* p[NV];
+    __m512 dv[NV], mv[NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      p[v] = w.codes + ((g + v) * w.nb + b) * Q::block_bytes;
+      const int64_t s = ((g + v) * w.nb + b) * 16;
+      dv[v] = _mm512_loadu_ps(w.d + s);
+      mv[v] = w.m ? _mm512_loadu_ps(w.m + s) : _mm512_setzero_ps();
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 16; ++k) {
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) {
+        __m512 lo, hi;
+        Q::pair(p[v], k, lo, hi);
+        lo = _mm512_fmadd_ps(lo, dv[v], mv[v]);
+        hi = _mm512_fmadd_ps(hi, dv[v], mv[v]);
+#pragma GCC unroll 16
+        for (int r = 0; r < MT; ++r) {
+          const float* xr = x + r * K + b * G;
+          acc[r][v] = _mm512_fmadd_ps(lo, _mm512_set1_ps(xr[k]), acc[r][v]);
+          acc[r][v] = _mm512_fmadd_ps(hi, _mm512_set1_ps(xr[k + 16]), acc[r][v]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MT; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(y + r * N + 16 * (g + v), acc[r][v]);
+}
+
+// Dequantize groups g..g+NV-1 into panel[p][NV*16], p = 32b + 2k (element k of block b) and
+// 32b + 2k + 1 (element k + 16): the order the direct path multiplies in.
+template <typename Q>
+inline void dequant_panel(const Weights& w, int64_t g, float* panel) {
+  #pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v)
+    for (int64_t b = 0; b < w.nb; ++b) {
+      const uint8_t* p = w.codes + ((g + v) * w.nb + b) * Q::block_bytes;
+      const int64_t s = ((g + v) * w.nb + b) * 16;
+      const __m512 dv = _mm512_loadu_ps(w.d + s);
+      const __m512 mv = w.m ? _mm512_loadu_ps(w.m + s) : _mm512_setzero_ps();
+      #pragma GCC unroll 16
+      for (int k = 0; k < 16; ++k) {
+        __m512 lo, hi;
+        Q::pair(p, k, lo, hi);
+        _mm512_storeu_ps(panel + (b * G + 2 * k) * (NV * 16) + 16 * v, _mm512_fmadd_ps(lo, dv, mv));
+        _mm512_storeu_ps(panel + (b * G + 2 * k + 1) * (NV * 16) + 16 * v, _mm512_fmadd_ps(hi, dv, mv));
+      }
+    }
+}
+
+// Rows x (NV*16) outputs over panel rows k0..k1 (k-major, NV*16 floats each); `first` starts the
+// sums, later chunks add to what y holds (the chunk of the panel stays in L1 across all rows).
+template <int MT>
+inline void tile_panel(const float* x, int64_t K, const float* panel, int64_t k0, int64_t k1, bool first,
+                       int64_t g, float* y, int64_t N) {
+  __m512 acc[MT][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MT; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(y + r * N + 16 * (g + v));
+  for (int64_t k = k0; k < k1; ++k) {
+    const int64_t xk = (k & ~int64_t(31)) + ((k & 31) >> 1) + (k & 1) * 16;  // panel row -> element of x
+    __m512 wv[NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(panel + k * (NV * 16) + 16 * v);
+#pragma GCC unroll 16
+    for (int r = 0; r < MT; ++r) {
+      const __m512 xv = _mm512_set1_ps(x[r * K + xk]);
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(wv[v], xv, acc[r][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MT; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(y + r * N + 16 * (g + v), acc[r][v]);
+}
+
+template <typename Q>
+void rows_direct(const float* x, int64_t M, int64_t K, const Weights& w, int64_t g, float* y, int64_t N) {
+  int64_t r = 0;
+  for (; r + 4 <= M; r += 4) tile_direct<Q, 4>(x + r * K, K, w, g, y + r * N, N);
+  switch (M - r) {
+    case 3: tile_direct<Q, 3>(x + r * K, K, w, g, y + r * N, N); break;
+    case 2: tile_direct<Q, 2>(x + r * K, K, w, g, y + r * N, N); break;
+    case 1: tile_direct<Q, 1>(x + r * K, K, w, g, y + r * N, N); break;
+    default: break;
+  }
+}
+
+constexpr int64_t KC = 128;  // panel rows per chunk: 128 x 32 floats = 16 KB, L1-resident
+
+void rows_panel(const float* x, int64_t M, int64_t K, const float* panel, int64_t g, float* y, int64_t N) {
+  for (int64_t k0 = 0; k0 < K; k0 += KC) {
+    const int64_t k1 = std::min(K, k0 + KC);
+    const bool first = k0 == 0;
+    int64_t r = 0;
+    for (; r + 6 <= M; r += 6) tile_panel<6>(x + r * K, K, panel, k0, k1, first, g, y + r * N, N);
+    switch (M - r) {
+      case 5: tile_panel<5>(x + r * K, K, panel, k0, k1, first, g, y + r * N, N); break;
+      case 4: tile_panel<4>(x + r * K, K, panel, k0, k1, first, g, y + r * N, N); break;
+      case 3: tile_panel<3>(x + r * K, K, panel, k0, k1, first, g, y + r * N, N); break;
+      case 2: tile_panel<2>(x + r * K, K, panel, k0, k1, first, g, y + r * N, N); break;
+      case 1: tile_panel<1>(x + r * K, K, panel, k0, k1, first, g, y + r * N, N); break;
+      default: break;
+    }
+  }
+}
+
+template <typename Q>
+at::Tensor qmm(const at::Tensor& x_, const at::Tensor& codes, const at::Tensor& d, const c10::optional<at::Tensor>& m_) {
+  TORCH_CHECK(x_.scalar_type() == at::kFloat && x_.dim() == 2, "qmm: x must be (M, K) float32");
+  const at::Tensor x = x_.contiguous();
+  const int64_t M = x.size(0), K = x.size(1);
+  TORCH_CHECK(K % G == 0, "qmm: K must be a multiple of 32");
+  const int64_t nb = K / G, groups = d.size(0), N = groups * 16;
+  TORCH_CHECK(groups % NV == 0, "qmm: outputs must be a multiple of 32");
+  TORCH_CHECK(codes.is_contiguous() && codes.numel() == groups * nb * Q::block_bytes, "qmm: codes do not match the scales");
+  TORCH_CHECK(d.is_contiguous() && d.scalar_type() == at::kFloat && d.dim() == 3 && d.size(1) == nb && d.size(2) == 16,
+              "qmm: scales must be (N/16, K/32, 16) float32");
+  Weights w{reinterpret_cast<const uint8_t*>(codes.data_ptr()), d.data_ptr<float>(), nullptr, nb};
+  if (m_.has_value()) {
+    TORCH_CHECK(m_->sizes() == d.sizes() && m_->is_contiguous() && m_->scalar_type() == at::kFloat, "qmm: bad mins");
+    w.m = m_->data_ptr<float>();
+  }
+  at::Tensor y = at::empty({M, N}, x.options());
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const int64_t tiles = groups / NV;
+  if (M <= DIRECT_MAX_ROWS) {
+    at::parallel_for(0, tiles, 4, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) rows_direct<Q>(xp, M, K, w, t * NV, yp, N);
+    });
+  } else {
+    at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<float> panel(K * NV * 16);
+      for (int64_t t = t0; t < t1; ++t) {
+        dequant_panel<Q>(w, t * NV, panel.data());
+        rows_panel(xp, M, K, panel.data(), t * NV, yp, N);
+      }
+    });
+  }
+  return y;
+}
+
+at::Tensor q4_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m) {
+  return qmm<Q4>(x, codes, d, m);
+}
+
+at::Tensor q8_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d) {
+  return qmm<Q8>(x, codes, d, c10::nullopt);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
+  mod.def("q4_mm", &q4_mm, "x (M,K) f32 @ W^T for Q4 blocks in primer's layout -> (M,N) f32");
+  mod.def("q8_mm", &q8_mm, "x (M,K) f32 @ W^T for Q8 blocks in primer's layout -> (M,N) f32");
+}

@@ -1,0 +1,53 @@
+"""primer's block-quantized CPU matmul (primer.model.kernels): the fp32 product of the file's blocks,
+bit-identical rows whatever the batch, and the layouts of Q4 (with mins) and Q8 blocks."""
+
+import pytest
+import torch
+
+from primer.model import kernels
+
+ext = kernels.load()
+pytestmark = pytest.mark.skipif(ext is None, reason=f"primer's CPU kernel is unavailable: {kernels.why_not()}")
+
+
+def q4_weights(N, K, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 16, (N, K), generator=g, dtype=torch.uint8)
+    d = torch.rand(N, K // 32, generator=g) * 0.02
+    m = -torch.rand(N, K // 32, generator=g) * 0.1
+    w = (q.float().view(N, K // 32, 32) * d[..., None] + m[..., None]).view(N, K)
+    return (q, d, m), w
+
+
+@pytest.mark.parametrize("N,K", [(96, 64), (40, 128), (3072, 576)])  # 40: rows padded to a multiple of 32
+def test_q4_and_q8_match_the_dequantized_product(N, K):
+    (q, d, m), w = q4_weights(N, K)
+    packed = kernels.pack_q4(q, d, m)
+    q8, d8 = kernels.quantize_q8(torch.randn(N, K))
+    w8 = (q8.float().view(N, K // 32, 32) * d8[..., None]).view(N, K)
+    p8 = kernels.pack_q8(q8, d8)
+    for M in (1, 3, 9, 40, 70):  # register tiles, their remainders, and the panel path
+        x = torch.randn(M, K)
+        y = ext.q4_mm(x, *packed)[:, :N]
+        ref = x.double() @ w.double().t()
+        assert (y.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+        y8 = ext.q8_mm(x, *p8)[:, :N]
+        ref8 = x.double() @ w8.double().t()
+        assert (y8.double() - ref8).abs().max() <= 1e-5 * ref8.abs().max()
+
+
+def test_a_row_has_the_same_bits_in_any_batch():
+    (q, d, m), _ = q4_weights(256, 576, seed=1)
+    packed = kernels.pack_q4(q, d, m)
+    x = torch.randn(100, 576)
+    alone = ext.q4_mm(x[5:6], *packed)[0]
+    for M in (6, 8, 13, 32, 33, 100):  # decode tiles and the panel path (M > 32) multiply in one order
+        assert torch.equal(ext.q4_mm(x[:M], *packed)[5], alone)
+
+
+def test_quantize_q8_is_the_q8_0_rule():
+    w = torch.randn(8, 64)
+    q, d = kernels.quantize_q8(w)
+    assert q.dtype == torch.int8 and d.shape == (8, 2)
+    assert torch.allclose(d, w.view(8, 2, 32).abs().amax(-1) / 127)
+    assert (q.float().view(8, 2, 32) * d[..., None] - w.view(8, 2, 32)).abs().max() <= d.max() / 2 + 1e-7
