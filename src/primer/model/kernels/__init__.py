@@ -58,11 +58,11 @@ def _pad_rows(t: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def pack_q4(q: torch.Tensor, d: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Q4 blocks (w = d*q + m; q (N, K) codes 0..15, d/m (N, K/32)) -> (codes, d, m) for q4_mm.
-    N is padded to a multiple of 32 with zero rows (the caller slices the output)."""
+    """Q4 blocks (w = d*q + m; q (N, K) codes 0..15, d/m (N, K/32), fp16 as in GGUF) -> (codes, d, m)
+    for q4_mm. N is padded to a multiple of 32 with zero rows (the caller slices the output)."""
     N, K = q.shape
     Np = -(-N // 32) * 32
-    q, d, m = _pad_rows(q.to(torch.uint8), Np), _pad_rows(d.float(), Np), _pad_rows(m.float(), Np)
+    q, d, m = _pad_rows(q.to(torch.uint8), Np), _pad_rows(d.half(), Np), _pad_rows(m.half(), Np)
     qq = q.view(Np // 16, 16, K // 32, 2, 16)  # (group, n, block, half, k)
     codes = (qq[:, :, :, 0] | (qq[:, :, :, 1] << 4)).permute(0, 2, 3, 1).contiguous()  # (group, block, k, n)
     return codes, _scales(d), _scales(m)
@@ -72,17 +72,18 @@ def pack_q8(q: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     """Q8 blocks (w = d*q; q (N, K) int8, d (N, K/32)) -> (codes, d) for q8_mm (N padded to 32)."""
     N, K = q.shape
     Np = -(-N // 32) * 32
-    q, d = _pad_rows(q.to(torch.int8), Np), _pad_rows(d.float(), Np)
+    q, d = _pad_rows(q.to(torch.int8), Np), _pad_rows(d.half(), Np)
     codes = q.view(Np // 16, 16, K // 32, 32).permute(0, 2, 3, 1).contiguous()  # (group, block, k, n)
     return codes, _scales(d)
 
 
 def quantize_q8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float weights (N, K) -> Q8_0-style blocks (q int8, d (N, K/32)): d = max|w| / 127 per block."""
+    """Float weights (N, K) -> Q8_0 blocks (q int8, d fp16 (N, K/32)): d = max|w| / 127 per block,
+    rounded to fp16 as GGUF stores it, and q rounded against that d."""
     N, K = w.shape
     blocks = w.detach().float().view(N, K // 32, 32)
-    d = blocks.abs().amax(-1) / 127
-    q = (blocks / d.clamp_min(1e-30)[..., None]).round_().clamp_(-127, 127).to(torch.int8)
+    d = (blocks.abs().amax(-1) / 127).half()
+    q = (blocks / d.float().clamp_min(1e-30)[..., None]).round_().clamp_(-127, 127).to(torch.int8)
     return q.view(N, K), d
 
 

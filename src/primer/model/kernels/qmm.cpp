@@ -5,8 +5,8 @@
 // near-tied greedy tokens against the fp32 reference), and it reads the weights once per row, so a
 // batch of B rows costs B times the weight traffic. Here:
 //   * the weights are the file's blocks of 32 (Q4_0/Q4_1: 4-bit codes q, w = d*q + m; Q8_0: int8
-//     codes, w = d*q) with fp32 scales, multiplied in fp32: the result is the fp32 reference's up to
-//     summation order;
+//     codes, w = d*q) with their fp16 scales, multiplied in fp32: the result is the fp32 reference's
+//     up to summation order, and the weights take the file's 0.625 (Q4_1) / 1.06 (Q8_0) bytes each;
 //   * a block is dequantized once per tile of rows (decode), or once per panel into a cache-resident
 //     buffer that every row then reads (prefill, big batches), so B rows read the weights once;
 //   * both paths multiply and add in the same order, so a row's output does not depend on how many
@@ -14,7 +14,7 @@
 // Layout (made by `pack` in primer/model/kernels.py): outputs in groups of 16 (one AVX-512 vector),
 //   Q4 codes (N/16, K/32, 16, 16) bytes: [g, b, k, n] = q[16g+n, 32b+k] | q[16g+n, 32b+k+16] << 4
 //   Q8 codes (N/16, K/32, 32, 16) int8:  [g, b, k, n] = q[16g+n, 32b+k]
-//   scales d, mins m (N/16, K/32, 16) fp32.
+//   scales d, mins m (N/16, K/32, 16) fp16 (the file's own; converted to fp32 in registers).
 // Needs AVX-512F (the caller checks; elsewhere it uses torch's kernels).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -46,10 +46,17 @@ struct Q8 {
 
 struct Weights {
   const uint8_t* codes;
-  const float* d;
-  const float* m;  // null for Q8
-  int64_t nb;      // blocks along K
+  const at::Half* d;
+  const at::Half* m;  // null for Q8
+  int64_t nb;         // blocks along K
 };
+
+// 16 fp16 scales (the file's own) -> fp32
+inline __m512 scales16(const at::Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+constexpr int64_t PREFETCH_BLOCKS = 4;  // codes this many blocks ahead are requested from memory
 
 // MT rows x (NV*16) outputs starting at group g, dequantizing in registers: w = d*q + m (one fma),
 // then acc += w * x in the order k = 0, 16, 1, 17, ... of each block, the same order the panel path
@@ -68,8 +75,10 @@ inline void tile_direct(const float* x, int64_t K, const Weights& w, int64_t g, 
     for (int v = 0; v < NV; ++v) {
       p[v] = w.codes + ((g + v) * w.nb + b) * Q::block_bytes;
       const int64_t s = ((g + v) * w.nb + b) * 16;
-      dv[v] = _mm512_loadu_ps(w.d + s);
-      mv[v] = w.m ? _mm512_loadu_ps(w.m + s) : _mm512_setzero_ps();
+      dv[v] = scales16(w.d + s);
+      mv[v] = w.m ? scales16(w.m + s) : _mm512_setzero_ps();
+      for (int64_t l = 0; l < Q::block_bytes; l += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(p[v] + PREFETCH_BLOCKS * Q::block_bytes + l), _MM_HINT_T0);
     }
 #pragma GCC unroll 4
     for (int k = 0; k < 16; ++k) {
@@ -103,8 +112,8 @@ inline void dequant_panel(const Weights& w, int64_t g, float* panel) {
     for (int64_t b = 0; b < w.nb; ++b) {
       const uint8_t* p = w.codes + ((g + v) * w.nb + b) * Q::block_bytes;
       const int64_t s = ((g + v) * w.nb + b) * 16;
-      const __m512 dv = _mm512_loadu_ps(w.d + s);
-      const __m512 mv = w.m ? _mm512_loadu_ps(w.m + s) : _mm512_setzero_ps();
+      const __m512 dv = scales16(w.d + s);
+      const __m512 mv = w.m ? scales16(w.m + s) : _mm512_setzero_ps();
       #pragma GCC unroll 16
       for (int k = 0; k < 16; ++k) {
         __m512 lo, hi;
@@ -184,12 +193,12 @@ at::Tensor qmm(const at::Tensor& x_, const at::Tensor& codes, const at::Tensor& 
   const int64_t nb = K / G, groups = d.size(0), N = groups * 16;
   TORCH_CHECK(groups % NV == 0, "qmm: outputs must be a multiple of 32");
   TORCH_CHECK(codes.is_contiguous() && codes.numel() == groups * nb * Q::block_bytes, "qmm: codes do not match the scales");
-  TORCH_CHECK(d.is_contiguous() && d.scalar_type() == at::kFloat && d.dim() == 3 && d.size(1) == nb && d.size(2) == 16,
-              "qmm: scales must be (N/16, K/32, 16) float32");
-  Weights w{reinterpret_cast<const uint8_t*>(codes.data_ptr()), d.data_ptr<float>(), nullptr, nb};
+  TORCH_CHECK(d.is_contiguous() && d.scalar_type() == at::kHalf && d.dim() == 3 && d.size(1) == nb && d.size(2) == 16,
+              "qmm: scales must be (N/16, K/32, 16) float16");
+  Weights w{reinterpret_cast<const uint8_t*>(codes.data_ptr()), d.data_ptr<at::Half>(), nullptr, nb};
   if (m_.has_value()) {
-    TORCH_CHECK(m_->sizes() == d.sizes() && m_->is_contiguous() && m_->scalar_type() == at::kFloat, "qmm: bad mins");
-    w.m = m_->data_ptr<float>();
+    TORCH_CHECK(m_->sizes() == d.sizes() && m_->is_contiguous() && m_->scalar_type() == at::kHalf, "qmm: bad mins");
+    w.m = m_->data_ptr<at::Half>();
   }
   at::Tensor y = at::empty({M, N}, x.options());
   const float* xp = x.data_ptr<float>();
