@@ -157,6 +157,8 @@ class Runner:
             self.forward, dtype, self.device = fast_decoder(model), torch.float32, torch.device("cpu")
         else:
             self.forward, dtype, self.device = model, p.dtype, p.device
+        # the fast decoder's native step: per-row attention over each slot's own positions
+        self.step = self.forward.step if fast and self.forward.ext is not None else None
         self.fast = bool(fast)
         self.cache = SlotCache(model.cfg, slots, max_len, dtype, self.device)
 
@@ -173,6 +175,8 @@ class Runner:
         """Feed token i to slot i at position pos[i] (rows 0..n-1); logits (n, V)."""
         n, S = len(tokens), max(pos) + 1
         self.cache.reserve(S)
+        if self.step is not None:
+            return self.step(torch.tensor(tokens), torch.tensor(pos), self.cache.k, self.cache.v)
         p = torch.tensor(pos, device=self.device)
         mask = (torch.arange(S, device=self.device) <= p[:, None]).view(n, 1, 1, S)
         idx = torch.tensor(tokens, device=self.device).view(n, 1)

@@ -178,6 +178,13 @@ class FastDecoder:
             self.layers.append(layer)
         self.norm = self._norm(model.norm)
         self.head = lin(model.lm_head)
+        # one decode step in a dozen native calls per layer (`step`), where primer's kernels run
+        # every matmul of the model and the shapes suit them
+        mats = [v for layer in self.layers for v in layer.values() if isinstance(v, PackedLinear)] + [self.head]
+        self.ext = kernels.load()
+        if not (self.ext is not None and all(m.ext is not None for m in mats)
+                and cfg.head_dim % 16 == 0 and cfg.n_embd % 16 == 0):
+            self.ext = None
 
     def _norm(self, mod):
         w = mod.weight.detach().float()
@@ -185,6 +192,9 @@ class FastDecoder:
         eps = getattr(mod, "eps", self.cfg.norm_eps)
         if self.cfg.norm == "layernorm":
             return lambda x: F.layer_norm(x, (x.shape[-1],), w, b, eps)
+        ext = kernels.load()
+        if ext is not None and w.shape[0] % 16 == 0:
+            return lambda x: ext.rms_norm(x, w, eps)
         # RMSNorm as one native LayerNorm over [x, -x] (mean 0, variance mean(x^2)): 2 ops instead
         # of F.rms_norm's ~7 small ones, which matters at one token per step.
         C = w.shape[0]
@@ -262,6 +272,26 @@ class FastDecoder:
         if last_only:
             x = x[:, -1:]
         return self.head(self.norm(x), pk).float()
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor, pos: torch.Tensor, kc: list[torch.Tensor], vc: list[torch.Tensor]) -> torch.Tensor:
+        """One decode step on primer's kernels (requires `self.ext`): row m feeds tokens[m] at position
+        pos[m] of cache slot m (kc/vc per layer: (slots, nkv, cap, hs), written in place) and attends
+        over that slot's positions 0..pos[m] only. Logits (n, V) fp32."""
+        cfg, ext = self.cfg, self.ext
+        nh, nkv, hs = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        x = F.embedding(tokens, self.embed)  # (n, C)
+        for li, L in enumerate(self.layers):
+            h = L["n1"](x)
+            qkv = L["qkv"](h)  # (n, (nh + 2 nkv) hs)
+            ext.rope_(qkv, pos, self.rope_cos, self.rope_sin, nh + nkv, hs)
+            attn = L["o"](ext.attend(qkv, kc[li], vc[li], pos, nh, nkv))
+            if cfg.parallel_residual:
+                x = x + attn + self._mlp(L, h, True)
+            else:
+                x = x + attn
+                x = x + self._mlp(L, L["n2"](x), True)
+        return self.head(self.norm(x))
 
     def _mlp(self, L, h, pk: bool):
         u = L["up"](h, pk)

@@ -1,4 +1,5 @@
-"""primer's native CPU matmul on block-quantized weights (`qmm.cpp`), built on first use.
+"""primer's native CPU kernels, built on first use: the matmul on block-quantized weights
+(`qmm.cpp`) and the small pieces of a decode step (`step.cpp`: RMSNorm, rotary, attention).
 
 `load()` compiles the kernel with torch's C++ extension builder the first time it is needed on a
 machine (about 20 s, cached under torch's extension directory keyed by the source's hash) and
@@ -9,6 +10,7 @@ PRIMER_NO_KERNELS=1): the fast decoder then falls back to torch's own weight-onl
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import sys
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("qmm.cpp")
+SOURCES = [Path(__file__).with_name(n) for n in ("qmm.cpp", "step.cpp", "bind.cpp")]
 FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-fopenmp"]
 _STATE: dict = {}
 
@@ -32,17 +34,24 @@ def load():
     if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AMX"):
         _STATE["why"] = f"this CPU has no AVX-512 ({torch.backends.cpu.get_cpu_capability()})"
         return None
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES) + " ".join(FLAGS).encode()).hexdigest()[:12]
     name = f"primer_qmm_{digest}"
     from torch.utils.cpp_extension import _get_build_directory, load as build
 
-    built = (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists()
-    if not built:
-        print("primer: building the CPU matmul kernel (once per machine, ~20 s)...", file=sys.stderr, flush=True)
+    build_dir = Path(_get_build_directory(name, verbose=False))
     try:
-        # OpenMP threads come from the libgomp torch already loaded (same soname), so the kernel
-        # shares torch's thread pool and torch.set_num_threads governs both.
-        _STATE["mod"] = build(name, [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], verbose=False)
+        # One build at a time per machine, under a lock the OS drops when its holder dies: torch's
+        # own lock file outlives a killed build and makes every later load wait forever, so one
+        # found while we hold ours is stale and removed.
+        with open(build_dir / "primer.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            (build_dir / "lock").unlink(missing_ok=True)
+            if not (build_dir / f"{name}.so").exists():
+                print("primer: building the CPU kernels (once per machine, ~40 s)...", file=sys.stderr, flush=True)
+            # OpenMP threads come from the libgomp torch already loaded (same soname), so the kernel
+            # shares torch's thread pool and torch.set_num_threads governs both.
+            _STATE["mod"] = build(name, [str(p) for p in SOURCES], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+                                  build_directory=str(build_dir), verbose=False)
     except Exception as e:  # no compiler, no headers: run on torch's kernels instead
         _STATE["why"] = f"building it failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         print(f"primer: {_STATE['why']}; using torch's slower int4 kernels", file=sys.stderr)

@@ -220,17 +220,12 @@ at::Tensor qmm(const at::Tensor& x_, const at::Tensor& codes, const at::Tensor& 
   return y;
 }
 
+}  // namespace
+
 at::Tensor q4_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m) {
   return qmm<Q4>(x, codes, d, m);
 }
 
 at::Tensor q8_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d) {
   return qmm<Q8>(x, codes, d, c10::nullopt);
-}
-
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
-  mod.def("q4_mm", &q4_mm, "x (M,K) f32 @ W^T for Q4 blocks in primer's layout -> (M,N) f32");
-  mod.def("q8_mm", &q8_mm, "x (M,K) f32 @ W^T for Q8 blocks in primer's layout -> (M,N) f32");
 }
