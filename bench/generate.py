@@ -7,7 +7,8 @@ Each side runs in its own worker process (so peak RSS is its own) and the two ar
 turns, repeat by repeat, so a busy machine slows both alike. Measured, greedy, EOS ignored,
 every row generating exactly --new tokens:
   * single stream: one prompt, tokens/s = new tokens / wall time of the whole call (prefill included);
-  * batched: B different prompts at once, tokens/s = B * new / wall time.
+  * batched: B different prompts at once, tokens/s = B * new / wall time;
+  * prefill: one --prefill-token prompt and one new token, tokens/s = prompt tokens / wall time.
 llama.cpp's batched peer is its own multi-sequence decoding (the `batched` example's method):
 one context with n_seq_max = B, all prompts prefilled in one llama_batch (a seq id per prompt),
 then one llama_batch of B tokens per step, greedy argmax on each sequence's logits.
@@ -56,8 +57,8 @@ def _serve(conn, run, encode) -> None:
         msg = conn.recv()
         if msg is None:
             break
-        texts, new = msg
-        conn.send(("time", run([encode(t) for t in texts], new)))
+        texts, new, limit = msg
+        conn.send(("time", run([encode(t)[:limit] for t in texts], new)))
     conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
 
@@ -81,7 +82,7 @@ def _ours(conn, model: str, threads: int) -> None:
     _serve(conn, run, tok.encode)  # the warm-up builds the packed decoder
 
 
-def _llama(conn, model: str, threads: int, max_batch: int, ctx_per_seq: int) -> None:
+def _llama(conn, model: str, threads: int, max_batch: int, ctx_per_seq: int, prefill: int) -> None:
     import ctypes
 
     import llama_cpp
@@ -101,8 +102,9 @@ def _llama(conn, model: str, threads: int, max_batch: int, ctx_per_seq: int) -> 
     def context(n_seq: int):
         if n_seq not in contexts:
             cp = llama_cpp.llama_context_default_params()
-            cp.n_ctx = n_seq * ctx_per_seq
-            cp.n_batch = max(512, n_seq * ctx_per_seq)
+            # one sequence also runs the prefill case; many short ones need no long context each
+            cp.n_ctx = n_seq * ctx_per_seq if n_seq > 1 else max(ctx_per_seq, prefill + 8)
+            cp.n_batch = max(512, cp.n_ctx)
             cp.n_ubatch = 512
             cp.n_seq_max = n_seq
             cp.n_threads = threads
@@ -111,8 +113,9 @@ def _llama(conn, model: str, threads: int, max_batch: int, ctx_per_seq: int) -> 
         return contexts[n_seq]
 
     def tokenize(text: str) -> list[int]:
-        buf = (llama_cpp.llama_token * 512)()
-        n = llama_cpp.llama_tokenize(vocab, text.encode(), len(text.encode()), buf, 512, False, True)
+        cap = len(text.encode()) + 8
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(vocab, text.encode(), len(text.encode()), buf, cap, False, True)
         return list(buf[:n])
 
     def run(prompts: list[list[int]], new: int) -> float:
@@ -178,6 +181,7 @@ def main(argv=None) -> int:
     ap.add_argument("--new", type=int, default=64, help="new tokens per row (default: 64)")
     ap.add_argument("--repeats", type=int, default=3, help="measured repeats per side (default: 3)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both sides (default: all cores)")
+    ap.add_argument("--prefill", type=int, default=512, help="prompt tokens of the prefill case; 0 = skip (default: 512)")
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -190,7 +194,7 @@ def main(argv=None) -> int:
 
     ctx = mp.get_context("spawn")
     workers = {}
-    for side, target, extra in [("ours", _ours, ()), ("llama.cpp", _llama, (max(args.batch), 32 + args.new + 8))]:
+    for side, target, extra in [("ours", _ours, ()), ("llama.cpp", _llama, (max(args.batch), 32 + args.new + 8, args.prefill))]:
         a, b = ctx.Pipe()
         proc = ctx.Process(target=target, args=(b, path if side == "llama.cpp" else args.model, args.threads) + extra)
         proc.start()
@@ -199,15 +203,20 @@ def main(argv=None) -> int:
         kind, _ = _recv(side, proc, conn)
         assert kind == "ready", side
 
-    cases = [("single", 1)] + [(f"batch{B}", B) for B in args.batch]
-    times: dict[str, dict[str, list[float]]] = {c: {s: [] for s in workers} for c, _ in cases}
+    # (case, rows, new tokens per row, tokens counted per row)
+    cases = [("single", 1, args.new, args.new)] + [(f"batch{B}", B, args.new, args.new) for B in args.batch]
+    if args.prefill:
+        cases.append((f"prefill{args.prefill}", 1, 1, args.prefill))
+    times: dict[str, dict[str, list[float]]] = {c[0]: {s: [] for s in workers} for c in cases}
     for rep in range(args.repeats):
-        for case, B in cases:
-            texts = prompts_for(B)
+        for case, B, new, _ in cases:
+            # the prefill prompt: the sample prompts run on until the tokenizer gives --prefill tokens
+            texts = prompts_for(B) if not case.startswith("prefill") else [" ".join(PROMPTS * 40)]
+            limit = args.prefill if case.startswith("prefill") else None
             order = list(workers) if rep % 2 == 0 else list(reversed(workers))
             for side in order:
                 proc, conn = workers[side]
-                conn.send((texts, args.new))
+                conn.send((texts, new, limit))
                 kind, dt = _recv(side, proc, conn)
                 times[case][side].append(dt)
     rss = {}
@@ -219,9 +228,9 @@ def main(argv=None) -> int:
     result = {"model": Path(path).name, "threads": args.threads, "new_tokens": args.new, "repeats": args.repeats,
               "machine": f"{platform.machine()} {os.cpu_count()} cores", "cases": {}, "peak_rss_mb": rss}
     print(f"{'case':<10} {'ours tok/s':>11} {'llama.cpp tok/s':>16} {'ours/theirs':>12}")
-    for case, B in cases:
-        ours = B * args.new / statistics.median(times[case]["ours"])
-        theirs = B * args.new / statistics.median(times[case]["llama.cpp"])
+    for case, B, _, counted in cases:
+        ours = B * counted / statistics.median(times[case]["ours"])
+        theirs = B * counted / statistics.median(times[case]["llama.cpp"])
         result["cases"][case] = {"batch": B, "ours_tok_s": round(ours, 1), "llama_cpp_tok_s": round(theirs, 1),
                                  "ratio": round(ours / theirs, 3)}
         print(f"{case:<10} {ours:>11.1f} {theirs:>16.1f} {ours / theirs:>12.2f}")

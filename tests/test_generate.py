@@ -199,3 +199,21 @@ def test_fast_path_batched_equals_one_by_one(bundled_lm):
     batched = generate(bundled_lm, prompts, max_new_tokens=12)
     single = [generate(bundled_lm, [p], max_new_tokens=12)[0] for p in prompts]
     assert [r.token_ids for r in batched] == [r.token_ids for r in single]
+
+
+@pytest.mark.slow
+def test_the_fast_path_without_primers_kernels(bundled_lm):  # (skips where the bundled model is absent)
+    """Where the kernels cannot build (no AVX-512, no compiler), the fast path runs on torch's int4/int8
+    kernels: this file's and the engine's fast-path tests again, with PRIMER_NO_KERNELS=1 forcing it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    env = {**os.environ, "PRIMER_NO_KERNELS": "1"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "fast and not without",
+                        str(tests / "test_generate.py"), str(tests / "test_engine.py")],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-1000:]
