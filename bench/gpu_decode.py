@@ -120,7 +120,7 @@ def main(argv=None) -> int:
                       f"primer/transformers {o / r:.2f}", flush=True)
             print(json.dumps({"shape": shape, **env, "cases": result}), flush=True)
             every[shape] = result
-            del ours, theirs
+            ours = theirs = None  # free this shape before building the next
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
     flat = {f"{s}/{c}": v for s, cs in every.items() for c, v in cs.items()}

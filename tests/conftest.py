@@ -1,4 +1,4 @@
-"""Shared fixtures: where the benchmark data is, and the bundled real model file."""
+"""Shared fixtures: where the benchmark data is, the bundled real model (file and loaded), a random debug model."""
 
 import os
 from pathlib import Path
@@ -26,3 +26,22 @@ def bundled_gguf() -> Path:
         return bundled_gguf_path()
     except PrimerError as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def debug_model():
+    """A random debug-shape model (GQA: 4 query heads on 2 kv heads), seed 0."""
+    import torch
+
+    from primer.model.transformer import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    return Transformer(ModelConfig.from_name("debug", n_kv_head=2)).eval()
+
+
+@pytest.fixture(scope="module")
+def bundled_lm(bundled_gguf):
+    """load_model("bundled") (model, tokenizer); skips where the model file is absent."""
+    from primer.weights.load import load_model
+
+    return load_model("bundled")

@@ -5,23 +5,7 @@ import torch
 
 from primer.errors import PrimerError
 from primer.model.generate import generate, sample
-from primer.model.transformer import KVCache, ModelConfig, Transformer
-
-
-@pytest.fixture(scope="module")
-def debug_model():
-    torch.manual_seed(0)
-    return Transformer(ModelConfig.from_name("debug", n_kv_head=2)).eval()
-
-
-@pytest.fixture(scope="module")
-def bundled_lm():
-    from primer.weights.load import load_model
-
-    try:
-        return load_model("bundled")
-    except PrimerError as e:
-        pytest.skip(str(e))
+from primer.model.transformer import KVCache
 
 
 PROMPTS = [[5, 17, 99, 3, 250, 7, 8], [42], [300, 301, 302, 1, 2], [9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 11]]
