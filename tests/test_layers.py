@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("primer.model",),                            # the decoder, tokenizer, generation
     ("primer.weights",),                          # every external format <-> the model; `primer export`
     ("primer.teachers", "primer.tokens", "primer.index"),  # teachers; `primer tokenize`; retrieval (`primer index`)
-    ("primer.synth", "primer.train", "primer.eval", "primer.serve"),  # verbs on the layers below; serve (planned)
+    ("primer.synth", "primer.train", "primer.eval", "primer.serve"),  # verbs on the layers below; `primer serve`
     ("primer.curate", "primer.tune", "primer.benchmarks"),  # curate uses eval's tasks and teachers; tune: SFT/DPO
                                                   # on train's loop; `primer data` checks folders through eval's tasks
     ("primer.audit",),                            # eval's tasks and models, curate's n-gram index

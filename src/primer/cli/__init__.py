@@ -32,6 +32,7 @@ LEAVES = [
     "audit",
     "export",
     "index",
+    "serve",
     "run",
     "report",
     "compare",

@@ -1,0 +1,115 @@
+"""`serve(ServeConfig)`: load a model, start the engine loop, run uvicorn until SIGINT/SIGTERM.
+
+On SIGTERM uvicorn stops accepting connections and waits for the requests in flight (streams
+included) to finish, up to `drain_seconds`; then the engine loop stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from primer.errors import PrimerError
+
+INSTALL_HINT = "pip install -e '.[serve]'"
+
+
+@dataclass
+class ServeConfig:
+    model: str = "bundled"
+    """'bundled', a .gguf file, an HF model dir or a primer checkpoint dir."""
+    host: str = "127.0.0.1"
+    """Interface to listen on (loopback by default; 0.0.0.0 exposes it to the network)."""
+    port: int = 8000
+    """TCP port to listen on."""
+    index: str | None = None
+    """A `primer index build` directory: retrieved passages go before each question."""
+    passages: int = 3
+    """Retrieved chunks per request with an index."""
+    model_name: str | None = None
+    """The model id clients use (default: the file or directory name, or 'bundled')."""
+    api_key: str | None = None
+    """Require `Authorization: Bearer KEY` on /v1/* (default: $PRIMER_API_KEY, else no key)."""
+    max_batch: int = 16
+    """Requests decoded together (continuous batching slots)."""
+    max_queue: int = 64
+    """Requests waiting for a slot before new ones get 429."""
+    max_len: int | None = None
+    """Context per request (default: the model's)."""
+    exact: bool = False
+    """Decode with the fp32 reference forward instead of the fast int4/int8 CPU path."""
+    drain_seconds: float = 60.0
+    """On SIGTERM, how long requests in flight may take to finish."""
+
+
+def model_names(spec: str, name: str | None) -> tuple[str, ...]:
+    """The reported id first, then other names a client may use for the same model."""
+    p = Path(spec)
+    default = p.stem if p.suffix == ".gguf" else (p.name or spec)
+    names = [name] if name else []
+    return tuple(dict.fromkeys([*names, default, spec]))
+
+
+def build(cfg: ServeConfig):
+    """The FastAPI app for `cfg` (model loaded, engine thread not yet started: the app's lifespan starts it)."""
+    try:
+        from primer.serve.app import Served, create_app
+        from primer.serve.metrics import Metrics
+        from primer.serve.worker import Worker
+    except ImportError as e:
+        raise PrimerError(f"primer serve needs FastAPI, uvicorn and prometheus_client ({e.name}): {INSTALL_HINT}") from None
+    from primer.model.engine import Engine
+    from primer.weights.load import load_model
+
+    if cfg.max_batch < 1 or cfg.max_queue < 0:
+        raise PrimerError(f"--max-batch must be >= 1 and --max-queue >= 0 (got {cfg.max_batch}, {cfg.max_queue})")
+    index = None
+    if cfg.index is not None:
+        from primer.index.bm25 import Index
+
+        if cfg.passages < 1:
+            raise PrimerError(f"--passages must be at least 1 with --index, got {cfg.passages}")
+        index = Index.load(cfg.index)
+    lm = load_model(cfg.model)
+    if lm.tokenizer is None:
+        raise PrimerError(f"model '{cfg.model}' has no tokenizer; primer serve needs one to read text")
+    engine = Engine(lm, max_batch=cfg.max_batch, max_len=cfg.max_len, fast=False if cfg.exact else "auto")
+    worker = Worker(engine, Metrics(), max_queue=cfg.max_queue)
+    served = Served(worker, lm.tokenizer, model_names(cfg.model, cfg.model_name), engine.max_len, index,
+                    cfg.passages, cfg.api_key or os.environ.get("PRIMER_API_KEY") or None)
+    app = create_app(served)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        worker.start()
+        try:
+            yield
+        finally:
+            worker.close(cfg.drain_seconds)
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def serve(cfg: ServeConfig) -> None:
+    app = build(cfg)
+    import uvicorn
+
+    logging.getLogger("primer.serve").setLevel(logging.INFO)
+    print(f"primer serve: {cfg.model} on http://{cfg.host}:{cfg.port}/ (chat page), "
+          f"OpenAI API at http://{cfg.host}:{cfg.port}/v1", flush=True)
+    # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal: SIGTERM then exits 0, Ctrl-C quietly
+    signal.signal(signal.SIGTERM, _exit_ok)
+    try:
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning",
+                    timeout_graceful_shutdown=int(cfg.drain_seconds) or None)
+    except KeyboardInterrupt:
+        pass
+
+
+def _exit_ok(_sig, _frame) -> None:
+    raise SystemExit(0)
