@@ -62,37 +62,45 @@ def have_llama_server() -> bool:
     return True
 
 
-class LlamaServer:
-    """`python -m llama_cpp.server` serving a GGUF on a loopback port; start()/stop() repeatable."""
+class ServerProcess:
+    """A server as a child process on a loopback port: start() waits until `ready_path` answers 200;
+    stop() kills it; start()/stop() repeatable; a context manager. Subclasses give the command."""
 
-    def __init__(self, model: Path, port: int | None = None, n_parallel: int = 1, n_threads: int = 1,
-                 log: Path | None = None, extra: tuple[str, ...] = ()) -> None:
-        self.model, self.port, self.log = model, port or free_port(), log
-        self.n_threads, self.extra = n_threads, extra
+    name = "server"
+    ready_path = "/v1/models"
+
+    def __init__(self, port: int | None = None, log: Path | None = None, threads: int | None = None) -> None:
+        self.port, self.log, self.threads = port or free_port(), log, threads
         self.proc: subprocess.Popen | None = None
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 120) -> LlamaServer:
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **({"OMP_NUM_THREADS": str(self.threads)} if self.threads else {})}
+
+    def start(self, timeout: float = 180):
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER_MAIN, "--model", str(self.model), "--host", "127.0.0.1",
-             "--port", str(self.port), "--n_ctx", "2048", "--n_threads", str(self.n_threads),
-             "--model_alias", "smollm2", *self.extra],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": str(self.n_threads)},
-        )
+        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=self.env())
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}"
+                                   + (f"; see {self.log}" if self.log else ""))
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/models", timeout=2).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
                     return self
             time.sleep(0.3)
         self.stop()
-        raise RuntimeError("llama_cpp.server did not come up")
+        raise RuntimeError(f"{self.name} did not come up")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -100,8 +108,24 @@ class LlamaServer:
             self.proc.wait(timeout=30)
         self.proc = None
 
-    def __enter__(self) -> LlamaServer:
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class LlamaServer(ServerProcess):
+    """`python -m llama_cpp.server` serving a GGUF (AMX/repack buffers off: SERVER_MAIN); extra: its flags."""
+
+    name = "llama_cpp.server"
+
+    def __init__(self, model: Path, port: int | None = None, n_threads: int = 1, log: Path | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
+        super().__init__(port, log, n_threads)
+        self.model, self.extra = model, list(extra)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", SERVER_MAIN, "--model", str(self.model), "--host", "127.0.0.1",
+                "--port", str(self.port), "--n_ctx", "2048", "--n_threads", str(self.threads),
+                "--model_alias", "smollm2", *self.extra]

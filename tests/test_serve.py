@@ -239,6 +239,7 @@ def test_chat_page_in_chromium(server):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(server.url + "/")
             page.wait_for_function("document.getElementById('model').textContent.includes('retrieval on')")
+            page.fill("#temperature", "0")  # greedy: the same answer as the openai-client test's
             page.fill("#input", "Where is the Zorblat festival held?")
             page.press("#input", "Enter")
             answer = page.locator(".msg.assistant").last

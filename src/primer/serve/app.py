@@ -13,6 +13,7 @@ level of the body; in the first chunk when streaming), which the chat page shows
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 from dataclasses import dataclass, field
@@ -70,7 +71,8 @@ def create_app(s: Served) -> FastAPI:
         return JSONResponse(err.body(), status_code=e.status_code)
 
     async def auth(request: Request) -> None:
-        if s.api_key and request.headers.get("authorization", "") != f"Bearer {s.api_key}":
+        sent = request.headers.get("authorization", "").encode()
+        if s.api_key and not hmac.compare_digest(sent, f"Bearer {s.api_key}".encode()):
             raise P.ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY' with the key "
                              "primer serve was started with (--api-key)", code="invalid_api_key")
 
@@ -111,7 +113,7 @@ def create_app(s: Served) -> FastAPI:
         ticket = _submit(s, req, ids, req.limit(), "messages")
         rid = P.new_id("chatcmpl")
         if req.stream:
-            return _sse(_chat_stream(s, ticket, rid, sources, req.include_usage()))
+            return _sse(s, ticket, _chat_stream(s, ticket, rid, sources, req.include_usage()))
         text, last = await _collect(s, ticket, request)
         return P.chat_response(rid, s.names[0], text, last.finish_reason, last.prompt_tokens,
                                last.completion_tokens, sources)
@@ -134,7 +136,7 @@ def create_app(s: Served) -> FastAPI:
         ticket = _submit(s, req, ids, req.limit(), "prompt")
         rid = P.new_id("cmpl")
         if req.stream:
-            return _sse(_completion_stream(s, ticket, rid, sources, req.include_usage()))
+            return _sse(s, ticket, _completion_stream(s, ticket, rid, sources, req.include_usage()))
         text, last = await _collect(s, ticket, request)
         body = P.completion_response(rid, s.names[0], text, last.finish_reason, last.prompt_tokens,
                                      last.completion_tokens)
@@ -211,10 +213,13 @@ async def _collect(s: Served, t: Ticket, request: Request) -> tuple[str, Event]:
     return "".join(parts), last
 
 
-def _sse(gen: AsyncIterator[dict | str]) -> StreamingResponse:
+def _sse(s: Served, t: Ticket, gen: AsyncIterator[dict | str]) -> StreamingResponse:
     async def lines():
-        async for item in gen:
-            yield item if isinstance(item, str) else f"data: {json.dumps(item, ensure_ascii=False)}\n\n"
+        try:
+            async for item in gen:
+                yield item if isinstance(item, str) else f"data: {json.dumps(item, ensure_ascii=False)}\n\n"
+        finally:  # the client left (the stream is cancelled), even before the first token: free the slot
+            s.worker.cancel(t)
 
     return StreamingResponse(lines(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from primer.model.sampling import SamplingParams
 
@@ -28,6 +28,16 @@ class ApiError(Exception):
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _refuse(v):
+    """A field OpenAI defines and primer does not implement: only its neutral value (unset, 0, false) passes."""
+    if v:
+        raise ValueError("is not supported by primer serve")
+    return v
+
+
+Unsupported = AfterValidator(_refuse)
 
 
 class TextPart(BaseModel):
@@ -64,10 +74,10 @@ class _Common(BaseModel):
     seed: int | None = None
     user: str | None = None
     # OpenAI fields primer does not implement: accepted only at their neutral values
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    logprobs: bool | int | None = None
-    logit_bias: dict[str, float] | None = None
+    presence_penalty: Annotated[float, Unsupported] = 0.0
+    frequency_penalty: Annotated[float, Unsupported] = 0.0
+    logprobs: Annotated[bool | int | None, Unsupported] = None
+    logit_bias: Annotated[dict[str, float] | None, Unsupported] = None
 
     @field_validator("n")
     @classmethod
@@ -84,20 +94,6 @@ class _Common(BaseModel):
             raise ValueError("at most 4 stop sequences")
         return stops
 
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _zero(cls, v: float) -> float:
-        if v != 0:
-            raise ValueError("is not supported by primer serve (only 0)")
-        return v
-
-    @field_validator("logprobs", "logit_bias")
-    @classmethod
-    def _unset(cls, v):
-        if v:
-            raise ValueError("is not supported by primer serve")
-        return None
-
     def sampling(self, max_new_tokens: int) -> SamplingParams:
         return SamplingParams(max_new_tokens=max_new_tokens, temperature=self.temperature, top_p=self.top_p,
                               stop=tuple(self.stop or ()), seed=self.seed)
@@ -110,14 +106,7 @@ class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    tools: list[Any] | None = None
-
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, v):
-        if v:
-            raise ValueError("tool calling is not supported by primer serve")
-        return None
+    tools: Annotated[list[Any] | None, Unsupported] = None
 
     def limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -129,8 +118,8 @@ class ChatRequest(_Common):
 class CompletionRequest(_Common):
     prompt: str | list[str] | list[int]
     max_tokens: int = Field(16, ge=1)
-    echo: bool = False
-    suffix: str | None = None
+    echo: Annotated[bool, Unsupported] = False
+    suffix: Annotated[str | None, Unsupported] = None
 
     @field_validator("prompt")
     @classmethod
@@ -141,13 +130,6 @@ class CompletionRequest(_Common):
             v = v[0]
         if not v:
             raise ValueError("the prompt is empty")
-        return v
-
-    @field_validator("echo", "suffix")
-    @classmethod
-    def _unsupported(cls, v):
-        if v:
-            raise ValueError("is not supported by primer serve")
         return v
 
     def limit(self) -> int:
