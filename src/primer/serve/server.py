@@ -12,7 +12,9 @@ import signal
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+from primer.config import Count, Range
 from primer.errors import PrimerError
 
 INSTALL_HINT = "pip install -e '.[serve]'"
@@ -24,21 +26,21 @@ class ServeConfig:
     """'bundled', a .gguf file, an HF model dir or a primer checkpoint dir."""
     host: str = "127.0.0.1"
     """Interface to listen on (loopback by default; 0.0.0.0 exposes it to the network)."""
-    port: int = 8000
+    port: Annotated[int, Range(ge=1, le=65535)] = 8000
     """TCP port to listen on."""
     index: str | None = None
     """A `primer index build` directory: retrieved passages go before each question."""
-    passages: int = 3
+    passages: Count = 3
     """Retrieved chunks per request with an index."""
     model_name: str | None = None
     """The model id clients use (default: the file or directory name, or 'bundled')."""
     api_key: str | None = None
     """Require `Authorization: Bearer KEY` on /v1/* (default: $PRIMER_API_KEY, else no key)."""
-    max_batch: int = 16
+    max_batch: Count = 16
     """Requests decoded together (continuous batching slots)."""
     max_queue: int = 64
     """Requests waiting for a slot before new ones get 429."""
-    max_len: int | None = None
+    max_len: Count | None = None
     """Context per request (default: the model's)."""
     exact: bool = False
     """Decode with the fp32 reference forward instead of the fast int4/int8 CPU path."""
@@ -65,14 +67,10 @@ def build(cfg: ServeConfig):
     from primer.model.engine import Engine
     from primer.weights.load import load_model
 
-    if cfg.max_batch < 1 or cfg.max_queue < 0:
-        raise PrimerError(f"--max-batch must be >= 1 and --max-queue >= 0 (got {cfg.max_batch}, {cfg.max_queue})")
     index = None
     if cfg.index is not None:
         from primer.index.bm25 import Index
 
-        if cfg.passages < 1:
-            raise PrimerError(f"--passages must be at least 1 with --index, got {cfg.passages}")
         index = Index.load(cfg.index)
     lm = load_model(cfg.model)
     if lm.tokenizer is None:
