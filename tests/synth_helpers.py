@@ -87,7 +87,7 @@ class ServerProcess:
     def env(self) -> dict[str, str]:
         return {**os.environ, **({"OMP_NUM_THREADS": str(self.threads)} if self.threads else {})}
 
-    def start(self, timeout: float = 180):
+    def start(self, timeout: float = 600):
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=self.env())
         deadline = time.time() + timeout
