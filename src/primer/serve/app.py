@@ -16,9 +16,9 @@ import asyncio
 import hmac
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import AsyncIterator
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
