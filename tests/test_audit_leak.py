@@ -86,10 +86,10 @@ def experiment(data_dir, tmp_path_factory):
         corpora[name].write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     leaked_model, _ = _train(leaked, tok)
     clean_model, early = _train(stories, tok, snapshot_at=EARLY)
-    # batch 64: the greedy completions of 50 items and 50 controls decode in two batches, not seven
-    lms = {"leaked": PrimerLM(leaked_model, tok, name="leaked", batch_size=64),
-           "clean": PrimerLM(clean_model, tok, name="clean", batch_size=64),
-           "clean_early": PrimerLM(early, tok, name=f"clean@{EARLY}", batch_size=64)}
+    # batch 16: the configuration measured at 330 training steps (360 s on 2 quiet cores); 64 was not run
+    lms = {"leaked": PrimerLM(leaked_model, tok, name="leaked", batch_size=16),
+           "clean": PrimerLM(clean_model, tok, name="clean", batch_size=16),
+           "clean_early": PrimerLM(early, tok, name=f"clean@{EARLY}", batch_size=16)}
     return {"lms": lms, "corpora": corpora, "tmp": tmp, "leaked_fraction": len(leak) * COPIES / len(leaked)}
 
 

@@ -441,7 +441,9 @@ def run_tune(cfg, ctx: StageContext) -> TuneSummary:
                            dpo_margin=None, rows=[], ifeval_diff=None, ifeval_ci=None, checkpoint=None, seconds={})
     from primer.pipeline.chat import run_chat_tune
 
-    return run_chat_tune(cfg, corpus_files(ctx, "curate"), ctx.out_dir, ctx.log, device=_device(), rel=ctx.rel)
+    # the curated documents are only the teacher's sources: with both data files given they are not read
+    sources = [] if cfg.sft_data and cfg.pairs_data else corpus_files(ctx, "curate")
+    return run_chat_tune(cfg, sources, ctx.out_dir, ctx.log, device=_device(), rel=ctx.rel)
 
 
 # ------------------------------------------------------------------------------------------------
