@@ -112,7 +112,7 @@ def slice_tests(lm, ref: Reference, task, docs: list[dict], controls: Controls, 
         return Lazy(lambda: fn(ref.lm) if ref.lm is not None else ref.reason)
 
     like = [s for s in C.SCORES if s in signals]
-    if like and getattr(lm, "model", None) is None:  # a served model: at most top-N log-probs per token
+    if like and getattr(lm, "tok", None) is None:  # a served model (its .model is a name): at most top-N log-probs
         for s in like:
             tests.append(SignalTest(s, s, UNITS[s], state_if_not_run=NOT_MEASURED, why_not=(
                 "needs the next-token distribution over the whole vocabulary, which only a model primer loads gives "
