@@ -61,10 +61,11 @@ def test_served_model_scores_as_in_process_and_audits(tmp_path, bundled_gguf, da
                                              permutations=2, max_tokens=24, bootstrap=50, cache=tmp_path / "c2.sqlite",
                                              reference="none"), progress=False)
         assert r.robustness is not None and r.robustness.conditions
-        for signal in ("permutation", "mink"):
+        # never an all-clear: Min-K%++ is not measured (no full distributions), the permutation test has no
+        # evidence (2 shuffles cannot give a small p, and the server has no prompt log-probs)
+        for signal, states in (("permutation", ("not measured", "no evidence")), ("mink", ("not measured",))):
             line = next(v for v in r.verdicts if v.signal == signal)
-            assert line.state == "not measured" and not v_clean(line), line
-        assert "prompt log-probs" in next(v for v in r.verdicts if v.signal == "permutation").verdict
+            assert line.state in states and not v_clean(line), line
 
 
 def v_clean(verdict) -> bool:
