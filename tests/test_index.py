@@ -9,7 +9,7 @@ from primer.common.jsonl import BadInput
 from primer.errors import PrimerError
 from primer.index.bm25 import Index, IndexConfig, build_index
 from primer.index.documents import Document, chunk_document, chunk_spans, input_files, read_documents
-from primer.index.prompt import passages_block, with_passages
+from primer.index.prompt import chat_query, passages_block, with_passages
 
 pytest.importorskip("bm25s")
 
@@ -92,6 +92,16 @@ def test_prompt_template():
     assert passages_block(hits) == "[1] A\none\n\n[2] B\ntwo"
     assert with_passages("Question: q\nAnswer:", hits) == "Background:\n[1] A\none\n\n[2] B\ntwo\n\nQuestion: q\nAnswer:"
     assert with_passages("Q", []) == "Q"
+
+
+def test_a_follow_up_is_searched_with_the_question_before_it(index_dir):
+    idx = Index.load(index_dir)
+    turns = ["Tell me about the Pacific.", "How big is it?"]
+    assert idx.search(turns[-1], k=1) == []  # alone, the follow-up shares no word with any passage
+    [hit] = idx.search(chat_query(turns), k=1)
+    assert hit.doc_id == "sea"
+    assert chat_query(["an old question", "foxes?", "And tea?"]) == "foxes?\nAnd tea?"  # two turns at most
+    assert idx.search(chat_query(["Tell me about foxes.", "Is green tea brewed?"]), k=1)[0].doc_id == "tea"
 
 
 def test_cli_build_and_search(tmp_path, index_dir, capsys):

@@ -2,8 +2,9 @@
 
 Reads one user message per line from stdin (interactive or piped), streams each reply to stdout,
 and keeps the conversation as context. `/exit` (or end of input) leaves, `/reset` starts over.
-With `--index IDX`, each message is searched in the index and its top `--passages` chunks precede
-it (`primer.index.prompt.with_passages`); the sources are listed under the reply.
+With `--index IDX`, each message is searched in the index together with the message before it (a
+follow-up often names its subject only there; `primer.index.prompt.chat_query`), and its top
+`--passages` chunks precede it (`with_passages`); the sources are listed under the reply.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def run(args) -> int:
 
     from primer.cli.sampling import finish_note
     from primer.errors import PrimerError
+    from primer.index.prompt import chat_query, with_passages
     from primer.model.generate import check_sampling, generate
     from primer.weights.load import load_model
 
@@ -42,6 +44,7 @@ def run(args) -> int:
         raise PrimerError(f"model '{args.model}' has no chat template; use `primer generate` instead")
     interactive = sys.stdin.isatty()
     history: list[dict] = [{"role": "system", "content": args.system}] if args.system else []
+    asked: list[str] = []  # the user's own messages, without passages: what the index is searched with
     ctx = lm.model.cfg.block_size
 
     def show(_row: int, piece: str) -> None:
@@ -62,12 +65,11 @@ def run(args) -> int:
             break
         if text == "/reset":
             history = history[:1] if args.system else []
+            asked = []
             continue
-        hits = index.search(text, k=args.passages) if index is not None else []
-        if hits:
-            from primer.index.prompt import with_passages
-
-            text = with_passages(text, hits)
+        asked.append(text)
+        hits = index.search(chat_query(asked), k=args.passages) if index is not None else []
+        text = with_passages(text, hits)
         history.append({"role": "user", "content": text})
         # drop the oldest turns when the conversation no longer fits the context
         while True:

@@ -29,6 +29,17 @@ def passages_block(hits: Sequence) -> str:
     return "\n\n".join(f"[{i}] {_field(h, 'title')}\n{_field(h, 'text').strip()}" for i, h in enumerate(hits, 1))
 
 
+def chat_query(user_turns: Sequence[str]) -> str:
+    """What a chat turn searches for: the last user message, joined with the user message before it.
+
+    A follow-up ("and what do they eat?") often names its subject only in the turn before, which
+    the last message alone would not find; the two turns together do, and an unrelated earlier turn
+    costs little because BM25 ranks by the words the passages share. Older turns are left out so a
+    long conversation does not drift the search away from the current question.
+    """
+    return "\n".join(t for t in user_turns[-2:] if t.strip())
+
+
 def with_passages(prompt: str, hits: Sequence) -> str:
     """`prompt` preceded by its retrieved passages; unchanged when nothing was retrieved."""
     if not hits:

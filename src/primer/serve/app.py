@@ -5,8 +5,9 @@ JSON or fails validation is 400 naming the field; a prompt that does not fit the
 `context_length_exceeded` with both token counts; an unknown model 404 `model_not_found`; a wrong
 or missing API key (when one is set) 401; a full queue 429 with `Retry-After`.
 
-With an index, the last user message (or the completion prompt) is searched and its top passages
-go before it in `primer.index.prompt`'s template; the response carries them as `sources` (top
+With an index, the last user message together with the one before it (`chat_query`; for completions
+the prompt) is searched and its top passages go before the last message in `primer.index.prompt`'s
+template; the response carries them as `sources` (top
 level of the body; in the first chunk when streaming), which the chat page shows under the answer.
 """
 
@@ -26,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from primer.errors import PrimerError
-from primer.index.prompt import with_passages
+from primer.index.prompt import chat_query, with_passages
 from primer.model.engine import Event
 from primer.serve import protocol as P
 from primer.serve.metrics import CONTENT_TYPE
@@ -103,7 +104,7 @@ def create_app(s: Served) -> FastAPI:
         users = [i for i, m in enumerate(messages) if m["role"] == "user"]
         if s.index is not None and users:
             last = messages[users[-1]]
-            hits = s.index.search(last["content"], k=s.passages)
+            hits = s.index.search(chat_query([messages[i]["content"] for i in users]), k=s.passages)
             last["content"] = with_passages(last["content"], hits)
             sources = [h.to_dict() for h in hits]
         try:
