@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from primer.curate.decontam import NgramIndex, normalize
 from primer.curate.document import read_documents
 from primer.eval.tasks import GROUPS, get_task

@@ -19,7 +19,7 @@ from primer.errors import PrimerError
 from primer.eval.tasks import arc, code, commonsense, gsm8k, instruct, language, mmlu, reading
 from primer.eval.tasks.core import Doc, Task
 
-__all__ = ["Doc", "Task", "GROUPS", "get_task", "list_tasks", "expand", "iter_decontam_items", "DecontamItem"]
+__all__ = ["Doc", "Task", "GROUPS", "get_task", "list_tasks", "expand", "iter_decontam_items", "DecontamItem", "decontam_tasks"]
 
 _REGISTRY: dict[str, Task] = {}
 for _mod in (commonsense, arc, reading, mmlu, language, gsm8k, code, instruct):
@@ -74,6 +74,11 @@ class DecontamItem(NamedTuple):
     """`Task.decontam_parts`: the solved item first"""
 
 
+def decontam_tasks() -> list[Task]:
+    """Every task decontamination checks by default (prompt-only variants of the same documents left out)."""
+    return [t for n, t in _REGISTRY.items() if n not in _DECONTAM_ALIASES]
+
+
 def iter_decontam_items(
     data_dir: Path | str, tasks: Iterable[str] | None = None, *, missing: str = "skip"
 ) -> Iterator[DecontamItem]:
@@ -82,8 +87,7 @@ def iter_decontam_items(
     `tasks` defaults to every task (without prompt-only variants of the same documents).
     Tasks whose files are absent from `data_dir` are skipped (missing="skip") or raise ("error").
     """
-    selected = expand(tasks) if tasks is not None else [t for n, t in _REGISTRY.items() if n not in _DECONTAM_ALIASES]
-    for task in selected:
+    for task in expand(tasks) if tasks is not None else decontam_tasks():
         try:
             docs = task.docs(data_dir)
         except PrimerError:
