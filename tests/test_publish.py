@@ -91,3 +91,13 @@ def test_publish_errors_are_one_line(tmp_path, data_dir):
         "packages": {}, "hardware": {}, "started": "now", "status": "done"}))
     with pytest.raises(PrimerError, match="has no curate stage: publish reads the curated corpus"):
         publish(PublishConfig(run_dir=str(tmp_path), out=str(tmp_path / "o")))
+
+
+def test_missing_benchmark_data_says_how_to_get_it(tmp_path, monkeypatch):
+    from primer.publish import run as publish_run
+
+    with pytest.raises(PrimerError, match="benchmark directory not found: .*primer data pull"):
+        publish_run._data_dir(PublishConfig(run_dir="r", benchmarks=str(tmp_path / "nowhere")))
+    monkeypatch.setattr(publish_run, "benchmark_dir", lambda explicit=None: None)
+    with pytest.raises(PrimerError, match="no benchmark data .*primer data pull.*--benchmarks embedded"):
+        publish_run._data_dir(PublishConfig(run_dir="r"))
