@@ -23,7 +23,7 @@ SHORT = "What is the capital of France?"
 
 def test_index_from_items_overlap_and_short_items(tmp_path):
     idx = NgramIndex.build([("gsm8k", "q1", Q1), ("hellaswag", "h7", Q2), ("trivia", "t1", SHORT)])
-    assert len(idx) == 2 and idx.too_short == {"trivia": 1}  # 6 words < min_words 8: not indexed, counted
+    assert idx.item_grams[2] == 0 and idx.unchecked == {"trivia": ["t1"]}  # 6 words < min_words 8: named, unchecked
     assert idx.lengths == [13, 14] or 13 in idx.lengths
     doc = "Homework help! " + Q1.upper().replace(",", " ,") + " Answer: 72. Thanks for reading."
     (m,) = idx.overlap(doc)
@@ -101,7 +101,7 @@ def test_clean_c4_is_not_flagged(bench_index, data_dir):
 
 def _inject(data_dir, out_dir, seed=7):
     """C4 sample + exact copies + edited near-copies + GSM8K/HellaSwag test items inside clean pages."""
-    from primer.eval.tasks import iter_decontam_texts
+    from primer.eval.tasks import iter_decontam_items
     from test_curate_dedup import edit_copy
 
     rng = random.Random(seed)
@@ -110,21 +110,17 @@ def _inject(data_dir, out_dir, seed=7):
     pool = [i for i, d in enumerate(docs) if d.id in ok and len(d.text.split()) >= 100]
     rng.shuffle(pool)
     exact_src, near_src, dirty = pool[:30], pool[30:110], pool[110:150]
-    gsm = [t for _, t in iter_decontam_texts(data_dir, ["gsm8k"])]
-    hs = [t for _, t in iter_decontam_texts(data_dir, ["hellaswag"])]
+    gsm = [it.parts[0] for it in iter_decontam_items(data_dir, ["gsm8k"])]  # question + worked answer
+    hs = [it.parts[0] for it in iter_decontam_items(data_dir, ["hellaswag"])]  # context + correct ending
     items = [("gsm8k", i, gsm[i]) for i in rng.sample(range(len(gsm)), 20)]
     items += [("hellaswag", i, hs[i]) for i in rng.sample(range(len(hs)), 20)]
-    # GSM8K pages carry the question and its worked answer, as a homework site would
-    answers = {}
-    with open(data_dir / "gsm8k" / "test.jsonl") as f:
-        for i, line in enumerate(f):
-            answers[i] = json.loads(line)["answer"]
+    # GSM8K pages carry the question and its worked answer, as a homework site would (the solved item)
     recs = [{"id": d.id, "text": d.text} for d in docs]
     expect_item = {}
     for (task, i, text), j in zip(items, dirty):
         paras = recs[j]["text"].split("\n")
         k = rng.randrange(1, max(2, len(paras)))
-        block = text + ("\n" + answers[i] if task == "gsm8k" else "")
+        block = text
         recs[j]["text"] = "\n".join(paras[:k] + [block] + paras[k:])
         expect_item[recs[j]["id"]] = f"{task}/{i}"
     extra = []

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from primer.errors import PrimerError
-from primer.eval.tasks import GROUPS, expand, get_task, iter_decontam_texts, list_tasks
+from primer.eval.tasks import GROUPS, expand, get_task, iter_decontam_items, list_tasks
 
 PHI_TABLE = ["winogrande", "arc_easy", "arc_challenge", "boolq", "siqa", "piqa", "hellaswag", "openbookqa",
              "squad", "mmlu", "gsm8k", "gsm8k_code", "humaneval", "mbpp", "triviaqa", "lambada", "wikitext"]
@@ -40,11 +40,12 @@ def test_fixture_layout_loads_and_prompts_like_lm_eval(tmp_path):
     (d,) = t.docs(tmp_path)
     assert t.doc_to_text(d) == "Question: Open a jar\nAnswer:"
     assert t.doc_to_choice(d) == ["twist", "shout"] and t.doc_to_target(d) == 0
-    assert list(iter_decontam_texts(tmp_path, ["piqa"])) == [("piqa", "Open a jar")]
+    # the whole item: goal + correct solution (the solved item), then the other solution
+    assert list(iter_decontam_items(tmp_path, ["piqa"])) == [("piqa", "piqa", "0", ("Open a jar twist", "shout"))]
     # default set skips tasks whose files are absent
-    assert list(iter_decontam_texts(tmp_path)) == [("piqa", "Open a jar")]
+    assert list(iter_decontam_items(tmp_path)) == [("piqa", "piqa", "0", ("Open a jar twist", "shout"))]
     with pytest.raises(PrimerError):
-        list(iter_decontam_texts(tmp_path, ["arc_easy"], missing="error"))
+        list(iter_decontam_items(tmp_path, ["arc_easy"], missing="error"))
 
 
 def test_hellaswag_preprocessing_matches_lm_eval():
@@ -111,7 +112,7 @@ def test_fewshot_prefixes(data_dir):
 
 
 def test_decontamination_covers_every_benchmark(data_dir):
-    seen = {name for name, _ in iter_decontam_texts(data_dir)}
+    seen = {it.task for it in iter_decontam_items(data_dir)}
     for t in ["piqa", "hellaswag", "winogrande", "siqa", "openbookqa", "arc_easy", "arc_challenge", "boolq",
               "triviaqa", "squad", "lambada", "wikitext", "gsm8k", "humaneval", "mbpp", "mmlu_anatomy"]:
         assert t in seen, t

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
                                                   # on train's loop; `primer data` checks folders through eval's tasks
     ("primer.audit",),                            # eval's tasks and models, curate's n-gram index
     ("primer.pipeline",),                         # `primer run` / `primer report` over every stage
-    ("primer.publish", "primer.compare"),         # read run directories: publish (planned); `primer compare`
+    ("primer.publish", "primer.compare"),         # read run directories: `primer publish`, `primer compare`
     ("primer.cli", "primer.__main__"),            # thin leaves, one per verb
 ]
 

@@ -1,7 +1,8 @@
 """What the contamination signals measure, per item, on one model: the raw numbers, no decisions.
 
-(a) n-gram overlap: each benchmark item's word 13-grams looked up in the training corpus with
-    curate's `NgramIndex` (the index curation uses to drop test material); per item, the largest
+(a) n-gram overlap: each benchmark item's word 13-grams (the whole item: its task's decontamination
+    parts) looked up in the training corpus with curate's `NgramIndex` (the index curation uses to drop
+    test material); per item, the largest
     fraction of its grams found in one corpus document, and how many documents hit it.
 (b) Membership-inference scores of an item's own text (question + answer, the way it would have
     been memorised), higher = more familiar to the model:
@@ -43,9 +44,10 @@ SCORES = ("mink", "loss", "zlib")
 
 
 # -- (a) n-gram overlap ------------------------------------------------------------------------------
-def ngram_overlap(items: Sequence[str], corpus: Iterable[str], *, n: int = 13, min_words: int = 8,
+def ngram_overlap(items: Sequence[str | tuple[str, ...]], corpus: Iterable[str], *, n: int = 13, min_words: int = 8,
                   threshold: float = 0.5, max_docs: int | None = None) -> dict:
-    """Per item: max fraction of its n-grams found in one corpus document, and documents hit."""
+    """Per item (a text, or a task's decontamination parts): max fraction of its n-grams found in one corpus
+    document, and documents hit."""
     from primer.curate.decontam import NgramIndex  # noqa: PLC0415
 
     built = [("audit", str(i), t) for i, t in enumerate(items)]
@@ -61,7 +63,7 @@ def ngram_overlap(items: Sequence[str], corpus: Iterable[str], *, n: int = 13, m
             docs_hit[i] += 1
         if max_docs is not None and n_docs >= max_docs:
             break
-    indexed = {int(i) for i in index.item_ids}
+    indexed = {int(i) for i, g in zip(index.item_ids, index.item_grams) if g}
     contaminated = [i for i in range(len(items)) if best[i] >= threshold]
     return {
         "n": n, "threshold": threshold, "items": len(items), "indexed": len(indexed), "corpus_docs": n_docs,

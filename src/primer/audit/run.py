@@ -230,7 +230,7 @@ def _ngram(task, docs, cfg: AuditConfig, result: AuditResult, log) -> dict[str, 
     log(f"ngram: {len(docs)} items against {', '.join(cfg.corpus)}")
     result.bad_input.invalid_utf8 = cfg.invalid_utf8
     corpus = iter_documents(cfg.corpus, cfg.text_field, result.bad_input, cfg.strict)
-    out = ngram_overlap([task.decontam_text(d) for d in docs], corpus, n=cfg.ngram_n, threshold=cfg.ngram_threshold)
+    out = ngram_overlap([task.decontam_parts(d) for d in docs], corpus, n=cfg.ngram_n, threshold=cfg.ngram_threshold)
     if result.bad_input.count:
         log(f"ngram: {result.bad_input.describe()}")
     return out

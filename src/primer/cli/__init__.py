@@ -36,6 +36,7 @@ LEAVES = [
     "run",
     "report",
     "compare",
+    "publish",
 ]
 
 

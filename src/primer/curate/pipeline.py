@@ -62,10 +62,12 @@ class CurateConfig:
     """benchmark directory (e.g. ../shared/benchmarks): decontaminate against every eval task in it."""
     decontam_index: str | None = None
     """a saved n-gram index (.npz) to decontaminate against, instead of building one."""
-    ngram: Count = 13
-    """decontamination n-gram size in words (13 as GPT-3/lm-eval; 10 with --similarity as Cosmopedia)."""
-    min_item_words: int = 8
-    """benchmark items shorter than n but with at least this many words are matched whole."""
+    ngram: Count | None = None
+    """decontamination n-gram size in words; none: GPT-3's rule per benchmark (the 5th percentile of its solved
+    items' words, 8..13; curate/decontam.py); 13 as lm-eval; 10 with --similarity as Cosmopedia."""
+    min_item_words: Count = 8
+    """the least n, and the least words of a part matched whole; items whose question + answer is shorter are
+    listed as unchecked."""
     min_matches: Count = 1
     """distinct n-grams of one item a document must contain to count as contaminated."""
     similarity: Fraction | None = None
@@ -439,7 +441,7 @@ def _prepare_index(cfg: CurateConfig, lay: _Layout) -> dict[str, Any] | None:
     if cfg.similarity is not None and not idx.keep_texts:
         raise PrimerError("--similarity needs an index built with item texts; build it with --benchmarks "
                           "and --similarity, not from a saved 13-gram index")
-    return idx.summary()
+    return {**idx.summary(), "described": idx.describe()}
 
 
 def curate(cfg: CurateConfig, quiet: bool = False) -> CurateResult:
@@ -541,6 +543,8 @@ def format_report(r: CurateResult, max_items: int = 20) -> str:
             lines.append(f"    {k}: {v} document(s)")
         if len(m) > max_items:
             lines.append(f"    ... {len(m) - max_items} more in stats.json")
+    if r.decontam_index:
+        lines.append(r.decontam_index["described"])
     if r.dedup:
         lines.append(r.dedup)
     return "\n".join(lines)

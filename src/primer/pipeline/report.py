@@ -346,11 +346,16 @@ def section_curate(c: CurateSummary) -> str:
                    '<code>primer curate annotate</code> + <code>train-scorer</code>): no score histogram.</p>')
     if c.decontam is None:
         out.append('<p class="muted">decontamination off (no benchmark data given to curate).</p>')
-    elif c.decontam.matches:
+        return "\n".join(out)
+    if c.decontam.matches:
         out.append("<p>Benchmark items found in the corpus (document dropped):</p>")
         out.append(table(["benchmark", "documents"], [[k, v] for k, v in c.decontam.matches.items()]))
     else:
         out.append('<p class="muted">no benchmark text found in the corpus.</p>')
+    out.append("<p>Decontamination n-gram size per benchmark (GPT-3's rule), and items too short to check "
+               "(question + answer under 8 words; named in curate/stats.json):</p>")
+    out.append(table(["benchmark", "n", "unchecked items"],
+                     [[b, n, c.decontam.unchecked.get(b, 0)] for b, n in c.decontam.n.items()]))
     return "\n".join(out)
 
 

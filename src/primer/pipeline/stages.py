@@ -122,6 +122,11 @@ def _link_inputs(cfg, ctx: StageContext) -> Path:
     return root
 
 
+def source_of(curated_file: str | Path) -> str:
+    """Which input a curated output file came from: 'web' or 'synth' (output files keep the input shard's name)."""
+    return "web" if Path(curated_file).name.startswith("web") else "synth"
+
+
 def run_curate(cfg, ctx: StageContext) -> CurateSummary:
     from primer.curate.pipeline import curate
 
@@ -136,9 +141,6 @@ def run_curate(cfg, ctx: StageContext) -> CurateSummary:
     bad = BadInput()  # curate's own count of unreadable input, plus any met reading its output back
     bad.merge(r.bad_input)
 
-    def source(name: str) -> str:
-        return "web" if name.startswith("web") else "synth"
-
     # documents read per source: records of the linked input files
     sources: dict[str, SourceCounts] = {}
     for f in sorted(root.rglob("*")):
@@ -148,15 +150,15 @@ def run_curate(cfg, ctx: StageContext) -> CurateSummary:
     scores: list[float] = []
     samples: list[DocSample] = []
     for f in files:
-        src = sources.setdefault(source(f.name), SourceCounts(0, 0))
+        src = sources.setdefault(source_of(f), SourceCounts(0, 0))
         for rec in read_jsonl(f, bad):
             src.kept += 1
             if isinstance(rec.get("edu_score"), (int, float)):
                 scores.append(float(rec["edu_score"]))
-            if len(samples) < 3 and (not samples or samples[-1].source != source(f.name)):
+            if len(samples) < 3 and (not samples or samples[-1].source != source_of(f)):
                 did = None if rec.get("id") is None else str(rec["id"])
                 samples.append(DocSample(title=rec.get("topic") or did or "document", text=_cut(rec.get("text", "")),
-                                         id=did, source=source(f.name), edu_score=rec.get("edu_score")))
+                                         id=did, source=source_of(f), edu_score=rec.get("edu_score")))
     dropped_dir = ctx.out_dir / "dropped"
     if dropped_dir.is_dir():  # with write_dropped, the scores of what the edu filter dropped too
         for f in sorted(dropped_dir.rglob("*.jsonl*")):
@@ -186,7 +188,10 @@ def run_curate(cfg, ctx: StageContext) -> CurateSummary:
         documents_kept=r.documents_kept, rejects=rejects, edu_scores=scores[:20000] or None,
         edu_threshold=cfg.edu_threshold if cfg.edu_threshold is not None else (3.0 if cfg.scorer else None),
         dedup=dedup if cfg.dedup else None, dedup_settings=r.dedup,
-        decontam=DecontamCounts(decontam, per_bench, len(r.benchmark_items_matched)) if cfg.benchmarks else None,
+        decontam=DecontamCounts(decontam, per_bench, len(r.benchmark_items_matched),
+                                r.decontam_index["n_per_benchmark"],
+                                {b: c for b, c in r.decontam_index["unchecked_per_benchmark"].items() if c})
+        if cfg.benchmarks else None,
         samples=samples, data=[ctx.rel(f) for f in files], bad_input=bad,
     )
 

@@ -71,6 +71,10 @@ class DecontamCounts:
     """benchmark -> documents dropped for it"""
     items: int
     """distinct benchmark items found"""
+    n: dict[str, int]
+    """benchmark -> the n-gram size used for it"""
+    unchecked: dict[str, int]
+    """benchmark -> items whose question + answer is too short to check (named in curate/stats.json)"""
 
 
 @dataclass

@@ -6,19 +6,20 @@ collects them. Groups (mmlu, mmlu_cloze) name a list of subtasks and report micr
     get_task("arc_easy")            -> Task
     list_tasks()                    -> task and group names a user can pass to --tasks
     expand(["mmlu", "piqa"])        -> [Task, ...] with groups expanded
-    iter_decontam_texts(data_dir)   -> (task name, text) for every evaluated document
+    iter_decontam_items(data_dir)   -> DecontamItem(task, benchmark, item_id, parts) for every evaluated document
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from primer.errors import PrimerError
 from primer.eval.tasks import arc, code, commonsense, gsm8k, instruct, language, mmlu, reading
 from primer.eval.tasks.core import Doc, Task
 
-__all__ = ["Doc", "Task", "GROUPS", "get_task", "list_tasks", "expand", "iter_decontam_texts"]
+__all__ = ["Doc", "Task", "GROUPS", "get_task", "list_tasks", "expand", "iter_decontam_items", "DecontamItem", "decontam_tasks"]
 
 _REGISTRY: dict[str, Task] = {}
 for _mod in (commonsense, arc, reading, mmlu, language, gsm8k, code, instruct):
@@ -63,23 +64,37 @@ def expand(names: Iterable[str]) -> list[Task]:
     return out
 
 
-def iter_decontam_texts(
+class DecontamItem(NamedTuple):
+    task: str
+    benchmark: str
+    """the task's group (mmlu) or its own name: the unit an n-gram size is chosen for"""
+    item_id: str
+    """the item's position in the task's evaluated split (0-based), as the loader orders it"""
+    parts: tuple[str, ...]
+    """`Task.decontam_parts`: the solved item first"""
+
+
+def decontam_tasks() -> list[Task]:
+    """Every task decontamination checks by default (prompt-only variants of the same documents left out)."""
+    return [t for n, t in _REGISTRY.items() if n not in _DECONTAM_ALIASES]
+
+
+def iter_decontam_items(
     data_dir: Path | str, tasks: Iterable[str] | None = None, *, missing: str = "skip"
-) -> Iterator[tuple[str, str]]:
-    """Yield (task name, text) for every document of each task's evaluated split.
+) -> Iterator[DecontamItem]:
+    """Every document of each task's evaluated split, as the parts decontamination looks for.
 
     `tasks` defaults to every task (without prompt-only variants of the same documents).
     Tasks whose files are absent from `data_dir` are skipped (missing="skip") or raise ("error").
     """
-    selected = expand(tasks) if tasks is not None else [t for n, t in _REGISTRY.items() if n not in _DECONTAM_ALIASES]
-    for task in selected:
+    for task in expand(tasks) if tasks is not None else decontam_tasks():
         try:
             docs = task.docs(data_dir)
         except PrimerError:
             if missing == "skip":
                 continue
             raise
-        for doc in docs:
-            text = task.decontam_text(doc)
-            if text:
-                yield task.name, text
+        for i, doc in enumerate(docs):
+            parts = task.decontam_parts(doc)
+            if parts:
+                yield DecontamItem(task.name, task.group or task.name, str(i), parts)

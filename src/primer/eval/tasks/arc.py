@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from primer.common.jsonl import read_jsonl
-from primer.eval.tasks.core import Doc, Task, need_split, strip_prefix
+from primer.eval.tasks.core import Doc, Task, need_split, solved_parts, strip_prefix
 
 
 def _loader(name: str, rel: str):
@@ -34,7 +34,7 @@ def _arc(name: str, rel: str) -> Task:
         doc_to_text=lambda d: f"Question: {d['question']}\nAnswer:",
         doc_to_choice=lambda d: d["choices"]["text"],
         doc_to_target=lambda d: d["choices"]["label"].index(d["answerKey"]),
-        decontam=lambda d: f"Question: {d['question']}\nAnswer:",
+        decontam=lambda d: solved_parts(d["question"], d["choices"]["text"], d["choices"]["label"].index(d["answerKey"])),
         metrics=("acc_norm", "acc"),
         notes="few-shot from the test split itself (train is not in the local data)",
     )

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from primer.common.jsonl import read_jsonl
-from primer.eval.tasks.core import Doc, Task, need_split
+from primer.eval.tasks.core import Doc, Task, need_split, solved_parts
 
 # -- PIQA ---------------------------------------------------------------------------------------
 PIQA_FILES = ("piqa/valid.jsonl", "piqa/valid-labels.txt")
@@ -32,7 +32,7 @@ PIQA = Task(
     doc_to_text=lambda d: f"Question: {d['goal']}\nAnswer:",
     doc_to_choice=lambda d: [d["sol1"], d["sol2"]],
     doc_to_target=lambda d: d["label"],
-    decontam=lambda d: d["goal"],
+    decontam=lambda d: solved_parts(d["goal"], [d["sol1"], d["sol2"]], d["label"]),
     metrics=("acc", "acc_norm"),
     notes="few-shot examples come from the validation split itself (the train split is not in the local data)",
 )
@@ -88,7 +88,7 @@ HELLASWAG = Task(
     doc_to_text=_hs_query,
     doc_to_choice=lambda d: [hellaswag_preprocess(e) for e in d["endings"]],
     doc_to_target=lambda d: int(d["label"]),
-    decontam=lambda d: d["ctx_a"] + " " + d["ctx_b"],
+    decontam=lambda d: solved_parts(d["ctx_a"] + " " + d["ctx_b"], d["endings"], int(d["label"])),
     metrics=("acc_norm", "acc"),
     notes="local file is a text export: ctx_b's capital letter is restored heuristically; few-shot from validation",
 )
@@ -135,7 +135,7 @@ WINOGRANDE = Task(
     doc_to_choice=_wg_choices,
     doc_to_target=_wg_target,
     multiple_input=True,
-    decontam=lambda d: d["sentence"],
+    decontam=lambda d: tuple(_wg_choices(d)[i] + " " + _wg_target(d) for i in ({"1": (0, 1), "2": (1, 0)}[d["answer"]])),
     metrics=("acc",),
     notes="partial evaluation as lm-eval: score the shared continuation after each filled-in context",
 )
@@ -163,7 +163,8 @@ SIQA = Task(
     doc_to_text=lambda d: f"Q: {d['context']} {d['question']}\nA:",
     doc_to_choice=lambda d: [d["answerA"], d["answerB"], d["answerC"]],
     doc_to_target=lambda d: int(d["label"]) - 1,
-    decontam=lambda d: f"{d['context']} {d['question']}",
+    decontam=lambda d: solved_parts(f"{d['context']} {d['question']}", [d["answerA"], d["answerB"], d["answerC"]],
+                                    int(d["label"]) - 1),
     metrics=("acc",),
     notes="lm-eval's social_iqa prompt",
 )
@@ -185,7 +186,8 @@ OPENBOOKQA = Task(
     doc_to_text=lambda d: d["question_stem"],
     doc_to_choice=lambda d: d["choices"]["text"],
     doc_to_target=lambda d: d["choices"]["label"].index(d["answerKey"].lstrip()),
-    decontam=lambda d: d["question_stem"],
+    decontam=lambda d: solved_parts(d["question_stem"], d["choices"]["text"],
+                                    d["choices"]["label"].index(d["answerKey"].lstrip())),
     metrics=("acc_norm", "acc"),
     notes="few-shot from the test split itself (train is not in the local data)",
 )

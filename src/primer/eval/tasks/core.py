@@ -51,8 +51,11 @@ class Task:
     """Metric names reported for this task, the primary one first."""
     doc_to_choice: Callable[[Doc], list[str]] | None = None
     """Document -> choice strings (multiple_choice only)."""
-    decontam: Callable[[Doc], str] | None = None
-    """Document -> the text n-gram decontamination should look for (default: the prompt)."""
+    decontam: Callable[[Doc], str | tuple[str, ...]] | None = None
+    """Document -> the item as a model could memorise it, the text n-gram decontamination looks for: a tuple of
+    parts, the *solved item* first (its context and question followed by the correct answer, in reading order,
+    without prompt words, so a copy of question + answer contains it), then each other choice and any part worth
+    finding alone (`solved_parts` builds it). N-grams never span two parts. Default: the prompt."""
     multiple_input: bool = False
     """Choices are contexts sharing one continuation (WinoGrande partial scoring)."""
     target_delimiter: str = " "
@@ -154,11 +157,19 @@ class Task:
             examples = examples[:shots]
         return desc + "".join(self.example_text(e) + self.fewshot_delimiter for e in examples)
 
-    def decontam_text(self, doc: Doc) -> str:
+    def decontam_parts(self, doc: Doc) -> tuple[str, ...]:
+        """The item's decontamination parts (`decontam`), the solved item first; empty parts dropped."""
         if self.decontam is not None:
-            return self.decontam(doc)
-        text = self.doc_to_text(doc)
-        return text if isinstance(text, str) else str(self.doc_to_target(doc))
+            got = self.decontam(doc)
+            parts = (got,) if isinstance(got, str) else tuple(got)
+        else:
+            text = self.doc_to_text(doc)
+            parts = (text if isinstance(text, str) else str(self.doc_to_target(doc)),)
+        return tuple(p for p in parts if p and p.strip())
+
+    def decontam_text(self, doc: Doc) -> str:
+        """The whole item as one text (its parts, one a line)."""
+        return "\n".join(self.decontam_parts(doc))
 
 
 # -- small helpers shared by the families (their JSONL files are read by primer.common.jsonl, strict:
@@ -166,6 +177,11 @@ class Task:
 def need_split(task: str, split: str, have: tuple[str, ...]) -> None:
     if split not in have:
         raise PrimerError(f"task {task}: split '{split}' is not available locally; available: {', '.join(have)}")
+
+
+def solved_parts(context: str, choices: list[str], gold: int) -> tuple[str, ...]:
+    """A multiple-choice item's decontamination parts: context + correct choice, then each other choice."""
+    return (f"{context} {choices[gold]}",) + tuple(c for i, c in enumerate(choices) if i != gold)
 
 
 def strip_prefix(text: str, prefix: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from primer.eval.tasks.core import Doc, Task
+from primer.eval.tasks.core import Doc, Task, solved_parts
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "stem": (
@@ -119,7 +119,7 @@ def _mmlu(subject: str) -> Task:
                                f"C. {d['choices'][2]}\nD. {d['choices'][3]}\nAnswer:"),
         doc_to_choice=lambda d: ["A", "B", "C", "D"],
         doc_to_target=lambda d: d["answer"],
-        decontam=lambda d: d["question"],
+        decontam=lambda d: solved_parts(d["question"], d["choices"], d["answer"]),
         description=lambda d, desc=desc: desc,
         metrics=("acc",),
         fewshot_split="dev", fewshot_sampler="first_n",
@@ -138,7 +138,7 @@ def _mmlu_cloze(subject: str) -> Task:
         doc_to_text=lambda d: f"Question: {d['question'].strip()}\nAnswer:",
         doc_to_choice=lambda d: list(d["choices"]),
         doc_to_target=lambda d: d["answer"],
-        decontam=lambda d: d["question"],
+        decontam=lambda d: solved_parts(d["question"], d["choices"], d["answer"]),
         description=lambda d, desc=desc: desc,
         metrics=("acc", "acc_norm"),
         fewshot_split="dev", fewshot_sampler="first_n",

@@ -71,7 +71,8 @@ BOOLQ = Task(
     doc_to_text=lambda d: f"{d['passage']}\nQuestion: {d['question']}?\nAnswer:",
     doc_to_choice=lambda d: ["no", "yes"],
     doc_to_target=lambda d: d["label"],
-    decontam=lambda d: d["passage"],
+    # the passage with its question and answer, and the question and answer alone (found without the passage)
+    decontam=lambda d: tuple(f"{c}{d['question']}? {['no', 'yes'][d['label']]}" for c in (d["passage"] + " ", "")),
     metrics=("acc",),
 )
 
@@ -101,7 +102,7 @@ TRIVIAQA = Task(
     doc_to_text=lambda d: f"Question: {d['question']}?\nAnswer:",
     doc_to_target=lambda d: d["answer"]["aliases"],
     fewshot_target=lambda d: d["answer"]["value"],
-    decontam=lambda d: d["question"],
+    decontam=lambda d: (f"{d['question']} {d['answer']['value']}",),
     metrics=("exact_match",),
     until=("\n", ".", ","), max_tokens=32,
     score=score_triviaqa,
@@ -136,7 +137,7 @@ SQUAD = Task(
     loader=load_squad, split="validation",
     doc_to_text=lambda d: f"Title: {d['title']}\n\nBackground: {d['context']}\n\nQuestion: {d['question']}\n\nAnswer:",
     doc_to_target=lambda d: d["answers"]["text"],
-    decontam=lambda d: d["context"],
+    decontam=lambda d: tuple(f"{c}{d['question']} {d['answers']['text'][0]}" for c in (d["context"] + " ", "")),
     metrics=("f1", "exact_match"),
     until=("\n",), max_tokens=32,
     score=score_squad,
@@ -145,7 +146,6 @@ SQUAD = Task(
 
 SQUAD_CLOSEDBOOK = dataclasses.replace(
     SQUAD, name="squad_closedbook", doc_to_text=lambda d: f"Question: {d['question']}\n\nAnswer:",
-    decontam=lambda d: d["question"],
     notes="closed-book SQuAD v1.1: the question alone (squad's prompt without Title and Background)",
 )
 
