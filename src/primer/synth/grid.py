@@ -26,16 +26,24 @@ from pathlib import Path
 from primer.common.jsonl import BadInput, read_jsonl_lines
 from primer.errors import PrimerError
 
-# format -> (instruction, subjects it suits or None for all). {topic} is the topic text,
+QUANTITATIVE = {"mathematics", "programming", "physics", "chemistry", "astronomy", "economics", "statistics",
+                "computer science", "engineering", "everyday reasoning"}
+"""subjects whose exercises have a numeric answer (and suit code exercises)"""
+
+# format -> its prompt, the subjects and audiences it suits (absent: all), and the check its documents
+# must pass before they are kept ("check", see verify.py; absent: none). {topic} is the topic text,
 # {audience} the audience phrase, {extra} the style knobs, one short sentence each.
 FORMATS: dict[str, dict] = {
     "textbook": {
         "prompt": "Write a textbook section about {topic} for {audience}. Explain the key ideas clearly "
         "and give concrete examples.{extra}",
     },
-    "exercises": {
-        "prompt": "Write three exercises about {topic} for {audience}. After each exercise, give a worked "
-        "solution that explains every step.{extra}",
+    "exercises": {  # a math word problem whose answer a program of the teacher's must reproduce (verify.py)
+        "prompt": "Write a word problem about {topic} for {audience}, then a worked solution that explains every "
+        "step.{extra} End the solution with a line \"Answer: <number>\". Then write a Python function solution() "
+        "that computes the answer and returns it, in a ```python code block.",
+        "check": "answer",
+        "subjects": QUANTITATIVE,
     },
     "story": {
         "prompt": "Write a short story for {audience} in which the characters learn about {topic}. "
@@ -45,11 +53,12 @@ FORMATS: dict[str, dict] = {
         "prompt": "Write a conversation between a curious student and a teacher about {topic}, for "
         "{audience}. The teacher explains the idea with examples and the student asks questions.{extra}",
     },
-    "code": {
-        "prompt": "Write a Python tutorial about {topic} for {audience}. Explain each step and include "
-        "a short, complete Python program that runs, with its output.{extra}",
-        "subjects": {"programming", "mathematics", "physics", "chemistry", "astronomy", "economics",
-                     "statistics", "computer science", "biology", "earth science"},
+    "code": {  # a code exercise whose reference solution must pass its own tests (verify.py)
+        "prompt": "Write a Python exercise about {topic} for {audience}. State the task, then explain the "
+        "solution step by step.{extra} Give the solution as a Python function in a ```python code block, then "
+        "tests for it as assert statements in a second ```python code block.",
+        "check": "tests",
+        "subjects": QUANTITATIVE | {"biology", "earth science"},
         "audiences": {"middle_school", "high_school", "college", "researchers"},
     },
 }

@@ -3,6 +3,8 @@
 Output directory layout:
     data-00000.jsonl ...   accepted documents, append-only, `shard_docs` lines per shard
     rejects.jsonl          rejected completions with their reason (never training data)
+Documents of a format that carries an answer (exercises, code) are checked in the sandbox first
+(`verify.py`) and carry their `verification` record, kept or rejected.
     runs.jsonl             one line per invocation: resolved config, teacher, versions
     summary.json           the figures of the last finished run
 
@@ -32,7 +34,7 @@ from primer.common.jsonl import BadInput, JsonlAppender, read_jsonl
 from primer.common.provenance import package_versions
 from primer.config import Count, Fraction, Positive, PositiveFraction, check_config, to_dict
 from primer.errors import PrimerError
-from primer.synth import convo, grid, quality
+from primer.synth import convo, grid, quality, verify
 from primer.synth.quality import QualityRules
 from primer.teachers import HttpOptions
 
@@ -113,6 +115,11 @@ class SynthConfig(HttpOptions):
     """documents used for the near-duplicate and distinct-n-gram figures"""
     progress: bool = True
     """show a progress bar"""
+    verify_timeout: Positive = 5.0
+    """seconds a checked document's program (its tests, or its solution()) may run in the sandbox"""
+    unsafe_code: bool = False
+    """check exercises without isolation where this machine has none (resource limits only; the teacher's
+    code can then reach the network and your files)"""
     strict: bool = False
     """stop at the first malformed line of --topics / --seed-corpus (naming file and line) instead of
     counting and naming it in the summary"""
@@ -130,6 +137,8 @@ class SynthRunStats:
     finish_reasons: dict[str, int]
     rejects: dict[str, int]
     teacher_retries: int
+    verify_seconds: float = 0.0
+    """time the run waited for sandbox checks after the teacher had finished a wave"""
 
 
 @dataclass
@@ -148,6 +157,8 @@ class SynthResult:
     this_run: SynthRunStats
     rejects_total: dict[str, int]
     reject_rate: float
+    verification: dict[str, dict[str, int]]
+    """format -> verification status (verified, failed, timeout, unverifiable) -> documents, over the directory"""
     near_dup_rate: float | None
     """share of documents with an earlier near-duplicate (MinHash J >= near_dup_threshold); None without datasketch"""
     near_dups: int
@@ -171,6 +182,8 @@ class Store:
         self.done: set[str] = set()
         self.n_docs = 0
         self.tokens = 0
+        self.verified: dict[str, Counter] = {}
+        """format -> verification status -> documents (kept and rejected)"""
         self.shards = sorted(self.out.glob("data-*.jsonl"))
         last_count = 0
         for shard in self.shards:
@@ -179,12 +192,14 @@ class Store:
                 self.done.add(rec["prompt_id"])
                 self.n_docs += 1
                 self.tokens += int(rec.get("completion_tokens") or 0)
+                self.count_verification(rec)
                 last_count += 1
         self.rejects_before: Counter = Counter()
         rejects = self.out / "rejects.jsonl"
         for rec in (read_jsonl(rejects, strict=True, repair=True) if rejects.exists() else ()):
             self.done.add(rec["prompt_id"])
             self.rejects_before[rec.get("reason", "?")] += 1
+            self.count_verification(rec)
         self._shard_index = len(self.shards) - 1 if self.shards else 0
         self._in_shard = last_count
         self._data: JsonlAppender | None = None
@@ -202,16 +217,22 @@ class Store:
             self._data = JsonlAppender(self.out / SHARD.format(self._shard_index), self.fsync, self.interval)
         return self._data
 
+    def count_verification(self, rec: dict) -> None:
+        if rec.get("verification"):
+            self.verified.setdefault(rec.get("format") or "?", Counter())[rec["verification"]["status"]] += 1
+
     def add(self, doc: dict) -> None:
         self._data_file().write(doc)
         self._in_shard += 1
         self.n_docs += 1
         self.tokens += int(doc.get("completion_tokens") or 0)
         self.done.add(doc["prompt_id"])
+        self.count_verification(doc)
 
     def reject(self, rec: dict) -> None:
         self._rejects.write(rec)
         self.done.add(rec["prompt_id"])
+        self.count_verification(rec)
 
     def iter_docs(self) -> Iterator[dict]:
         for shard in sorted(self.out.glob("data-*.jsonl")):
@@ -304,6 +325,10 @@ def synth(cfg: SynthConfig, teacher=None, policy=None) -> SynthResult:
                    else iter(()))
         if bad.count:
             print(f"synth: {bad.describe()}", file=sys.stderr)
+        checks = cfg.kind == "documents" and any(verify.check_of(f) for f in cfg.formats or grid.FORMATS)
+        # before the teacher loads: a machine without isolation is refused at once, saying what to do
+        verifier = verify.Verifier(cfg.verify_timeout, unsafe=cfg.unsafe_code) if checks and store.n_docs < cfg.n \
+            else None
         own = teacher is None
         if own and store.n_docs < cfg.n:
             teacher = make_teacher(cfg)
@@ -316,9 +341,27 @@ def synth(cfg: SynthConfig, teacher=None, policy=None) -> SynthResult:
         finish: Counter = Counter()
         new_docs = prompt_tok = gen_tok = 0
         exhausted = False
+        verify_wait = 0.0
         t0 = time.perf_counter()
         bar = tqdm(total=cfg.n, initial=min(store.n_docs, cfg.n), unit="doc", desc="synth",
                    disable=not cfg.progress, dynamic_ncols=True)
+
+        def settle(doc: dict, reason: str | None) -> None:
+            nonlocal new_docs
+            if reason:
+                doc["reason"] = reason
+                store.reject(doc)
+                rejects[reason] += 1
+            else:
+                store.add(doc)
+                new_docs += 1
+                bar.update(1)
+
+        def settle_checked(wait: bool) -> None:
+            for doc, verdict in (verifier.ready(wait) if verifier else ()):
+                doc["verification"] = verdict
+                settle(doc, verify.REJECT_REASON.get(verdict["status"]))
+
         try:
             if cfg.kind == "preference" and store.n_docs < cfg.n:
                 from primer.synth import prefs
@@ -346,21 +389,23 @@ def synth(cfg: SynthConfig, teacher=None, policy=None) -> SynthResult:
                         doc["messages"], reason = convo.parse(spec, comp.text)
                         if doc["messages"]:  # curate reads "text": every turn, so decontamination sees the prompts too
                             doc["text"] = "\n\n".join(m["content"] for m in doc["messages"])
-                    if reason:
-                        doc["reason"] = reason
-                        if comp.error:
-                            doc["error"] = comp.error
-                        store.reject(doc)
-                        rejects[reason] += 1
+                    if reason and comp.error:
+                        doc["error"] = comp.error
+                    if not reason and verifier and isinstance(spec, grid.PromptSpec) and verify.check_of(spec.format):
+                        verifier.submit(doc, spec.format, comp.text)  # settled when its sandbox run ends
                     else:
-                        store.add(doc)
-                        new_docs += 1
-                        bar.update(1)
+                        settle(doc, reason)
+                    settle_checked(wait=False)
                     dt = time.perf_counter() - t0
                     bar.set_postfix(tok_s=f"{gen_tok / dt:.1f}" if dt else "-", rejects=sum(rejects.values()),
                                     refresh=False)
+                tw = time.perf_counter()
+                settle_checked(wait=True)  # the wave's last checks, so the next wave's size is right
+                verify_wait += time.perf_counter() - tw
         finally:
             bar.close()
+            if verifier:  # an unfinished check is not written: a rerun redoes its prompt
+                verifier.close()
             store.close()
             if own and teacher is not None:
                 teacher.close()
@@ -369,7 +414,8 @@ def synth(cfg: SynthConfig, teacher=None, policy=None) -> SynthResult:
             seconds=round(seconds, 2), prompt_tokens=prompt_tok, completion_tokens=gen_tok,
             tokens_per_s=round(gen_tok / seconds, 2) if seconds > 0 else None,
             docs_per_hour=round(new_docs / seconds * 3600, 1) if seconds > 0 else None,
-            finish_reasons=dict(finish), rejects=dict(rejects), teacher_retries=getattr(teacher, "retried", 0))
+            finish_reasons=dict(finish), rejects=dict(rejects), teacher_retries=getattr(teacher, "retried", 0),
+            verify_seconds=round(verify_wait, 2))
         summary = summarize(store, cfg, run, new_docs, tname, exhausted, bad)
         (out / "summary.json").write_text(json.dumps(to_dict(summary), indent=2) + "\n")
         return summary
@@ -385,6 +431,7 @@ def summarize(store: Store, cfg: SynthConfig, run: SynthRunStats, new_docs: int,
         documents_this_run=new_docs, completion_tokens_total=store.tokens, this_run=run,
         rejects_total=dict(all_rejects),
         reject_rate=round(sum(all_rejects.values()) / max(1, sum(all_rejects.values()) + store.n_docs), 4),
+        verification={f: dict(c) for f, c in sorted(store.verified.items())},
         near_dup_rate=round(rate, 4) if rate is not None else None, near_dups=ndup, near_dup_threshold=0.8,
         stats_docs=len(texts),
         distinct_2gram_ratio=round(quality.distinct_ngram_ratio(texts, 2), 4),
@@ -402,6 +449,10 @@ def format_summary(s: SynthResult) -> str:
         f"tokens: {r.completion_tokens} generated this run in {r.seconds} s "
         f"({r.tokens_per_s} tok/s, {r.docs_per_hour} docs/h); {s.completion_tokens_total} in all docs",
         f"rejects: {rej} (rate {s.reject_rate:.1%}); teacher requests retried this run: {r.teacher_retries}",
+        *(f"verified {f}: {c.get('verified', 0)} of {sum(c.values())} ("
+          + (", ".join(f"{k} {c[k]}" for k in verify.STATUSES[1:] if c.get(k)) or "none rejected") + ")"
+          for f, c in s.verification.items()),
+        f"waited {r.verify_seconds} s for sandbox checks after the teacher" if r.verify_seconds >= 0.05 else "",
         (f"near-duplicates (MinHash J>=0.8): {s.near_dup_rate:.2%} ({s.near_dups} of {s.stats_docs}); "
          if s.near_dup_rate is not None else "near-duplicates: n/a (pip install datasketch); ")
         + f"distinct 2/3-grams: {s.distinct_2gram_ratio:.3f} / {s.distinct_3gram_ratio:.3f}",

@@ -1,0 +1,202 @@
+"""Check the synth formats that carry an answer before a document is kept.
+
+Two checks, named by a format's "check" key in `grid.FORMATS`:
+  * "tests" (code exercises): the completion holds the reference solution (a function) and its tests
+    (assert statements that call it) in ```python blocks; the blocks run in order in the sandbox and
+    the document is kept only when the solution passes its own tests.
+  * "answer" (math word problems): the worked solution ends with a line "Answer: <number>" and the
+    completion holds a Python `solution()` that computes it (PAL, Gao et al. 2022: the teacher's
+    program is the check on its prose); `solution()` runs in the sandbox and must return that number
+    (within 1e-4 relative, as gsm8k_code scores; a stated answer with d decimals also matches a
+    value that rounds to it).
+A document gets `verification = {"check": "tests"|"answer", "status": STATUS, "reason": str|None}`,
+STATUS one of verified, failed (wrong answer, failing test, crash), timeout, unverifiable (no
+parseable answer, tests or program). Only "verified" is kept; the others go to rejects.jsonl under
+`REJECT_REASON[status]`, with the verification record saying why.
+
+`Verifier` runs the programs on a small thread pool of sandboxed processes while the teacher keeps
+generating: `submit()` returns at once, `ready()` hands back the finished verdicts.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from primer.sandbox import Result, allow_unsafe, isolation_mode, run_python
+from primer.synth import grid
+
+STATUSES = ("verified", "failed", "timeout", "unverifiable")
+REJECT_REASON = {"failed": "verify_failed", "timeout": "verify_timeout", "unverifiable": "unverifiable"}
+"""verification status -> the reject reason counted in the summary"""
+
+# A closed fenced block tagged python (or untagged); an unclosed one (cut at max_tokens) is not code we run.
+_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\r?\n(.*?)```", re.S | re.I)
+_ANSWER = re.compile(r"^[\W_]*(?:final\s+)?answer\s*(?:is)?\s*[:=]\s*\**\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", re.I | re.M)
+_VALUE_TAG = "__primer_answer__"
+
+
+def check_of(fmt: str) -> str | None:
+    """The check a format's documents get ("tests", "answer") or None (nothing to check)."""
+    spec = grid.FORMATS.get(fmt)
+    return spec.get("check") if spec else None
+
+
+def verdict(check: str, status: str, reason: str | None = None) -> dict:
+    return {"check": check, "status": status, "reason": reason}
+
+
+def _blocks(text: str) -> list[str]:
+    """The fenced code blocks that parse as Python, in order."""
+    out = []
+    for b in _FENCE.findall(text):
+        try:
+            ast.parse(b)
+        except (SyntaxError, ValueError):
+            continue
+        out.append(b)
+    return out
+
+
+def _defined(tree: ast.AST) -> set[str]:
+    return {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def _asserts_calling(tree: ast.AST, names: set[str]) -> int:
+    """assert statements whose test calls one of `names` (an `assert True` tests nothing)."""
+    count = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert) and any(
+                isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id in names
+                for c in ast.walk(node.test)):
+            count += 1
+    return count
+
+
+def tests_program(text: str) -> tuple[str | None, str | None]:
+    """(program, None) for a code exercise: its python blocks in order; or (None, why unverifiable)."""
+    blocks = _blocks(text)
+    if not blocks:
+        return None, "no ```python block that parses"
+    program = "\n\n".join(blocks)
+    tree = ast.parse(program)
+    names = _defined(tree)
+    if not names:
+        return None, "no function defined"
+    if not _asserts_calling(tree, names):
+        return None, "no assert that calls the solution's function"
+    return program, None
+
+
+def stated_answer(text: str) -> str | None:
+    """The number on the last "Answer: N" line outside code blocks, as written ("1,250.50" -> "1250.50")."""
+    prose = _FENCE.sub("", text)
+    found = _ANSWER.findall(prose)
+    return found[-1].replace(",", "") if found else None
+
+
+def answer_program(text: str) -> tuple[str | None, str | None, str | None]:
+    """(program, stated answer, None) for a word problem, or (None, None, why unverifiable)."""
+    answer = stated_answer(text)
+    if answer is None:
+        return None, None, "no 'Answer: <number>' line"
+    block = next((b for b in _blocks(text) if "solution" in _defined(ast.parse(b))), None)
+    if block is None:
+        return None, None, "no solution() function in a ```python block"
+    program = f"{block}\n\nprint()\nprint({_VALUE_TAG!r}, repr(solution()))\n"
+    return program, answer, None
+
+
+def matches(value: float, answer: str) -> bool:
+    gold = float(answer)
+    if abs(value - gold) <= 1e-4 * max(1.0, abs(gold)):
+        return True
+    decimals = len(answer.split(".")[1]) if "." in answer else 0
+    return decimals > 0 and round(value, decimals) == gold
+
+
+def _reason(res: Result) -> str:
+    lines = (res.stderr.strip().splitlines() or [f"exit status {res.returncode}"])
+    return lines[-1][:300]
+
+
+def judge_tests(res: Result) -> dict:
+    if res.status == "timeout":
+        return verdict("tests", "timeout", f"tests still running after {res.seconds:.1f} s")
+    if res.passed:
+        return verdict("tests", "verified")
+    return verdict("tests", "failed", _reason(res))
+
+
+def judge_answer(res: Result, answer: str) -> dict:
+    if res.status == "timeout":
+        return verdict("answer", "timeout", f"solution() still running after {res.seconds:.1f} s")
+    if not res.passed:
+        return verdict("answer", "failed", _reason(res))
+    line = next((ln for ln in reversed(res.stdout.splitlines()) if ln.startswith(_VALUE_TAG)), None)
+    shown = line[len(_VALUE_TAG):].strip() if line else "nothing"
+    try:
+        value = float(ast.literal_eval(shown))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return verdict("answer", "failed", f"solution() returned {shown[:80]}, not a number")
+    if matches(value, answer):
+        return verdict("answer", "verified")
+    return verdict("answer", "failed", f"solution() returned {value:g}; the text says {answer}")
+
+
+class Verifier:
+    """Sandboxed checks on a thread pool, beside the teacher. Construct it before loading the teacher:
+    it fails at once (a PrimerError saying what to install) when this machine has no isolation and
+    `unsafe` is off."""
+
+    def __init__(self, timeout: float = 5.0, workers: int = 2, unsafe: bool = False) -> None:
+        with allow_unsafe(unsafe):
+            self.isolation = isolation_mode()
+        self.timeout = timeout
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="verify")
+        self.pending: list[tuple[object, Future | dict]] = []
+
+    def submit(self, key: object, fmt: str, text: str) -> None:
+        """Queue the check of one completion of format `fmt` (one with `check_of(fmt)`)."""
+        check = check_of(fmt)
+        if check == "tests":
+            program, why = tests_program(text)
+            answer = None
+        elif check == "answer":
+            program, answer, why = answer_program(text)
+        else:
+            raise ValueError(f"format {fmt!r} has no check")
+        if program is None:
+            self.pending.append((key, verdict(check, "unverifiable", why)))
+            return
+        fut = self.pool.submit(run_python, program, timeout=self.timeout, isolation=self.isolation)
+        self.pending.append((key, _Judged(fut, answer)))
+
+    def ready(self, wait: bool = False) -> list[tuple[object, dict]]:
+        """(key, verification) for every finished check, in submission order; `wait`: all of them."""
+        done, still = [], []
+        for key, item in self.pending:
+            if isinstance(item, dict):
+                done.append((key, item))
+            elif wait or item.done():
+                done.append((key, item.verdict()))
+            else:
+                still.append((key, item))
+        self.pending = still
+        return done
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Judged:
+    def __init__(self, fut: Future, answer: str | None) -> None:
+        self.fut, self.answer = fut, answer
+
+    def done(self) -> bool:
+        return self.fut.done()
+
+    def verdict(self) -> dict:
+        res = self.fut.result()
+        return judge_tests(res) if self.answer is None else judge_answer(res, self.answer)
