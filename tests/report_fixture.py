@@ -29,6 +29,7 @@ def make_run_dir(rd: Path, stages: tuple[str, ...] = ("synth", "curate", "tokeni
             "rejects": {"too_short": 4, "repetitive": 2, "truncated": 7},
             "by_format": {"textbook": 40, "exercises": 30, "story": 30, "dialogue": 20},
             "by_audience": {"young children": 30, "middle school": 50, "college": 40},
+            "verification": {"exercises": {"verified": 30, "failed": 41, "unverifiable": 12, "timeout": 1}},
             "near_dup_rate": 0.004, "distinct_ngram_ratio": 0.71,
             "samples": [{"title": "Photosynthesis", "format": "textbook", "audience": "middle school",
                          "text": "Plants make food from light. <script>alert(1)</script> " * 5}],

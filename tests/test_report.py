@@ -25,6 +25,7 @@ def test_full_report_is_self_contained(tmp_path):
     for heading in ("Data", "Training", "On-device file", "Benchmarks", "Audit", "Generation samples", "Recipe", "Hardware"):
         assert f"<h2>{heading}" in html
     assert "gsm8k" in html and "[2.0, 18.0]" in html
+    assert "<td>exercises</td>" in html and "36%" in html  # the verified share per format: 30 of 84
     assert "stage <b>" not in html  # nothing missing
 
 

@@ -24,7 +24,7 @@ def test_grid_is_exhaustive_and_respects_rules():
     specs = list(grid.plan(TOPICS))
     by_topic = {t.name: [s for s in specs if s.topic == t] for t in TOPICS}
     n_styles = len(grid.STYLES["tone"]) * len(grid.STYLES["angle"])
-    assert len(by_topic["the French Revolution"]) == 4 * 5 * n_styles  # no code tutorials for history
+    assert len(by_topic["the French Revolution"]) == 3 * 5 * n_styles  # no word problems or code for history
     assert len(by_topic["binary search"]) == (4 * 5 + 4) * n_styles  # code, but not for young children
     assert not any(s.format == "code" and s.audience == "young_children" for s in specs)
     assert len({(s.topic, s.format, s.audience, s.style) for s in specs}) == len(specs)

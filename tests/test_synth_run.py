@@ -61,7 +61,7 @@ def test_writes_documents_with_provenance_and_summary(tmp_path):
 
 
 def test_rejects_are_counted_written_and_replaced(tmp_path):
-    c = cfg(tmp_path, n=15)
+    c = cfg(tmp_path, n=15, formats=["textbook", "story", "dialogue"])  # checked formats: test_synth_verify.py
     bad = {"short story": "I'm sorry, but I cannot write that.", "conversation": "Too short."}
     s = synth(c, teacher=FakeTeacher(bad=bad))
     rej = list(read_jsonl(c.out / "rejects.jsonl"))

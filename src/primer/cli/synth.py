@@ -10,8 +10,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "synth",
         help="write textbook-style documents with a teacher over topics x formats x audiences (resumable)",
-        description="Generate synthetic documents (textbook sections, exercises, stories, dialogues, code "
-        "tutorials) over the topic grid with a teacher: 'bundled' (offline), a .gguf file, or an "
+        description="Generate synthetic documents (textbook sections, word problems, stories, dialogues, code "
+        "exercises; word problems and code exercises are kept only when their check passes in the sandbox) over "
+        "the topic grid with a teacher: 'bundled' (offline), a .gguf file, or an "
         "OpenAI-compatible server (--teacher http://host:port/v1 --model NAME). Killed runs resume "
         "when rerun with the same arguments.",
     )

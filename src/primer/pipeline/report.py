@@ -22,6 +22,7 @@ from primer.common.jsonl import BadInput
 from primer.errors import PrimerError
 from primer.pipeline.records import RunRecord, StageRecord, read_run, read_stage
 from primer.pipeline.stages import STAGES
+from primer.synth.verify import STATUSES
 from primer.pipeline.summaries import (AuditSummary, CurateSummary, Curve, EvalSummary, ExportSummary, Gap,
                                        SynthSummary, TokenizeSummary, TrainSummary, TuneSummary, read_summary)
 
@@ -317,6 +318,12 @@ def section_synth(s: SynthSummary) -> str:
     if s.by_audience:
         plots.append(barh(s.by_audience, "Documents per audience"))
     out.append(grid(plots) if plots else '<p class="muted">no document was rejected.</p>')
+    if s.verification:
+        out.append("<p>Exercises checked in the sandbox before they were kept (code: the solution passes its own "
+                   "tests; word problems: the teacher's <code>solution()</code> returns the stated answer):</p>")
+        rows = [[f, *(c.get(k, 0) for k in STATUSES), f"{c.get('verified', 0) / max(1, sum(c.values())):.0%}"]
+                for f, c in sorted(s.verification.items())]
+        out.append(table(["format", *STATUSES, "verified share"], rows, num_cols={1, 2, 3, 4, 5}))
     return "\n".join(out)
 
 

@@ -83,7 +83,8 @@ def run_synth(cfg, ctx: StageContext) -> SynthSummary:
     return SynthSummary(
         teacher=s.teacher, documents=s.documents, tokens=s.completion_tokens_total,
         tokens_per_s=s.this_run.tokens_per_s, rejects=s.rejects_total, near_dup_rate=s.near_dup_rate,
-        distinct_ngram_ratio=s.distinct_3gram_ratio, by_format=dict(fmt), by_audience=dict(aud), samples=samples,
+        distinct_ngram_ratio=s.distinct_3gram_ratio, by_format=dict(fmt), by_audience=dict(aud),
+        verification=s.verification, samples=samples,
         data=[ctx.rel(p) for p in files], bad_input=bad,
     )
 

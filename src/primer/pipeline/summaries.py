@@ -45,6 +45,8 @@ class SynthSummary:
     distinct_ngram_ratio: float | None
     by_format: dict[str, int]
     by_audience: dict[str, int]
+    verification: dict[str, dict[str, int]]
+    """format -> sandbox check status (verified, failed, timeout, unverifiable) -> documents; only verified are kept"""
     samples: list[DocSample]
     data: list[str]
     """the document files written (the next stage's input)"""

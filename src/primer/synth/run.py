@@ -76,7 +76,8 @@ class SynthConfig(HttpOptions):
     subjects: list[str] = field(default_factory=list)
     """only topics of these subjects (comma-separated); default all"""
     formats: list[str] = field(default_factory=list)
-    """formats to use (documents: textbook, exercises, story, dialogue, code; conversations: qa, exercise,
+    """formats to use (documents: textbook, exercises (word problems, checked), story, dialogue, code (exercises,
+    checked); conversations: qa, exercise,
     followup, constrained); default all"""
     audiences: list[str] = field(default_factory=list)
     """audiences (young_children, middle_school, high_school, college, researchers); default all"""
