@@ -142,3 +142,19 @@ def test_synth_keeps_only_verified_and_counts_the_rest(tmp_path):
     ids += [r["prompt_id"] for r in read_jsonl(c.out / "rejects.jsonl")]
     assert grown.documents == 16 and len(ids) == len(set(ids))
     assert sum(map(sum, (x.values() for x in grown.verification.values()))) > len(checked)
+
+
+def test_no_isolation_is_refused_before_the_teacher_unless_unsafe(tmp_path, monkeypatch):
+    from primer import sandbox
+    from primer.errors import PrimerError
+
+    monkeypatch.setattr(sandbox, "available", lambda: {m: "not here (test)" for m in sandbox.ISOLATIONS})
+    c = SynthConfig(out=tmp_path / "out", n=2, progress=False, min_words=20, formats=["code"], audiences=["college"])
+    t = ExerciseFakeTeacher()
+    with pytest.raises(PrimerError, match="refusing to run model-written code.*--unsafe-code"):
+        synth(c, teacher=t)
+    assert t.calls == 0
+    s = synth(SynthConfig(**{**c.__dict__, "unsafe_code": True}), teacher=t)
+    assert s.documents == 2 and s.verification["code"]["verified"] == 2
+    # formats without a check need no sandbox
+    assert synth(SynthConfig(**{**c.__dict__, "out": tmp_path / "t", "formats": ["textbook"]}), teacher=t).documents == 2
