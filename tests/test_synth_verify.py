@@ -28,6 +28,9 @@ assert sum_squares([]) == 0
 CODE_WRONG = CODE_OK.replace("x * x", "x + x")  # 12, not 14: the reference fails its own test
 CODE_LOOP = CODE_OK.replace("    return sum(x * x for x in xs)", "    while True:\n        pass")
 CODE_NO_TESTS = CODE_OK.split("Tests:")[0]
+CODE_NEVER_CALLED = CODE_WRONG.replace("assert sum_squares([1, 2, 3]) == 14\nassert sum_squares([]) == 0",
+                                      "def check():\n    assert sum_squares([1, 2, 3]) == 14")
+CODE_PYTEST = CODE_OK.replace("assert sum_squares([1, 2, 3]) == 14", "def test_it():\n    assert sum_squares([1, 2, 3]) == 14")
 CODE_VACUOUS = CODE_OK.replace("assert sum_squares([]) == 0", "assert True").replace(
     "assert sum_squares([1, 2, 3]) == 14", "print(sum_squares([1]))")
 
@@ -65,6 +68,9 @@ def check(fmt: str, text: str, timeout: float = 5.0) -> dict:
     ("code", CODE_WRONG, "failed"),
     ("code", CODE_NO_TESTS, "unverifiable"),
     ("code", CODE_VACUOUS, "unverifiable"),
+    ("code", CODE_NEVER_CALLED, "unverifiable"),
+    ("code", CODE_PYTEST, "verified"),
+    ("code", CODE_PYTEST.replace("x * x", "x + x"), "failed"),
     ("code", "no code at all, just prose " * 10, "unverifiable"),
     ("exercises", MATH_OK, "verified"),
     ("exercises", MATH_WRONG, "failed"),

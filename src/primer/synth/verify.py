@@ -2,8 +2,10 @@
 
 Two checks, named by a format's "check" key in `grid.FORMATS`:
   * "tests" (code exercises): the completion holds the reference solution (a function) and its tests
-    (assert statements that call it) in ```python blocks; the blocks run in order in the sandbox and
-    the document is kept only when the solution passes its own tests.
+    (assert statements that call it) in ```python blocks; the blocks run in order in the sandbox, then
+    any pytest-style `test_*()` functions, and the document is kept only when the solution passes its
+    own tests and at least one assert ran (asserts are counted as they run: tests inside a function
+    nobody calls prove nothing).
   * "answer" (math word problems): the worked solution ends with a line "Answer: <number>" and the
     completion holds a Python `solution()` that computes it (PAL, Gao et al. 2022: the teacher's
     program is the check on its prose); `solution()` runs in the sandbox and must return that number
@@ -35,6 +37,7 @@ REJECT_REASON = {"failed": "verify_failed", "timeout": "verify_timeout", "unveri
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\r?\n(.*?)```", re.S | re.I)
 _ANSWER = re.compile(r"^[\W_]*(?:final\s+)?answer\s*(?:is)?\s*[:=]\s*\**\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", re.I | re.M)
 _VALUE_TAG = "__primer_answer__"
+_RAN = "__primer_asserts_ran__"
 
 
 def check_of(fmt: str) -> str | None:
@@ -74,18 +77,31 @@ def _asserts_calling(tree: ast.AST, names: set[str]) -> int:
     return count
 
 
+class _CountAsserts(ast.NodeTransformer):
+    """After each assert, one more in the builtins counter (a name every scope of the program sees)."""
+
+    def visit_Assert(self, node: ast.Assert) -> list[ast.stmt]:
+        count = ast.parse(f"{_RAN}[0] += 1").body[0]
+        return [node, ast.copy_location(count, node)]
+
+
 def tests_program(text: str) -> tuple[str | None, str | None]:
-    """(program, None) for a code exercise: its python blocks in order; or (None, why unverifiable)."""
+    """(program, None) for a code exercise: its python blocks in order, its asserts counted, its
+    test_*() functions called; or (None, why unverifiable)."""
     blocks = _blocks(text)
     if not blocks:
         return None, "no ```python block that parses"
-    program = "\n\n".join(blocks)
-    tree = ast.parse(program)
+    tree = ast.parse("\n\n".join(blocks))
     names = _defined(tree)
     if not names:
         return None, "no function defined"
     if not _asserts_calling(tree, names):
         return None, "no assert that calls the solution's function"
+    tests = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test")
+             and not n.args.args and not n.args.posonlyargs]
+    body = ast.unparse(ast.fix_missing_locations(_CountAsserts().visit(tree)))
+    program = (f"import builtins\nbuiltins.{_RAN} = [0]\n\n{body}\n\n"
+               + "".join(f"{t}()\n" for t in tests) + f"print()\nprint({_RAN!r}, {_RAN}[0])\n")
     return program, None
 
 
@@ -124,9 +140,12 @@ def _reason(res: Result) -> str:
 def judge_tests(res: Result) -> dict:
     if res.status == "timeout":
         return verdict("tests", "timeout", f"tests still running after {res.seconds:.1f} s")
-    if res.passed:
-        return verdict("tests", "verified")
-    return verdict("tests", "failed", _reason(res))
+    if not res.passed:
+        return verdict("tests", "failed", _reason(res))
+    ran = next((ln.split()[-1] for ln in reversed(res.stdout.splitlines()) if ln.startswith(_RAN)), "0")
+    if ran == "0":
+        return verdict("tests", "unverifiable", "no assert ran (tests inside a function that is never called)")
+    return verdict("tests", "verified")
 
 
 def judge_answer(res: Result, answer: str) -> dict:
