@@ -71,6 +71,8 @@ def check(fmt: str, text: str, timeout: float = 5.0) -> dict:
     ("code", CODE_NEVER_CALLED, "unverifiable"),
     ("code", CODE_PYTEST, "verified"),
     ("code", CODE_PYTEST.replace("x * x", "x + x"), "failed"),
+    ("code", CODE_OK.replace("Tests:", "Output:\n```text\n14\n```\nTests:"), "verified"),  # a non-python block
+    ("code", CODE_OK.rsplit("```", 1)[0], "unverifiable"),  # the tests' block cut at max_tokens: never closed
     ("code", "no code at all, just prose " * 10, "unverifiable"),
     ("exercises", MATH_OK, "verified"),
     ("exercises", MATH_WRONG, "failed"),

@@ -33,8 +33,8 @@ STATUSES = ("verified", "failed", "timeout", "unverifiable")
 REJECT_REASON = {"failed": "verify_failed", "timeout": "verify_timeout", "unverifiable": "unverifiable"}
 """verification status -> the reject reason counted in the summary"""
 
-# A closed fenced block tagged python (or untagged); an unclosed one (cut at max_tokens) is not code we run.
-_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\r?\n(.*?)```", re.S | re.I)
+PYTHON_TAGS = {"", "python", "python3", "py"}
+"""fenced blocks with these tags are code we run (an unclosed one, cut at max_tokens, is not)"""
 _ANSWER = re.compile(r"^[\W_]*(?:final\s+)?answer\s*(?:is)?\s*[:=]\s*\**\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", re.I | re.M)
 _VALUE_TAG = "__primer_answer__"
 _RAN = "__primer_asserts_ran__"
@@ -50,10 +50,31 @@ def verdict(check: str, status: str, reason: str | None = None) -> dict:
     return {"check": check, "status": status, "reason": reason}
 
 
+def split_fences(text: str) -> tuple[str, list[str]]:
+    """(the prose outside fenced blocks, the closed python-tagged or untagged blocks in order)."""
+    prose: list[str] = []
+    blocks: list[str] = []
+    lang, body = None, []  # lang is None outside a block
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            if lang is None:
+                lang, body = stripped[3:].strip().lower(), []
+            else:
+                if lang in PYTHON_TAGS:
+                    blocks.append("\n".join(body) + "\n")
+                lang = None
+        elif lang is None:
+            prose.append(line)
+        else:
+            body.append(line)
+    return "\n".join(prose), blocks
+
+
 def _blocks(text: str) -> list[str]:
     """The fenced code blocks that parse as Python, in order."""
     out = []
-    for b in _FENCE.findall(text):
+    for b in split_fences(text)[1]:
         try:
             ast.parse(b)
         except (SyntaxError, ValueError):
@@ -107,8 +128,7 @@ def tests_program(text: str) -> tuple[str | None, str | None]:
 
 def stated_answer(text: str) -> str | None:
     """The number on the last "Answer: N" line outside code blocks, as written ("1,250.50" -> "1250.50")."""
-    prose = _FENCE.sub("", text)
-    found = _ANSWER.findall(prose)
+    found = _ANSWER.findall(split_fences(text)[0])
     return found[-1].replace(",", "") if found else None
 
 
