@@ -3,10 +3,11 @@
 Output directory layout:
     data-00000.jsonl ...   accepted documents, append-only, `shard_docs` lines per shard
     rejects.jsonl          rejected completions with their reason (never training data)
-Documents of a format that carries an answer (exercises, code) are checked in the sandbox first
-(`verify.py`) and carry their `verification` record, kept or rejected.
     runs.jsonl             one line per invocation: resolved config, teacher, versions
     summary.json           the figures of the last finished run
+
+Documents of a format that carries an answer (exercises, code) are checked in the sandbox before they
+are kept (`verify.py`), beside the teacher, and carry their `verification` record, kept or rejected.
 
 Crash safety: every record is one `os.write` of one line on an O_APPEND file, then fsync; so a
 kill -9 leaves at most one torn last line, which the next start truncates. The next start also
