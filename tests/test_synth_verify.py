@@ -73,6 +73,7 @@ def check(fmt: str, text: str, timeout: float = 5.0) -> dict:
     ("code", CODE_PYTEST.replace("x * x", "x + x"), "failed"),
     ("code", CODE_OK.replace("Tests:", "Output:\n```text\n14\n```\nTests:"), "verified"),  # a non-python block
     ("code", CODE_OK.rsplit("```", 1)[0], "unverifiable"),  # the tests' block cut at max_tokens: never closed
+    ("code", CODE_OK.replace("def sum_squares(xs):", "def sum_squares(xs)"), "failed"),  # the teacher's broken code
     ("code", "no code at all, just prose " * 10, "unverifiable"),
     ("exercises", MATH_OK, "verified"),
     ("exercises", MATH_WRONG, "failed"),
@@ -90,6 +91,8 @@ def test_reasons_say_what_went_wrong():
     assert "AssertionError" in check("code", CODE_WRONG)["reason"]
     assert check("exercises", MATH_WRONG)["reason"] == "solution() returned 31; the text says 41"
     assert check("exercises", MATH_NO_ANSWER)["reason"] == "no 'Answer: <number>' line"
+    assert check("code", CODE_OK.rsplit("```", 1)[0])["reason"] == "a ```python block is cut off (max_tokens)"
+    assert check("code", CODE_OK.replace("):", ")"))["reason"].startswith("SyntaxError in a ```python block")
 
 
 @pytest.mark.parametrize("fmt, text", [("code", CODE_LOOP), ("exercises", MATH_LOOP)])

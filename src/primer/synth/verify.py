@@ -50,10 +50,11 @@ def verdict(check: str, status: str, reason: str | None = None) -> dict:
     return {"check": check, "status": status, "reason": reason}
 
 
-def split_fences(text: str) -> tuple[str, list[str]]:
-    """(the prose outside fenced blocks, the closed python-tagged or untagged blocks in order)."""
+def split_fences(text: str) -> tuple[str, list[tuple[str, str]], bool]:
+    """(the prose outside fenced blocks, the closed python-tagged or untagged blocks in order as (tag, code),
+    whether a python block was left open: cut at max_tokens)."""
     prose: list[str] = []
-    blocks: list[str] = []
+    blocks: list[tuple[str, str]] = []
     lang, body = None, []  # lang is None outside a block
     for line in text.splitlines():
         stripped = line.strip()
@@ -62,25 +63,42 @@ def split_fences(text: str) -> tuple[str, list[str]]:
                 lang, body = stripped[3:].strip().lower(), []
             else:
                 if lang in PYTHON_TAGS:
-                    blocks.append("\n".join(body) + "\n")
+                    blocks.append((lang, "\n".join(body) + "\n"))
                 lang = None
         elif lang is None:
             prose.append(line)
         else:
             body.append(line)
-    return "\n".join(prose), blocks
+    return "\n".join(prose), blocks, lang in PYTHON_TAGS
 
 
-def _blocks(text: str) -> list[str]:
-    """The fenced code blocks that parse as Python, in order."""
-    out = []
-    for b in split_fences(text)[1]:
+Problem = tuple[str, str]
+"""(status, reason) of a completion that cannot be run"""
+
+
+CUT = "a ```python block is cut off (max_tokens)"
+
+
+def _blocks(text: str) -> tuple[list[str], Problem | None, bool]:
+    """(the fenced code blocks that parse as Python, in order; None, or the status and reason when there are
+    none: a python-tagged block that does not parse is the teacher's broken code, 'failed'; no block, or one
+    cut at max_tokens, leaves nothing to run, 'unverifiable'). Untagged blocks that do not parse are skipped:
+    they may be output or prose. The last item: whether a python block was cut off."""
+    out, broken = [], None
+    _, blocks, cut = split_fences(text)
+    for tag, b in blocks:
         try:
             ast.parse(b)
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError) as e:
+            if tag and broken is None:
+                broken = f"SyntaxError in a ```python block: {getattr(e, 'msg', e)} (line {getattr(e, 'lineno', '?')})"
             continue
         out.append(b)
-    return out
+    if broken:
+        return [], ("failed", broken), cut
+    if out:
+        return out, None, cut
+    return [], ("unverifiable", CUT if cut else "no ```python block"), cut
 
 
 def _defined(tree: ast.AST) -> set[str]:
@@ -106,18 +124,18 @@ class _CountAsserts(ast.NodeTransformer):
         return [node, ast.copy_location(count, node)]
 
 
-def tests_program(text: str) -> tuple[str | None, str | None]:
+def tests_program(text: str) -> tuple[str | None, Problem | None]:
     """(program, None) for a code exercise: its python blocks in order, its asserts counted, its
-    test_*() functions called; or (None, why unverifiable)."""
-    blocks = _blocks(text)
+    test_*() functions called; or (None, why it cannot run)."""
+    blocks, why, cut = _blocks(text)
     if not blocks:
-        return None, "no ```python block that parses"
+        return None, why
     tree = ast.parse("\n\n".join(blocks))
     names = _defined(tree)
     if not names:
-        return None, "no function defined"
+        return None, ("unverifiable", "no function defined")
     if not _asserts_calling(tree, names):
-        return None, "no assert that calls the solution's function"
+        return None, ("unverifiable", CUT if cut else "no assert that calls the solution's function")
     tests = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test")
              and not n.args.args and not n.args.posonlyargs]
     body = ast.unparse(ast.fix_missing_locations(_CountAsserts().visit(tree)))
@@ -132,14 +150,15 @@ def stated_answer(text: str) -> str | None:
     return found[-1].replace(",", "") if found else None
 
 
-def answer_program(text: str) -> tuple[str | None, str | None, str | None]:
-    """(program, stated answer, None) for a word problem, or (None, None, why unverifiable)."""
+def answer_program(text: str) -> tuple[str | None, str | None, Problem | None]:
+    """(program, stated answer, None) for a word problem, or (None, None, why it cannot run)."""
     answer = stated_answer(text)
     if answer is None:
-        return None, None, "no 'Answer: <number>' line"
-    block = next((b for b in _blocks(text) if "solution" in _defined(ast.parse(b))), None)
+        return None, None, ("unverifiable", "no 'Answer: <number>' line")
+    blocks, why, cut = _blocks(text)
+    block = next((b for b in blocks if "solution" in _defined(ast.parse(b))), None)
     if block is None:
-        return None, None, "no solution() function in a ```python block"
+        return None, None, why or ("unverifiable", CUT if cut else "no solution() function in a ```python block")
     program = f"{block}\n\nprint()\nprint({_VALUE_TAG!r}, repr(solution()))\n"
     return program, answer, None
 
@@ -207,7 +226,7 @@ class Verifier:
         else:
             raise ValueError(f"format {fmt!r} has no check")
         if program is None:
-            self.pending.append((key, verdict(check, "unverifiable", why)))
+            self.pending.append((key, verdict(check, *why)))
             return
         fut = self.pool.submit(run_python, program, timeout=self.timeout, isolation=self.isolation)
         self.pending.append((key, _Judged(fut, answer)))
