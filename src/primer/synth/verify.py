@@ -12,8 +12,8 @@ Two checks, named by a format's "check" key in `grid.FORMATS`:
     (within 1e-4 relative, as gsm8k_code scores; a stated answer with d decimals also matches a
     value that rounds to it).
 A document gets `verification = {"check": "tests"|"answer", "status": STATUS, "reason": str|None}`,
-STATUS one of verified, failed (wrong answer, failing test, crash), timeout, unverifiable (no
-parseable answer, tests or program). Only "verified" is kept; the others go to rejects.jsonl under
+STATUS one of verified, failed (wrong answer, failing test, crash, a python block that does not parse),
+timeout, unverifiable (no parseable answer, tests or program; a block cut off at max_tokens). Only "verified" is kept; the others go to rejects.jsonl under
 `REJECT_REASON[status]`, with the verification record saying why.
 
 `Verifier` runs the programs on a small thread pool of sandboxed processes while the teacher keeps
