@@ -1,4 +1,5 @@
-"""Curate speed: MinHash LSH near-duplicate detection, ours vs datasketch, and the edu scorers.
+"""Curate speed: MinHash LSH near-duplicate detection, ours vs datasketch, and the edu scorers;
+with `--quality`, the quality filter's reference-LM scoring, ours vs llama.cpp.
 
 Same machine, same run, same input (the C4 sample plus edited copies of some of its pages), same
 parameters (5-word shingles over the same lowercase words, 100 hash functions, 25 bands x 4 rows):
@@ -12,6 +13,16 @@ scorer and the all-MiniLM-L6-v2 embedding scorer (when installed).
     python bench/curate.py [--data-dir ../shared/benchmarks] [--copies 300] [--repeats 3]
 
 Ends with one JSON line: {"ours", "ref", "ratio", ...} (docs/s per core; ratio = ours / ref).
+
+    python bench/curate.py --quality [--docs 64] [--window 256] [--repeats 3]
+
+The quality filter's model pass on the same C4 pages (those that pass the heuristic filters), the same
+token rows (the prefix token, then each page's first `window` tokens), 2 threads each:
+  ours: primer.curate.quality.LMScorer (fast CPU path: the GGUF's 4-bit blocks, pages batched);
+  ref:  llama-cpp-python on the same GGUF (`open_llama`, logits_all), one page per eval, NLL from its logits.
+Both give each page's mean NLL per token; their agreement (mean |difference|, max, Pearson) is printed
+so speed is not bought with other numbers. Then the whole filter (cheap signals + model) in docs/s.
+Ends with one JSON line (docs/s on 2 threads; medians of `--repeats`, interleaved).
 """
 
 from __future__ import annotations
@@ -84,13 +95,85 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
     return best, out
 
 
+def quality_bench(args) -> int:
+    import statistics
+
+    import torch
+
+    from primer.curate.document import Document
+    from primer.curate.filters import default_filters
+    from primer.curate.pipeline import CurateConfig
+    from primer.curate.quality import LMScorer, QualityScorer, QualitySettings
+    from primer.weights.llamacpp import open_llama
+    from primer.weights.load import resolve_spec
+
+    torch.set_num_threads(2)
+    filters = default_filters()
+    texts = [d.text for d in read_documents(Path(args.data_dir) / "c4_sample")
+             if all(f.check(Document("x", d.text)) is True for f in filters)][: args.docs]
+    lm = LMScorer("bundled", window=args.window)
+    rows = lm.encode(texts)
+    ntok = sum(len(r) - 1 for r in rows)
+    print(f"{len(texts)} C4 pages, {ntok} scored tokens (window {args.window}); ours fast path: {lm.fast}")
+    llm = open_llama(resolve_spec("bundled")[1], n_ctx=args.window + 1, n_batch=args.window + 1, logits_all=True,
+                     verbose=False, n_threads=2)
+
+    def ours():
+        return [float(v.mean()) for v in lm.token_nll(rows)]
+
+    def ref():
+        out = []
+        for r in rows:
+            llm.reset()
+            llm.eval(r)
+            logits = np.asarray(llm.scores[: len(r) - 1], dtype=np.float64)
+            m = logits.max(-1, keepdims=True)
+            lse = (m[:, 0] + np.log(np.exp(logits - m).sum(-1)))
+            out.append(float((lse - logits[np.arange(len(r) - 1), r[1:]]).mean()))
+        return out
+
+    ours(), ref()  # warm-up (kernels, caches)
+    t_o, t_r = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        a = ours()
+        t_o.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        b = ref()
+        t_r.append(time.perf_counter() - t0)
+    d = np.abs(np.array(a) - np.array(b))
+    corr = float(np.corrcoef(a, b)[0, 1])
+    ours_dps, ref_dps = len(texts) / statistics.median(t_o), len(texts) / statistics.median(t_r)
+    print(f"reference-LM NLL  ours {ours_dps:7.2f} docs/s ({ntok / statistics.median(t_o):6.0f} tok/s)   "
+          f"llama.cpp {ref_dps:7.2f} docs/s ({ntok / statistics.median(t_r):6.0f} tok/s)   ours / llama.cpp = "
+          f"{ours_dps / ref_dps:.2f}x")
+    print(f"agreement of the mean NLL per page: mean |diff| {d.mean():.4f} nats, max {d.max():.4f}, Pearson {corr:.5f}")
+    full = QualityScorer(QualitySettings.from_curate(CurateConfig(), window=args.window), lm=lm)
+    t0 = time.perf_counter()
+    full.signals(texts, lazy=False)
+    full_dps = len(texts) / (time.perf_counter() - t0)
+    print(f"whole quality filter (cheap signals + model): {full_dps:.2f} docs/s")
+    print(json.dumps({"ours": round(ours_dps, 3), "ref": round(ref_dps, 3), "ratio": round(ours_dps / ref_dps, 3),
+                      "unit": f"docs/s on 2 threads (C4 pages, first {args.window} tokens, mean NLL per page)",
+                      "ref_name": "llama-cpp-python (same GGUF)", "docs": len(texts), "tokens": ntok,
+                      "nll_mean_abs_diff": round(float(d.mean()), 5), "nll_max_abs_diff": round(float(d.max()), 5),
+                      "nll_pearson": round(corr, 5), "filter_docs_s": round(full_dps, 3),
+                      "repeats": args.repeats}))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=os.environ.get("PRIMER_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "benchmarks")))
     ap.add_argument("--copies", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-embed", action="store_true", help="skip the embedding scorer")
+    ap.add_argument("--quality", action="store_true", help="bench the quality filter's model pass instead")
+    ap.add_argument("--docs", type=int, default=64, help="--quality: C4 pages scored")
+    ap.add_argument("--window", type=int, default=256, help="--quality: tokens per page")
     args = ap.parse_args()
+    if args.quality:
+        return quality_bench(args)
     c4 = Path(args.data_dir) / "c4_sample"
     if not c4.is_dir():
         print(f"C4 sample not found under {args.data_dir} (set --data-dir or PRIMER_DATA)", file=sys.stderr)

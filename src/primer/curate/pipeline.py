@@ -72,6 +72,33 @@ class CurateConfig:
     """distinct n-grams of one item a document must contain to count as contaminated."""
     similarity: Fraction | None = None
     """also require difflib similarity >= this between the item and the matched region (Cosmopedia: 0.5)."""
+    quality: bool = False
+    """run the quality filter: a reference LM's per-token NLL (mean, spread) plus repeated n-grams, all-caps
+    words, non-dictionary words and language id (curate/quality.py)."""
+    quality_model: str = "bundled"
+    """reference LM of the quality filter: 'bundled', a .gguf, an HF dir or a primer checkpoint."""
+    quality_window: Count = 256
+    """tokens of each document the reference LM scores (its first ones)."""
+    quality_max_nll: Annotated[float, Range(gt=0)] | None = 5.2
+    """drop documents whose mean NLL (nats/token) is above this (none: no upper bound)."""
+    quality_min_nll: Annotated[float, Range(ge=0)] | None = 1.0
+    """drop documents whose mean NLL is below this: text the model recites (loops); none: no lower bound."""
+    quality_nll_percentile: Annotated[float, Range(gt=0, lt=1)] | None = None
+    """instead of quality_max_nll: the NLL at this percentile of a sample of the input (CCNet: 0.7 keeps the
+    head and middle)."""
+    quality_max_nll_std: Annotated[float, Range(gt=0)] | None = None
+    """drop documents whose per-token NLL spread (std) is above this (none: reported, not used; on clean and
+    corrupted text alike it is 2.5-3.8 nats under SmolLM2, so it tells little)."""
+    quality_max_repeat: Fraction | None = 0.5
+    """drop documents with more than this share of words in repeated word 5-grams."""
+    quality_max_caps: Fraction | None = 0.3
+    """drop documents with more than this share of words in capitals."""
+    quality_max_nondict: Fraction | None = 0.2
+    """drop documents with more than this share of words in no English word list (wordfreq)."""
+    quality_language: str | None = "en"
+    """the documents' language (ISO 639-1) for language id and the word list; none: no language id."""
+    quality_min_language_prob: Fraction | None = 0.5
+    """drop documents whose probability of being in quality_language (py3langid) is below this."""
     scorer: str | None = None
     """educational-value scorer dir (from `primer curate train-scorer`); none = no edu filter."""
     scorer_kind: str | None = None
@@ -133,6 +160,10 @@ class CurateResult:
     workers: int
     dedup: str | None
     """the MinHash settings, described (None: dedup off)"""
+    quality: dict[str, Any] | None = None
+    """the quality filter's model, window and limits (None: off)"""
+    scores: dict[str, dict[str, int]] | None = None
+    """per scoring step: histogram of its score (bin lower edge -> documents), e.g. the quality filter's NLL"""
     submitted: str | None = None
     """slurm: the jobs were submitted, not run; this says how to merge their counts when they finish"""
 
@@ -168,6 +199,7 @@ class _Layout:
         self.dedup = self.work / "dedup.npz"
         self.dedup_done = self.work / "dedup.done"
         self.config = self.work / "config.json"
+        self.quality = self.work / "quality.json"
 
     def done(self, pass_dir: Path, shard: Shard) -> Path:
         return pass_dir / f"{shard.name}.done"
@@ -176,6 +208,7 @@ class _Layout:
 # ------------------------------------------------------------------------------ per-process caches
 
 _CACHE: dict[str, Any] = {}
+QUALITY_SAMPLE = 2000  # documents whose NLLs set a percentile limit
 
 
 def _steps(cfg: CurateConfig, lay: _Layout) -> list[Step]:
@@ -194,12 +227,26 @@ def _steps(cfg: CurateConfig, lay: _Layout) -> list[Step]:
         from primer.curate.decontam import DecontamFilter, NgramIndex
 
         steps.append(DecontamFilter(NgramIndex.load(lay.index), cfg.min_matches, cfg.similarity))
+    if cfg.quality:
+        from primer.curate.quality import QualityFilter, QualityScorer
+
+        steps.append(QualityFilter(QualityScorer(_quality_settings(cfg, lay))))
     if cfg.scorer:
         from primer.curate.edu import EduFilter, EduScorer
 
         steps.append(EduFilter(EduScorer.load(cfg.scorer, cfg.scorer_kind), cfg.edu_threshold))
     _CACHE.update(key=key, steps=steps)
     return steps
+
+
+def _quality_settings(cfg: CurateConfig, lay: _Layout):
+    """The quality filter's limits; with quality_nll_percentile, the NLL limit the driver resolved."""
+    from primer.curate.quality import QualitySettings
+
+    st = QualitySettings.from_curate(cfg)
+    if cfg.quality_nll_percentile is not None:
+        st = QualitySettings.from_curate(cfg, max_nll=json.loads(lay.quality.read_text())["max_nll"])
+    return st
 
 
 def _hasher(cfg: CurateConfig):
@@ -444,6 +491,27 @@ def _prepare_index(cfg: CurateConfig, lay: _Layout) -> dict[str, Any] | None:
     return {**idx.summary(), "described": idx.describe()}
 
 
+def _prepare_quality(cfg: CurateConfig, lay: _Layout) -> dict[str, Any] | None:
+    """The quality filter's resolved limits; a percentile limit is computed once, on a sample of the
+    input (the same one however the input is ordered), and kept in work/ so a resumed run reuses it."""
+    if not cfg.quality:
+        return None
+    from primer.curate.quality import LMScorer, describe, resolve_percentile
+
+    if cfg.quality_nll_percentile is not None and not lay.quality.exists():
+        from primer.curate.edu import sample_documents
+
+        sample = sample_documents(cfg.input, QUALITY_SAMPLE, text_key=cfg.text_key, id_key=cfg.id_key, min_chars=1)
+        lm = LMScorer(cfg.quality_model, cfg.quality_window)
+        limit = resolve_percentile(lm, [d.text for d in sample], cfg.quality_nll_percentile)
+        _write_atomic(lay.quality, json.dumps({"max_nll": limit, "percentile": cfg.quality_nll_percentile,
+                                               "sample": len(sample)}))
+    out = describe(_quality_settings(cfg, lay))
+    if cfg.quality_nll_percentile is not None:
+        out["percentile"] = json.loads(lay.quality.read_text())
+    return out
+
+
 def curate(cfg: CurateConfig, quiet: bool = False) -> CurateResult:
     """Run (or resume) the pipeline; returns the report also saved as `<out>/stats.json`."""
     check_config(cfg)
@@ -475,9 +543,11 @@ def _curate(cfg: CurateConfig, quiet: bool) -> CurateResult:
         from primer.curate.edu import EduScorer
 
         EduScorer.load(cfg.scorer, cfg.scorer_kind)  # fail early on a bad path
+    quality = _prepare_quality(cfg, lay)
     workers = cfg.workers or os.cpu_count() or 1
     resumed = sum(lay.done(lay.filtered, s).exists() for s in shards)
-    how = dict(decontam_index=index_summary, resumed_shards=resumed, engine=cfg.engine, workers=workers)
+    how = dict(decontam_index=index_summary, resumed_shards=resumed, engine=cfg.engine, workers=workers,
+               quality=quality)
     if cfg.engine == "local":
         _run_local("filter", cfg, shards, workers)
         if cfg.dedup:
@@ -523,7 +593,7 @@ def _merge(cfg: CurateConfig, shards: list[Shard], lay: _Layout, how: dict[str, 
     out_files = sorted(str(p) for p in lay.data.iterdir() if p.is_file() and ".tmp" not in p.name)
     d = stats.to_dict()
     return CurateResult(input=cfg.input, out=cfg.out, shards=len(shards), documents_read=read, documents_kept=kept,
-                        steps=d["steps"], benchmark_items_matched=d["matches"], bad_input=bad,
+                        steps=d["steps"], benchmark_items_matched=d["matches"], bad_input=bad, scores=d["scores"],
                         output_files=out_files, seconds=seconds, dedup=dedup, **how)
 
 
@@ -545,6 +615,10 @@ def format_report(r: CurateResult, max_items: int = 20) -> str:
             lines.append(f"    ... {len(m) - max_items} more in stats.json")
     if r.decontam_index:
         lines.append(r.decontam_index["described"])
+    if r.quality:
+        q = r.quality
+        lim = ", ".join(f"{k} {kind} {v:g}" for k, d in q["limits"].items() for kind, v in d.items())
+        lines.append(f"quality filter: {q['model']} on each document's first {q['window_tokens']} tokens; drop when {lim}")
     if r.dedup:
         lines.append(r.dedup)
     return "\n".join(lines)

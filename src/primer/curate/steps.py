@@ -27,6 +27,7 @@ class Stats:
 
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     matches: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # e.g. benchmark items hit
+    scores: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # step -> score bin -> docs
 
     def _step(self, name: str) -> dict[str, Any]:
         if name not in self.steps:
@@ -42,6 +43,10 @@ class Stats:
     def dropped(self, step: str, reason: str, n: int = 1) -> None:
         self._step(step)["dropped"][reason] += n
 
+    def observe(self, step: str, score_bin: float) -> None:
+        """Count one document in a step's score histogram (`score_bin`: the lower edge of its bin)."""
+        self.scores[step][f"{score_bin:g}"] += 1
+
     def merge(self, other: "Stats") -> "Stats":
         for name, s in other.steps.items():
             mine = self._step(name)
@@ -50,6 +55,8 @@ class Stats:
             mine["dropped"].update(s["dropped"])
         for k, v in other.matches.items():
             self.matches[k] += v
+        for k, v in other.scores.items():
+            self.scores[k].update(v)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,6 +64,7 @@ class Stats:
             "steps": {k: {"in": v["in"], "out": v["out"], "dropped": dict(v["dropped"].most_common())}
                       for k, v in self.steps.items()},
             "matches": dict(sorted(self.matches.items())),
+            "scores": {k: dict(sorted(v.items(), key=lambda kv: float(kv[0]))) for k, v in self.scores.items()},
         }
 
     @classmethod
@@ -66,6 +74,8 @@ class Stats:
             st.steps[k] = {"in": v["in"], "out": v["out"], "dropped": Counter(v["dropped"])}
         for k, v in d.get("matches", {}).items():
             st.matches[k] += v
+        for k, v in d.get("scores", {}).items():
+            st.scores[k].update(v)
         return st
 
     def table(self) -> str:

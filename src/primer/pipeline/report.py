@@ -143,15 +143,20 @@ def barh(counts: dict[str, float], title: str, xlabel: str = "documents") -> str
     return img(fig)
 
 
-def histogram(values: list[float], title: str, threshold: float | None) -> str:
+def histogram(values: list[float], title: str, threshold: float | None, *, weights: list[int] | None = None,
+              bins: int | None = None, xlabel: str = "score", more: tuple[float, ...] = ()) -> str:
+    """A histogram of values (or of binned counts: values = bin edges, weights = documents), with the
+    threshold (and any `more` limits) drawn as dashed lines."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3))
-    ax.hist(values, bins=min(30, max(5, len(values) // 5)), color="#10b981", edgecolor="white")
-    if threshold is not None:
-        ax.axvline(threshold, color="#b91c1c", linestyle="--", label=f"threshold {threshold:g}")
+    n = bins or min(30, max(5, len(values) // 5))
+    ax.hist(values, bins=n, weights=weights, color="#10b981", edgecolor="white")
+    for i, t in enumerate(t for t in (threshold, *more) if t is not None):
+        ax.axvline(t, color="#b91c1c", linestyle="--", label=f"threshold {t:g}" if i == 0 else f"{t:g}")
+    if threshold is not None or more:
         ax.legend()
     ax.set_title(title)
-    ax.set_xlabel("score")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("documents")
     return img(fig)
 
@@ -337,6 +342,7 @@ def section_curate(c: CurateSummary) -> str:
         "near duplicates removed": c.dedup.near if c.dedup else None,
         "dropped by decontamination": c.decontam.dropped if c.decontam else None,
         "educational-score threshold": c.edu_threshold,
+        "quality filter": (f"{c.quality['model']}, first {c.quality['window_tokens']} tokens" if c.quality else None),
     }))
     out.append(bad_input("curate", c.bad_input))
     plots = []
@@ -346,6 +352,13 @@ def section_curate(c: CurateSummary) -> str:
         plots.append(barh(c.rejects, "Rejects per reason"))
     if c.edu_scores:
         plots.append(histogram(c.edu_scores, "Educational-value score", c.edu_threshold))
+    if c.quality_nll:
+        edges = [float(k) for k in c.quality_nll]
+        lim = (c.quality or {}).get("limits", {})
+        hi, lo = lim.get("nll", {}).get("max"), lim.get("nll_low", {}).get("min")
+        plots.append(histogram(edges, "Quality filter: mean NLL per token (reference LM)", hi, more=(lo,) if lo else (),
+                               weights=list(c.quality_nll.values()), xlabel="nats per token",
+                               bins=max(5, round((max(edges) - min(edges)) / 0.1) + 1)))
     if plots:
         out.append(grid(plots))
     if not c.edu_scores:

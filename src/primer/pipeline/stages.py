@@ -194,6 +194,7 @@ def run_curate(cfg, ctx: StageContext) -> CurateSummary:
                                 {b: c for b, c in r.decontam_index["unchecked_per_benchmark"].items() if c})
         if cfg.benchmarks else None,
         samples=samples, data=[ctx.rel(f) for f in files], bad_input=bad,
+        quality=r.quality, quality_nll=(r.scores or {}).get("quality"),
     )
 
 

@@ -98,6 +98,10 @@ class CurateSummary:
     samples: list[DocSample]
     data: list[str]
     bad_input: BadInput
+    quality: dict[str, Any] | None = None
+    """the quality filter's model, window and limits (None: off)"""
+    quality_nll: dict[str, int] | None = None
+    """histogram of the mean NLL of every document the quality filter scored (bin lower edge -> documents)"""
 
 
 @dataclass
