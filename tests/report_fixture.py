@@ -47,6 +47,9 @@ def make_run_dir(rd: Path, stages: tuple[str, ...] = ("synth", "curate", "tokeni
             "samples": [{"title": "web-17", "id": "web-17", "source": "web", "edu_score": 3.4,
                          "text": "The water cycle ..."}],
             "data": ["curate/data/synth-00000.jsonl.gz"],
+            "quality": {"model": "bundled", "window_tokens": 256, "language": "en",
+                        "limits": {"nll": {"max": 5.2}, "nll_low": {"min": 1.0}, "caps": {"max": 0.3}}},
+            "quality_nll": {"1.8": 3, "2.1": 40, "2.4": 61, "2.9": 12, "5.6": 2},
             "bad_input": {"count": 2, "examples": ["curate/input/web/000-c4.jsonl:7: malformed JSON (Expecting "
                                                    "value at column 1)", "curate/input/web/000-c4.jsonl:9: missing "
                                                    "field 'text'"]},

@@ -26,6 +26,7 @@ def test_full_report_is_self_contained(tmp_path):
         assert f"<h2>{heading}" in html
     assert "gsm8k" in html and "[2.0, 18.0]" in html
     assert "<td>exercises</td>" in html and "36%" in html  # the verified share per format: 30 of 84
+    assert "bundled, first 256 tokens" in html  # the quality filter's model; its NLL histogram is a plot
     assert "stage <b>" not in html  # nothing missing
 
 

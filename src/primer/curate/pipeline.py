@@ -564,6 +564,7 @@ def _curate(cfg: CurateConfig, quiet: bool) -> CurateResult:
         from primer.curate.dedup import MinHashConfig
 
         dedup = MinHashConfig(cfg.shingle, cfg.bands, cfg.rows, cfg.seed).describe()
+    _CACHE.clear()  # the steps of this process (the quality filter's model among them) are not needed any more
     report = _merge(cfg, shards, lay, how, round(time.perf_counter() - t0, 2), dedup)
     _write_atomic(lay.out / "stats.json", json.dumps(to_dict(report), indent=2))
     if not quiet:

@@ -59,7 +59,7 @@ class QualitySettings:
     max_nondict: float | None
     language: str | None
     min_language_prob: float | None
-    batch_tokens: int = 2048
+    batch_tokens: int = 1024
     limits: dict[str, tuple[str, float]] = field(init=False, default_factory=dict)
 
     @classmethod
@@ -118,7 +118,7 @@ class CheapSignals:
 class LMScorer:
     """Mean and std of per-token NLL of each text's first `window` tokens under a reference model."""
 
-    def __init__(self, spec: str = "bundled", window: int = 256, batch_tokens: int = 2048, fast: bool | str = "auto"):
+    def __init__(self, spec: str = "bundled", window: int = 256, batch_tokens: int = 1024, fast: bool | str = "auto"):
         from primer.weights.load import load_model
 
         loaded = load_model(spec)
@@ -255,7 +255,7 @@ class QualityFilter(Step):
                     ctx.stats.kept(self.name)
                     yield d
                 else:
-                    ctx.drop(self.name, s["reason"], d, {"quality": q})
+                    ctx.drop(self.name, s["reason"], d)  # its signals go with it (metadata)
             batch.clear()
 
         for d in docs:
