@@ -45,6 +45,7 @@ def test_badness_is_the_worst_signal_over_its_limit():
     assert "caps" not in off.limits and "language" not in off.limits
 
 
+@pytest.mark.slow
 def test_clean_and_bad_are_separated(scorer, data_dir):
     """AUROC >= 0.95 of the filter's score, clean vs bad, and <= 2% of clean text dropped at the shipped limits."""
     from sklearn.metrics import roc_auc_score
@@ -80,9 +81,10 @@ def test_issue_document_and_real_teacher_babble_are_dropped(scorer):
     assert sig[0]["reason"] == "quality:all_caps"
 
 
+@pytest.mark.slow
 def test_default_recipe_curate_drops_them(tmp_path, bundled_gguf):
-    """The default recipe's [curate] on the issue's document and the real teacher babble: without the quality
-    filter the heuristics keep most of the babble; with it (the default) none survives."""
+    """The default recipe's [curate] on the issue's document and the real teacher output: the heuristics alone
+    keep the default run's French "textbook" section; with the quality filter (the default) nothing survives."""
     import dataclasses
 
     from primer.config import load_section
@@ -98,9 +100,9 @@ def test_default_recipe_curate_drops_them(tmp_path, bundled_gguf):
         c = dataclasses.replace(cfg, input=str(inp), out=str(tmp_path / f"q{on}"), quality=on, benchmarks=None, workers=1)
         runs[on] = curate(c, quiet=True)
     print(f"\nkept without / with the quality filter: {runs[False].documents_kept} / {runs[True].documents_kept} "
-          f"of {len(recs)}; quality drops {runs[True].steps['quality']['dropped']}")
-    assert runs[False].documents_kept >= len(recs) // 2
-    assert runs[True].documents_kept == 0
+          f"of {len(recs)}; quality step {runs[True].steps['quality']}")
+    assert runs[False].documents_kept >= 1
+    assert runs[True].documents_kept == 0 and runs[True].steps["quality"]["dropped"] == {"quality:language": 1}
 
 
 def test_pipeline_counts_reasons_writes_drops_and_the_histogram(tmp_path, bundled_gguf):
@@ -130,6 +132,7 @@ def test_pipeline_counts_reasons_writes_drops_and_the_histogram(tmp_path, bundle
     assert r.quality["limits"]["nll"] == {"max": CurateConfig().quality_max_nll} and r.quality["window_tokens"] == 256
 
 
+@pytest.mark.slow
 def test_percentile_limit_is_resolved_once_on_a_sample(tmp_path, bundled_gguf, data_dir):
     from quality_set import tinystories
 

@@ -79,7 +79,7 @@ class CurateConfig:
     """reference LM of the quality filter: 'bundled', a .gguf, an HF dir or a primer checkpoint."""
     quality_window: Count = 256
     """tokens of each document the reference LM scores (its first ones)."""
-    quality_max_nll: Annotated[float, Range(gt=0)] | None = 5.2
+    quality_max_nll: Annotated[float, Range(gt=0)] | None = 5.5
     """drop documents whose mean NLL (nats/token) is above this (none: no upper bound)."""
     quality_min_nll: Annotated[float, Range(ge=0)] | None = 1.0
     """drop documents whose mean NLL is below this: text the model recites (loops); none: no lower bound."""
@@ -91,7 +91,7 @@ class CurateConfig:
     corrupted text alike it is 2.5-3.8 nats under SmolLM2, so it tells little)."""
     quality_max_repeat: Fraction | None = 0.5
     """drop documents with more than this share of words in repeated word 5-grams."""
-    quality_max_caps: Fraction | None = 0.3
+    quality_max_caps: Fraction | None = 0.5
     """drop documents with more than this share of words in capitals."""
     quality_max_nondict: Fraction | None = 0.2
     """drop documents with more than this share of words in no English word list (wordfreq)."""
