@@ -2,8 +2,9 @@
 
 clean: WikiText-2 paragraphs, TinyStories stories, C4 pages that pass the heuristic filters;
 bad:   the same texts word-shuffled, character-noised, repetition-looped and mixed-script.
-`part` picks a disjoint slice: "test" (what tests/test_curate_quality.py measures) or "calibration"
-(what the shipped default limits were chosen on). Real degenerate teacher output is in
+`part` picks a disjoint slice: "test" (the first `per_source` texts of each corpus: what
+tests/test_curate_quality.py measures) or "calibration" (texts per_source..199 of each: what the shipped
+default limits were chosen on). Real degenerate teacher output is in
 tests/data/teacher_degenerate.jsonl (see its test).
 """
 
@@ -101,10 +102,10 @@ def labelled_set(data: Path, per_source: int = 40, per_corruption: int = 30, par
                  seed: int = 0) -> list[tuple[str, str, int]]:
     """[(kind, text, label)], label 1 = bad. Clean: per_source of each corpus; bad: per_corruption of each
     corruption, applied to clean texts of every source in turn."""
-    off = 0 if part == "test" else per_source
+    lo, hi = (0, per_source) if part == "test" else (per_source, 200)
     clean = []
     for name, fn in (("wikitext", wikitext), ("tinystories", tinystories), ("c4", c4)):
-        texts = fn(data)[off: off + per_source]
+        texts = fn(data)[lo:hi]
         clean.extend((name, t) for t in texts)
     rng = random.Random(seed if part == "test" else seed + 1)
     out = [(k, t, 0) for k, t in clean]
