@@ -53,9 +53,11 @@ def test_served_model_scores_as_in_process_and_audits(tmp_path, bundled_gguf, da
         from primer.errors import PrimerError
 
         spec = f"openai:{server.base_url}/smollm2"
-        with pytest.raises(PrimerError, match=r"task piqa .*prompt log-probs"):
+        with pytest.raises(PrimerError, match=r"task piqa .*prompt log-probs") as err:
             evaluate(load_lm(spec), EvalConfig(tasks=["piqa"], limit=2, data_dir=data_dir, cache="none"),
                      progress=False)
+        # the server's own reason, not the retry layer's "is the server up?" (it answered: it is up)
+        assert "logits_all" in str(err.value) and "is the server up" not in str(err.value)
         r = audit(load_lm(spec), AuditConfig(task="gsm8k", data_dir=data_dir, limit=4, shots=0,
                                              perturbations=["numbers"], signals=["robustness", "permutation", "mink"],
                                              permutations=2, max_tokens=24, bootstrap=50, cache=tmp_path / "c2.sqlite",

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from primer.errors import PrimerError
+from primer.teachers.base import TeacherUnavailable
 from primer.teachers.http import HttpOptions, OpenAIEndpoint
 
 PREFIX = "openai:"
@@ -158,7 +159,9 @@ class ServedLM:
 
             try:
                 status, data, _ = asyncio.run(probe())
-            except PrimerError as e:  # unreachable, 404 ...: the probe failed as a request, say how
+            except TeacherUnavailable as e:  # the server listed its models, so it is up: its own answer says why
+                self._prompt_logprobs = self._why_not(f"the probe request failed: {e.last}")
+            except PrimerError as e:  # 404, a refused request ...: the probe failed as a request, say how
                 self._prompt_logprobs = self._why_not(f"the probe request failed: {e}")
             else:
                 lp = ((data.get("choices") or [{}])[0].get("logprobs") or {}) if isinstance(data, dict) else {}

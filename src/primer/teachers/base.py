@@ -19,6 +19,11 @@ Prompt = str | list[dict[str, str]]
 class TeacherUnavailable(PrimerError):
     """The teacher could not be reached (after retries); the run stops and can be resumed."""
 
+    def __init__(self, message: str, last: str = ""):
+        super().__init__(message)
+        self.last = last or message
+        """the last failure alone (an HTTP status and body, or a connection error), without the hints"""
+
 
 @dataclass(frozen=True)
 class Sampling:

@@ -76,7 +76,8 @@ class OpenAIEndpoint:
     def _unavailable(self, url: str, tries: int, last: str) -> TeacherUnavailable:
         return TeacherUnavailable(
             f"endpoint {url} failed {tries} times (last: {last}); is the server up? "
-            f"check with: curl {self.base_url}/models  — then rerun the same command to resume"
+            f"check with: curl {self.base_url}/models  — then rerun the same command to resume",
+            last=last,
         )
 
     def client(self) -> Any:
