@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from primer.common.files import DirLock
+from primer.common.iters import batched
 from primer.common.jsonl import BadInput, JsonlAppender, read_jsonl_lines
 from primer.config import to_dict
 from primer.curate.document import Document, read_documents, read_jsonl_documents
@@ -425,9 +426,7 @@ class EduFilter(Step):
         self.batch_size = batch_size
 
     def run(self, docs: Iterable[Document], ctx: Context) -> Iterator[Document]:
-        batch: list[Document] = []
-
-        def flush() -> Iterator[Document]:
+        for batch in batched(docs, self.batch_size):
             scores = self.scorer.score([d.text for d in batch])
             for d, s in zip(batch, scores.tolist()):
                 ctx.stats.seen(self.name)
@@ -437,14 +436,6 @@ class EduFilter(Step):
                     yield d
                 else:
                     ctx.drop(self.name, f"edu:score<{self.threshold:g}", d)
-            batch.clear()
-
-        for d in docs:
-            batch.append(d)
-            if len(batch) >= self.batch_size:
-                yield from flush()
-        if batch:
-            yield from flush()
 
 
 def format_scorer_report(r: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from primer.common.iters import batched
 from primer.curate.document import Document
 from primer.curate.steps import Context, Step
 from primer.errors import PrimerError
@@ -241,9 +242,7 @@ class QualityFilter(Step):
         self.batch_docs = batch_docs
 
     def run(self, docs: Iterable[Document], ctx: Context) -> Iterator[Document]:
-        batch: list[Document] = []
-
-        def flush() -> Iterator[Document]:
+        for batch in batched(docs, self.batch_docs):
             for d, s in zip(batch, self.scorer.signals([d.text for d in batch])):
                 ctx.stats.seen(self.name)
                 if "nll" in s and math.isfinite(s["nll"]):
@@ -256,14 +255,6 @@ class QualityFilter(Step):
                     yield d
                 else:
                     ctx.drop(self.name, s["reason"], d)  # its signals go with it (metadata)
-            batch.clear()
-
-        for d in docs:
-            batch.append(d)
-            if len(batch) >= self.batch_docs:
-                yield from flush()
-        if batch:
-            yield from flush()
 
 
 def resolve_percentile(lm: LMScorer, texts: Sequence[str], percentile: float) -> float:
