@@ -70,10 +70,10 @@ def main(argv=None) -> int:
         h, y = torch.randn(B, C), torch.randn(B, nh * hs)
         u = torch.randn(B, cfg.intermediate_size)
 
-        def matmuls():
+        def matmuls():  # as the decode step runs them: int8 activation rows (act8)
             for L in dec.layers:
-                L["qkv"](h), L["o"](y), L["up"](h), L["down"](u)
-            dec.head(h)
+                L["qkv"](h, act8=True), L["o"](y, act8=True), L["up"](h, act8=True), L["down"](u, act8=True)
+            dec.head(h, act8=True)
 
         qkv = torch.randn(B, (nh + 2 * nkv) * hs)
         pt = torch.tensor(pos)
