@@ -316,7 +316,9 @@ void qmm_act8(const float* xp, int64_t M, int64_t K, const Weights& w, int64_t g
   const int64_t nb = K / G;
   std::vector<int8_t> q(M * K);
   std::vector<float> d(M * nb), s(M * nb);
-  for (int64_t m = 0; m < M; ++m) quantize_row(xp + m * K, K, q.data() + m * K, d.data() + m * nb, s.data() + m * nb);
+  at::parallel_for(0, M, 64, [&](int64_t m0, int64_t m1) {  // many rows (prompts) on all threads
+    for (int64_t m = m0; m < m1; ++m) quantize_row(xp + m * K, K, q.data() + m * K, d.data() + m * nb, s.data() + m * nb);
+  });
   const Act8 x{q.data(), d.data(), s.data()};
   at::parallel_for(0, groups / NVI, 4, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) rows_act8<Q>(x, M, K, w, t * NVI, yp, N);
