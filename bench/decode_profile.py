@@ -10,6 +10,8 @@ Two forwards of the same step, on the same packed weights and cache:
     over the cache padded to the longest row, with a mask), the decode step before the native one.
 Parts are timed alone with the step's own shapes (each layer's matmuls; each layer's attention);
 "rest" is the step minus them. "engine" is one `Engine.step()` minus its forward. Medians of --repeats.
+The matmuls run as the step runs them (int8 activation rows, VNNI); the same matmuls with fp32
+activations (the path scores use, and decode before int8 activations) are timed beside them.
 Ends with one JSON line: per batch, milliseconds per step of each part on each forward.
 """
 
@@ -70,10 +72,10 @@ def main(argv=None) -> int:
         h, y = torch.randn(B, C), torch.randn(B, nh * hs)
         u = torch.randn(B, cfg.intermediate_size)
 
-        def matmuls():
+        def matmuls(act8=True):  # as the decode step runs them: int8 activation rows (act8)
             for L in dec.layers:
-                L["qkv"](h), L["o"](y), L["up"](h), L["down"](u)
-            dec.head(h)
+                L["qkv"](h, act8=act8), L["o"](y, act8=act8), L["up"](h, act8=act8), L["down"](u, act8=act8)
+            dec.head(h, act8=act8)
 
         qkv = torch.randn(B, (nh + 2 * nkv) * hs)
         pt = torch.tensor(pos)
@@ -94,6 +96,7 @@ def main(argv=None) -> int:
         step = runner.step
         with torch.inference_mode():
             mm = median_ms(matmuls, args.repeats)
+            mm_fp32 = median_ms(lambda: matmuls(False), args.repeats)  # fp32 activations (what scoring runs)
             native = median_ms(lambda: runner.decode(tokens, pos), args.repeats)
             runner.step = None
             torched = median_ms(lambda: runner.decode(tokens, pos), args.repeats)
@@ -107,6 +110,8 @@ def main(argv=None) -> int:
             print(f"{B:>5} {name:>8} {total:>8.2f} {mm:>8.2f} {att:>10.2f} {total - mm - att:>8.2f}"
                   + (f" {whole - native:>8.2f}" if name == "native" else ""))
         row["native"]["engine_ms"] = round(whole - native, 2)
+        row["matmul_fp32_activations_ms"] = round(mm_fp32, 2)
+        print(f"{B:>5} matmuls with fp32 activations instead of int8: {mm_fp32:.2f} ms")
         row["native_tok_s"] = round(B * 1000 / whole, 1)
         out["batches"][str(B)] = row
     print(json.dumps(out))

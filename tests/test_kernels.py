@@ -36,13 +36,43 @@ def test_q4_and_q8_match_the_dequantized_product(N, K):
         assert (y8.double() - ref8).abs().max() <= 1e-5 * ref8.abs().max()
 
 
-def test_a_row_has_the_same_bits_in_any_batch():
+@pytest.mark.parametrize("act8", [False, True])
+def test_a_row_has_the_same_bits_in_any_batch(act8):
     (q, d, m), _ = q4_weights(256, 576, seed=1)
     packed = kernels.pack_q4(q, d, m)
+    p8 = kernels.pack_q8(*kernels.quantize_q8(torch.randn(256, 576)))
     x = torch.randn(100, 576)
-    alone = ext.q4_mm(x[5:6], *packed)[0]
+    alone, alone8 = ext.q4_mm(x[5:6], *packed, act8=act8)[0], ext.q8_mm(x[5:6], *p8, act8=act8)[0]
     for M in (6, 8, 13, 32, 33, 100):  # decode tiles and the panel path (M > 32) multiply in one order
-        assert torch.equal(ext.q4_mm(x[:M], *packed)[5], alone)
+        assert torch.equal(ext.q4_mm(x[:M], *packed, act8=act8)[5], alone)
+        assert torch.equal(ext.q8_mm(x[:M], *p8, act8=act8)[5], alone8)
+
+
+def int8_rows(x: torch.Tensor) -> torch.Tensor:
+    """x with each block of 32 rounded to int8 codes of scale max|x|/127 (llama.cpp's Q8_1 rule)."""
+    M, K = x.shape
+    b = x.view(M, K // 32, 32)
+    dx = b.abs().amax(-1, keepdim=True) / 127
+    return ((b / dx).round() * dx).view(M, K)
+
+
+@pytest.mark.skipif(ext is None or not ext.act8_available(), reason="this CPU has no AVX-512 VNNI")
+@pytest.mark.parametrize("N,K", [(96, 64), (3072, 576)])
+def test_act8_multiplies_the_blocks_by_int8_rows(N, K):
+    """act8: each row quantized to int8 per block of 32, then the exact product of those codes with
+    the file's blocks (int32 inside a block): the float reference of the rounded rows, up to fp32
+    summation, and within int8 rounding of the fp32 product."""
+    (q, d, m), w = q4_weights(N, K, seed=2)
+    q8, d8 = kernels.quantize_q8(torch.randn(N, K))
+    w8 = (q8.float().view(N, K // 32, 32) * d8.float()[..., None]).view(N, K)
+    for M in (1, 3, 4, 9, 70):
+        x = torch.randn(M, K)
+        for y, wd in ((ext.q4_mm(x, *kernels.pack_q4(q, d, m), act8=True), w),
+                      (ext.q8_mm(x, *kernels.pack_q8(q8, d8), act8=True), w8)):
+            ref = int8_rows(x).double() @ wd.double().t()
+            assert (y[:, :N].double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+            exact = x.double() @ wd.double().t()
+            assert (y[:, :N].double() - exact).abs().max() <= 2e-2 * exact.abs().max()
 
 
 def test_quantize_q8_is_the_q8_0_rule():

@@ -167,8 +167,9 @@ class Runner:
         self.cache.reserve(len(ids) + 1)
         view = self.cache.slot(slot, 0)
         x = torch.tensor([ids], device=self.device)
+        kw = {"act8": True} if self.fast else {}  # int8 activation rows, like decode steps (and llama.cpp)
         for s in range(0, len(ids), PREFILL_CHUNK):
-            logits = self.forward(x[:, s: s + PREFILL_CHUNK], cache=view, last_only=True)
+            logits = self.forward(x[:, s: s + PREFILL_CHUNK], cache=view, last_only=True, **kw)
         return logits[0, -1].float().cpu()
 
     def decode(self, tokens: list[int], pos: list[int]) -> torch.Tensor:
@@ -180,7 +181,8 @@ class Runner:
         p = torch.tensor(pos, device=self.device)
         mask = (torch.arange(S, device=self.device) <= p[:, None]).view(n, 1, 1, S)
         idx = torch.tensor(tokens, device=self.device).view(n, 1)
-        logits = self.forward(idx, pos=p.view(n, 1), attn_mask=mask, cache=self.cache.rows(p))
+        kw = {"act8": True} if self.fast else {}  # the same numerics as the native step
+        logits = self.forward(idx, pos=p.view(n, 1), attn_mask=mask, cache=self.cache.rows(p), **kw)
         return logits[:, -1].float().cpu()
 
     def move(self, src: int, dst: int, length: int) -> None:

@@ -14,9 +14,9 @@ steps it until all are done: up to `batch_size` prompts decode together, a finis
 goes to the next waiting one at once, and a prompt's continuation does not depend on what it is
 batched with.
 
-Speed: on CPU the engine runs `primer.model.quant.FastDecoder` (weight-only int4/int8 kernels with
-bf16 activations, exact GGUF Q4/Q8 weights); `fast=False` runs the reference fp32
-`Transformer.forward`, which evaluation and the parity tests use.
+Speed: on CPU the engine runs `primer.model.quant.FastDecoder` (the GGUF's own Q4/Q8 blocks; with
+primer's kernels, activations quantized to int8 per block of 32 as llama.cpp does); `fast=False`
+runs the reference fp32 `Transformer.forward`, which evaluation and the parity tests use.
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@ traffic (540 MB a token for SmolLM2-135M) and by Python launching ~50 ops per la
     float weights become Q8_0-style blocks) and are multiplied in fp32: the output equals the fp32
     reference up to summation order, a batch reads the weights once for all its rows, and a row's
     output has the same bits whatever its batch. Prompts run on the same kernel, so no dense copy of
-    the weights is needed.
+    the weights is needed. Decode steps and prompts the engine prefills (`act8`) quantize each input
+    row to int8 per block of 32, as llama.cpp does, and multiply with VNNI int8 dot products (about 3x
+    the fp32 kernel's speed, bench/decode_profile.py) where the CPU has AVX-512 VNNI; scoring calls
+    (`__call__` without act8) stay fp32.
   * without it (no AVX-512 or no compiler), torch's weight-only kernels
     (`_weight_int4pack_mm_for_cpu`, group 32; `_weight_int8pack_mm`, per output channel) with bf16
     activations, and dense fp32 sgemm for prompts and batches above INT_MAX_ROWS rows.
@@ -105,14 +108,15 @@ class PackedLinear:
             self.scales = s.to(act_dtype)
             self.kind = "int8"
 
-    def __call__(self, x: torch.Tensor, packed: bool = True) -> torch.Tensor:
-        """x (..., K) -> (..., N): the block kernel (fp32), else the packed torch kernel in act dtype,
-        or (packed=False) dense fp32."""
+    def __call__(self, x: torch.Tensor, packed: bool = True, act8: bool = False) -> torch.Tensor:
+        """x (..., K) -> (..., N): the block kernel (fp32; act8: x quantized to int8 per block of 32,
+        where the CPU has VNNI), else the packed torch kernel in act dtype, or (packed=False) dense fp32."""
         shape = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if self.ext is not None:
             x2 = x2.float()
-            y = self.ext.q4_mm(x2, *self.packed) if self.kind == "q4" else self.ext.q8_mm(x2, *self.packed)
+            y = (self.ext.q4_mm(x2, *self.packed, act8=act8) if self.kind == "q4"
+                 else self.ext.q8_mm(x2, *self.packed, act8=act8))
             if y.shape[1] != self.out_features:
                 y = y[:, : self.out_features]
             if self.bias is not None:
@@ -221,7 +225,8 @@ class FastDecoder:
 
     @torch.inference_mode()
     def __call__(self, idx: torch.Tensor, *, pos: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
-                 cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+                 cache: KVCache | None = None, last_only: bool = False, act8: bool = False) -> torch.Tensor:
+        """act8: the matmuls quantize their input rows to int8 (what `step` does; see PackedLinear)."""
         cfg = self.cfg
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -240,7 +245,7 @@ class FastDecoder:
         for li, L in enumerate(self.layers):
             h = L["n1"](x)
             # attention runs in fp32 (the cache is fp32); torch's int kernels' bf16 output is widened once
-            qkv = L["qkv"](h, pk).float().view(B, T, nh + 2 * nkv, hs)  # (B, T, nh+2nkv, hs)
+            qkv = L["qkv"](h, pk, act8).float().view(B, T, nh + 2 * nkv, hs)  # (B, T, nh+2nkv, hs)
             qk = self._rope(qkv[:, :, : nh + nkv], cos, sin)
             q = qk[:, :, :nh].transpose(1, 2)  # (B, nh, T, hs)
             k = qk[:, :, nh:].transpose(1, 2)  # (B, nkv, T, hs)
@@ -261,17 +266,17 @@ class FastDecoder:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                                    is_causal=causal and T > 1, enable_gqa=rep > 1)
                 y = y.transpose(1, 2).reshape(B, T, nh * hs)
-            attn = L["o"](y, pk)
+            attn = L["o"](y, pk, act8)
             if cfg.parallel_residual:
-                x = x + attn + self._mlp(L, h, pk)
+                x = x + attn + self._mlp(L, h, pk, act8)
             else:
                 x = x + attn
-                x = x + self._mlp(L, L["n2"](x), pk)
+                x = x + self._mlp(L, L["n2"](x), pk, act8)
         if cache is not None:
             cache.length = start + T
         if last_only:
             x = x[:, -1:]
-        return self.head(self.norm(x), pk).float()
+        return self.head(self.norm(x), pk, act8).float()
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, pos: torch.Tensor, kc: list[torch.Tensor], vc: list[torch.Tensor]) -> torch.Tensor:
@@ -283,22 +288,22 @@ class FastDecoder:
         x = F.embedding(tokens, self.embed)  # (n, C)
         for li, L in enumerate(self.layers):
             h = L["n1"](x)
-            qkv = L["qkv"](h)  # (n, (nh + 2 nkv) hs)
+            qkv = L["qkv"](h, act8=True)  # (n, (nh + 2 nkv) hs)
             ext.rope_(qkv, pos, self.rope_cos, self.rope_sin, nh + nkv, hs)
-            attn = L["o"](ext.attend(qkv, kc[li], vc[li], pos, nh, nkv))
+            attn = L["o"](ext.attend(qkv, kc[li], vc[li], pos, nh, nkv), act8=True)
             if cfg.parallel_residual:
-                x = x + attn + self._mlp(L, h, True)
+                x = x + attn + self._mlp(L, h, True, True)
             else:
                 x = x + attn
-                x = x + self._mlp(L, L["n2"](x), True)
-        return self.head(self.norm(x))
+                x = x + self._mlp(L, L["n2"](x), True, True)
+        return self.head(self.norm(x), act8=True)
 
-    def _mlp(self, L, h, pk: bool):
-        u = L["up"](h, pk)
+    def _mlp(self, L, h, pk: bool, act8: bool):
+        u = L["up"](h, pk, act8)
         if self.cfg.mlp == "swiglu":
             g, u = u.chunk(2, dim=-1)
-            return L["down"](F.silu(g) * u, pk)
-        return L["down"](F.gelu(u, approximate="tanh" if self.cfg.mlp == "gelu_tanh" else "none"), pk)
+            return L["down"](F.silu(g) * u, pk, act8)
+        return L["down"](F.gelu(u, approximate="tanh" if self.cfg.mlp == "gelu_tanh" else "none"), pk, act8)
 
 
 _CACHE: dict[int, tuple] = {}

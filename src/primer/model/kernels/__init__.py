@@ -72,8 +72,8 @@ def pack_q4(q: torch.Tensor, d: torch.Tensor, m: torch.Tensor) -> tuple[torch.Te
     N, K = q.shape
     Np = -(-N // 32) * 32
     q, d, m = _pad_rows(q.to(torch.uint8), Np), _pad_rows(d.half(), Np), _pad_rows(m.half(), Np)
-    qq = q.view(Np // 16, 16, K // 32, 2, 16)  # (group, n, block, half, k)
-    codes = (qq[:, :, :, 0] | (qq[:, :, :, 1] << 4)).permute(0, 2, 3, 1).contiguous()  # (group, block, k, n)
+    qq = q.view(Np // 16, 16, K // 32, 2, 4, 4)  # (group, n, block, half, t, j): k = 16 half + 4 t + j
+    codes = (qq[:, :, :, 0] | (qq[:, :, :, 1] << 4)).permute(0, 2, 3, 1, 4).contiguous()  # (group, block, t, n, j)
     return codes, _scales(d), _scales(m)
 
 
@@ -82,7 +82,7 @@ def pack_q8(q: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     N, K = q.shape
     Np = -(-N // 32) * 32
     q, d = _pad_rows(q.to(torch.int8), Np), _pad_rows(d.half(), Np)
-    codes = q.view(Np // 16, 16, K // 32, 32).permute(0, 2, 3, 1).contiguous()  # (group, block, k, n)
+    codes = q.view(Np // 16, 16, K // 32, 8, 4).permute(0, 2, 3, 1, 4).contiguous()  # (group, block, t, n, j)
     return codes, _scales(d)
 
 

@@ -11,9 +11,16 @@
 //     buffer that every row then reads (prefill, big batches), so B rows read the weights once;
 //   * both paths multiply and add in the same order, so a row's output does not depend on how many
 //     rows share the call (a request's text does not depend on its batch).
-// Layout (made by `pack` in primer/model/kernels.py): outputs in groups of 16 (one AVX-512 vector),
-//   Q4 codes (N/16, K/32, 16, 16) bytes: [g, b, k, n] = q[16g+n, 32b+k] | q[16g+n, 32b+k+16] << 4
-//   Q8 codes (N/16, K/32, 32, 16) int8:  [g, b, k, n] = q[16g+n, 32b+k]
+//   * decode steps (`act8`) may instead quantize each row of x to int8 once per call, per block of
+//     32 like llama.cpp's Q8_1 (scale dx = max|x|/127, and dx * sum of the codes), and multiply with
+//     VNNI (vpdpbusd: 64 u8 x s8 products a instruction, 4 times the fp32 FMA's): the block dot is
+//     dw*dx*sum(q*xq) + m*dx*sum(xq), exact in int32 inside a block. CPUs without AVX-512 VNNI run
+//     the fp32 path instead. Rows are quantized alone, so a row's result still does not depend on
+//     its batch.
+// Layout (made by `pack_q4` / `pack_q8` in primer/model/kernels/__init__.py): outputs in groups of 16
+// (one AVX-512 vector), each 64-byte vector in VNNI order (lane n = 4 consecutive k of output n):
+//   Q4 codes (N/16, K/32, 4, 16, 4) bytes: [g, b, t, n, j] = q[16g+n, 32b+4t+j] | q[16g+n, 32b+16+4t+j] << 4
+//   Q8 codes (N/16, K/32, 8, 16, 4) int8:  [g, b, t, n, j] = q[16g+n, 32b+4t+j]
 //   scales d, mins m (N/16, K/32, 16) fp16 (the file's own; converted to fp32 in registers).
 // Needs AVX-512F (the caller checks; elsewhere it uses torch's kernels).
 #include <torch/extension.h>
@@ -26,21 +33,24 @@ constexpr int64_t G = 32;   // block size along K
 constexpr int NV = 2;       // 16-output vectors per tile (32 outputs)
 constexpr int64_t DIRECT_MAX_ROWS = 32;  // above: dequantize a panel once and reuse it for all rows
 
+// The codes of one block, 16 outputs, in VNNI order (see the layout above): 64-byte vectors whose
+// 32-bit lane n holds 4 consecutive k of output n. `pair` gives elements k and k+16 (k = 4t + j) of
+// the 16 outputs as floats, for the fp32 path.
 struct Q4 {
   static constexpr int64_t block_bytes = 256;
-  // codes of k and k+16 for 16 outputs -> two vectors of integer codes as float
-  static inline void pair(const uint8_t* p, int k, __m512& lo, __m512& hi) {
-    const __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k)));
+  static inline void pair(const uint8_t* p, int t, int j, __m512& lo, __m512& hi) {
+    const __m512i c = _mm512_srli_epi32(_mm512_loadu_si512(p + 64 * t), 8 * j);
     lo = _mm512_cvtepi32_ps(_mm512_and_si512(c, _mm512_set1_epi32(15)));
-    hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(c, 4));
+    hi = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(c, 4), _mm512_set1_epi32(15)));
   }
 };
 
 struct Q8 {
   static constexpr int64_t block_bytes = 512;
-  static inline void pair(const uint8_t* p, int k, __m512& lo, __m512& hi) {
-    lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k))));
-    hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * (k + 16)))));
+  static inline void pair(const uint8_t* p, int t, int j, __m512& lo, __m512& hi) {
+    // byte j of each lane, sign-extended: shift it to the top, then arithmetic-shift it down
+    lo = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(_mm512_loadu_si512(p + 64 * t), 24 - 8 * j), 24));
+    hi = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(_mm512_loadu_si512(p + 64 * (t + 4)), 24 - 8 * j), 24));
   }
 };
 
@@ -80,12 +90,14 @@ inline void tile_direct(const float* x, int64_t K, const Weights& w, int64_t g, 
       for (int64_t l = 0; l < Q::block_bytes; l += 64)
         _mm_prefetch(reinterpret_cast<const char*>(p[v] + PREFETCH_BLOCKS * Q::block_bytes + l), _MM_HINT_T0);
     }
+    for (int t = 0; t < 4; ++t)
 #pragma GCC unroll 4
-    for (int k = 0; k < 16; ++k) {
+    for (int j = 0; j < 4; ++j) {
+      const int k = 4 * t + j;
 #pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) {
         __m512 lo, hi;
-        Q::pair(p[v], k, lo, hi);
+        Q::pair(p[v], t, j, lo, hi);
         lo = _mm512_fmadd_ps(lo, dv[v], mv[v]);
         hi = _mm512_fmadd_ps(hi, dv[v], mv[v]);
 #pragma GCC unroll 16
@@ -114,10 +126,12 @@ inline void dequant_panel(const Weights& w, int64_t g, float* panel) {
       const int64_t s = ((g + v) * w.nb + b) * 16;
       const __m512 dv = scales16(w.d + s);
       const __m512 mv = w.m ? scales16(w.m + s) : _mm512_setzero_ps();
-      #pragma GCC unroll 16
-      for (int k = 0; k < 16; ++k) {
+      for (int t = 0; t < 4; ++t)
+      #pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const int k = 4 * t + j;
         __m512 lo, hi;
-        Q::pair(p, k, lo, hi);
+        Q::pair(p, t, j, lo, hi);
         _mm512_storeu_ps(panel + (b * G + 2 * k) * (NV * 16) + 16 * v, _mm512_fmadd_ps(lo, dv, mv));
         _mm512_storeu_ps(panel + (b * G + 2 * k + 1) * (NV * 16) + 16 * v, _mm512_fmadd_ps(hi, dv, mv));
       }
@@ -184,8 +198,143 @@ void rows_panel(const float* x, int64_t M, int64_t K, const float* panel, int64_
   }
 }
 
+// ---- int8 activations and VNNI (compiled for AVX-512 VNNI, run only where the CPU has it) ----
+#pragma GCC push_options
+#pragma GCC target("avx512vnni")
+
+struct Act8 {
+  const int8_t* q;  // (M, K) codes
+  const float* d;   // (M, K/32) dx
+  const float* s;   // (M, K/32) dx * sum of the block's codes
+};
+
+// Row m of x -> its int8 codes, per block of 32: dx = max|x| / 127, q = round(x / dx).
+void quantize_row(const float* x, int64_t K, int8_t* q, float* d, float* s) {
+  for (int64_t b = 0; b < K / G; ++b) {
+    const __m512 a = _mm512_loadu_ps(x + b * G), c = _mm512_loadu_ps(x + b * G + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+    const float dx = amax / 127.f;
+    const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+    const __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inv)), qc = _mm512_cvtps_epi32(_mm512_mul_ps(c, inv));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * G), _mm512_cvtsepi32_epi8(qa));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * G + 16), _mm512_cvtsepi32_epi8(qc));
+    d[b] = dx;
+    s[b] = dx * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(qa, qc)));
+  }
+}
+
+constexpr int NVI = 2;  // 16-output vectors per int8 tile
+
+// MT rows x (NVI*16) outputs at group g: per block, int32 sums of u8 weight codes x s8 activation
+// codes (exact), then acc += sum * (dw*dx) + m * (dx*sum xq) in fp32 -- the same operations for a
+// row whatever MT, so its bits do not depend on the batch. Q8 codes are s8: they are read as
+// u8 = q + 128 with m = -128 dw, the same form as Q4_1's w = d*q + m.
+template <typename Q, int MT>
+inline void tile_act8(const Act8& x, int64_t K, const Weights& w, int64_t g, float* y, int64_t N) {
+  const __m512i nib = _mm512_set1_epi8(15), flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512 acc[MT][NVI];
+#pragma GCC unroll 16
+  for (int r = 0; r < MT; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < NVI; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < w.nb; ++b) {
+    const uint8_t* p[NVI];
+    __m512 dv[NVI], mv[NVI];
+    __m512i is[MT][NVI];
+#pragma GCC unroll 16
+    for (int v = 0; v < NVI; ++v) {
+      p[v] = w.codes + ((g + v) * w.nb + b) * Q::block_bytes;
+      const int64_t s = ((g + v) * w.nb + b) * 16;
+      dv[v] = scales16(w.d + s);
+      mv[v] = w.m ? scales16(w.m + s) : _mm512_mul_ps(dv[v], _mm512_set1_ps(-128.f));
+      for (int64_t l = 0; l < Q::block_bytes; l += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(p[v] + PREFETCH_BLOCKS * Q::block_bytes + l), _MM_HINT_T0);
+#pragma GCC unroll 16
+      for (int r = 0; r < MT; ++r) is[r][v] = _mm512_setzero_si512();
+    }
+    if constexpr (Q::block_bytes == 256) {  // Q4: low nibbles are k = 4t+j, high nibbles k + 16
+#pragma GCC unroll 4
+      for (int t = 0; t < 4; ++t)
+#pragma GCC unroll 16
+        for (int v = 0; v < NVI; ++v) {
+          const __m512i c = _mm512_loadu_si512(p[v] + 64 * t);
+          const __m512i lo = _mm512_and_si512(c, nib), hi = _mm512_and_si512(_mm512_srli_epi16(c, 4), nib);
+#pragma GCC unroll 16
+          for (int r = 0; r < MT; ++r) {
+            const int8_t* xr = x.q + r * K + b * G + 4 * t;
+            is[r][v] = _mm512_dpbusd_epi32(is[r][v], lo, _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(xr)));
+            is[r][v] = _mm512_dpbusd_epi32(is[r][v], hi, _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(xr + 16)));
+          }
+        }
+    } else {  // Q8
+#pragma GCC unroll 8
+      for (int t = 0; t < 8; ++t)
+#pragma GCC unroll 16
+        for (int v = 0; v < NVI; ++v) {
+          const __m512i c = _mm512_xor_si512(_mm512_loadu_si512(p[v] + 64 * t), flip);
+#pragma GCC unroll 16
+          for (int r = 0; r < MT; ++r) {
+            const int8_t* xr = x.q + r * K + b * G + 4 * t;
+            is[r][v] = _mm512_dpbusd_epi32(is[r][v], c, _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(xr)));
+          }
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < MT; ++r) {
+      const __m512 dx = _mm512_set1_ps(x.d[r * w.nb + b]), sx = _mm512_set1_ps(x.s[r * w.nb + b]);
+#pragma GCC unroll 16
+      for (int v = 0; v < NVI; ++v) {
+        acc[r][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[r][v]), _mm512_mul_ps(dv[v], dx), acc[r][v]);
+        acc[r][v] = _mm512_fmadd_ps(mv[v], sx, acc[r][v]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MT; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < NVI; ++v) _mm512_storeu_ps(y + r * N + 16 * (g + v), acc[r][v]);
+}
+
+constexpr int MTI = 4;  // rows per int8 tile
+
 template <typename Q>
-at::Tensor qmm(const at::Tensor& x_, const at::Tensor& codes, const at::Tensor& d, const c10::optional<at::Tensor>& m_) {
+void rows_act8(const Act8& x, int64_t M, int64_t K, const Weights& w, int64_t g, float* y, int64_t N) {
+  const int64_t nb = K / G;
+  auto at = [&](int64_t r) { return Act8{x.q + r * K, x.d + r * nb, x.s + r * nb}; };
+  int64_t r = 0;
+  for (; r + MTI <= M; r += MTI) tile_act8<Q, MTI>(at(r), K, w, g, y + r * N, N);
+  switch (M - r) {
+    case 3: tile_act8<Q, 3>(at(r), K, w, g, y + r * N, N); break;
+    case 2: tile_act8<Q, 2>(at(r), K, w, g, y + r * N, N); break;
+    case 1: tile_act8<Q, 1>(at(r), K, w, g, y + r * N, N); break;
+    default: break;
+  }
+}
+
+template <typename Q>
+void qmm_act8(const float* xp, int64_t M, int64_t K, const Weights& w, int64_t groups, float* yp, int64_t N) {
+  const int64_t nb = K / G;
+  std::vector<int8_t> q(M * K);
+  std::vector<float> d(M * nb), s(M * nb);
+  at::parallel_for(0, M, 64, [&](int64_t m0, int64_t m1) {  // many rows (prompts) on all threads
+    for (int64_t m = m0; m < m1; ++m) quantize_row(xp + m * K, K, q.data() + m * K, d.data() + m * nb, s.data() + m * nb);
+  });
+  const Act8 x{q.data(), d.data(), s.data()};
+  at::parallel_for(0, groups / NVI, 4, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) rows_act8<Q>(x, M, K, w, t * NVI, yp, N);
+  });
+}
+
+#pragma GCC pop_options
+
+bool has_vnni() {
+  static const bool yes = __builtin_cpu_supports("avx512vnni");
+  return yes;
+}
+
+template <typename Q>
+at::Tensor qmm(const at::Tensor& x_, const at::Tensor& codes, const at::Tensor& d, const c10::optional<at::Tensor>& m_,
+               bool act8) {
   TORCH_CHECK(x_.scalar_type() == at::kFloat && x_.dim() == 2, "qmm: x must be (M, K) float32");
   const at::Tensor x = x_.contiguous();
   const int64_t M = x.size(0), K = x.size(1);
@@ -204,7 +353,9 @@ at::Tensor qmm(const at::Tensor& x_, const at::Tensor& codes, const at::Tensor& 
   const float* xp = x.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   const int64_t tiles = groups / NV;
-  if (M <= DIRECT_MAX_ROWS) {
+  if (act8 && has_vnni()) {
+    qmm_act8<Q>(xp, M, K, w, groups, yp, N);
+  } else if (M <= DIRECT_MAX_ROWS) {
     at::parallel_for(0, tiles, 4, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) rows_direct<Q>(xp, M, K, w, t * NV, yp, N);
     });
@@ -222,10 +373,12 @@ at::Tensor qmm(const at::Tensor& x_, const at::Tensor& codes, const at::Tensor& 
 
 }  // namespace
 
-at::Tensor q4_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m) {
-  return qmm<Q4>(x, codes, d, m);
+at::Tensor q4_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m, bool act8) {
+  return qmm<Q4>(x, codes, d, m, act8);
 }
 
-at::Tensor q8_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d) {
-  return qmm<Q8>(x, codes, d, c10::nullopt);
+at::Tensor q8_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d, bool act8) {
+  return qmm<Q8>(x, codes, d, c10::nullopt, act8);
 }
+
+bool act8_available() { return has_vnni(); }
