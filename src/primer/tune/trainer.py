@@ -177,10 +177,11 @@ class SFTTrainer(TuneTrainer):
     def forward_loss(self, batch):
         x, y, pos, mask, _, step_tokens = batch
         dev = self.device
+        y = y.to(dev)
+        sel = y != -100  # logits at the assistant tokens only: the (B, T, vocab) tensor is never built
         with self.autocast:
             logits = self.wrapped(x.to(dev), pos=None if pos is None else pos.to(dev),
-                                  attn_mask=None if mask is None else mask.to(dev))
-        y = y.to(dev)
+                                  attn_mask=None if mask is None else mask.to(dev), select=sel)
         # a sum over this micro-batch's trained tokens, divided by the step's: the step loss is their token mean
-        total = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum")
-        return total / step_tokens, {"trained_tokens": (y != -100).sum().float()}
+        total = F.cross_entropy(logits.float(), y[sel], reduction="sum")
+        return total / step_tokens, {"trained_tokens": sel.sum().float()}
