@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--system", choices=["default", "none"], default="default",
                     help="none: drop the default system prompt the chat template inserts (SmolLM2's 'You are a "
                          "helpful AI assistant named SmolLM...'), to measure what it does to the score")
+    ap.add_argument("--fast", action="store_true",
+                    help="generate with the int4/int8 CPU decoder (PrimerLM.use_fast_decoder), not the fp32 forward")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="documents answered (and cached) together; above --batch-size the decoder keeps its batch full")
     ap.add_argument("--cache", default="none", help="eval's answer cache (sqlite path): a long run resumes from it")
     ap.add_argument("--replay", default=None, help="score the generations of an earlier --output file again, no model")
     args = ap.parse_args(argv)
@@ -129,12 +133,19 @@ def main(argv: list[str] | None = None) -> int:
         n, metrics = len(records), aggregate(ifeval, [r["scores"] for r in records])
         tok = load_model(args.model).tokenizer
         args.max_gen_tokens, args.system = old.get("max_gen_tokens"), old.get("system", "default")
+        args.fast = old.get("decoder") == "int4/int8"
         if args.system == "none":
             tok.chat_template = without_default_system(tok.chat_template)
     else:
         lm = PrimerLM.load(args.model, batch_size=args.batch_size, max_length=2048, device=args.device)
         if args.system == "none":
             lm.tok.chat_template = without_default_system(lm.tok.chat_template)
+        if args.fast:
+            lm.use_fast_decoder()
+        if args.chunk:
+            import primer.eval.runner as runner
+
+            runner.CHUNK_DOCS = args.chunk
         cfg = EvalConfig(tasks=["ifeval"], limit=args.limit, data_dir=Path(args.data_dir), cache=Path(args.cache),
                          log_samples=True, max_gen_tokens=args.max_gen_tokens)
         t0 = time.perf_counter()
@@ -154,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     equal = sum(x for x, c in zip(same, coin) if not c)
     summary = {
         "bench": "ifeval", "model": args.model, "n": n, "device": args.device,
-        "max_gen_tokens": args.max_gen_tokens or 1280, "system": args.system, "generate_s": round(secs, 1),
+        "max_gen_tokens": args.max_gen_tokens or 1280, "system": args.system,
+        "decoder": "int4/int8" if args.fast else "fp32", "generate_s": round(secs, 1),
         "ours": {m: round(100 * metrics[m], 2) for m in METRICS},
         "ref": {m: round(100 * theirs[m], 2) for m in METRICS},
         "verdicts_equal": equal, "verdicts": len(records) - sum(coin),

@@ -138,6 +138,28 @@ def test_logits_at_trained_positions_only_are_the_full_ones(base):
     assert torch.allclose(lp, want, atol=1e-4) and n.tolist() == (y != -100).sum(-1).tolist() and lp[0] == 0
 
 
+def test_chunked_log_probs_have_the_plain_gradients(base, monkeypatch):
+    """`target_logps` applies the head a few rows at a time and again in backward: the same log-probs and the
+    same gradients (weights, tied head included) as the one-piece logits."""
+    import primer.tune.logps as L
+
+    ck = load_checkpoint(base)
+    model, tok, _ = ensure_chat_template(ck.model, ck.tokenizer)
+    model.double()
+    x, y, pos, mask, _, _ = SFTBatches([encode_chat(tok, c["messages"]) for c in chats(4)], seq_len=64, batch_size=4,
+                                       micro_batch_size=4, packing=False, shuffle=False).micro_batches(0)[0]
+    monkeypatch.setattr(L, "CHUNK_ELEMS", 7 * model.cfg.vocab_size)  # several chunks, the last one short
+    got = {}
+    for fused in (True, False):
+        model.zero_grad()
+        lp, sel = L.target_logps(model, x, y, fused=fused)
+        (lp * torch.linspace(0.5, 2.0, len(lp), dtype=lp.dtype)).sum().backward()
+        got[fused] = lp.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+    assert sel.sum() > 14 and torch.allclose(got[True][0], got[False][0], atol=1e-10)
+    for k, g in got[False][1].items():
+        assert torch.allclose(got[True][1][k], g, atol=1e-9), k
+
+
 def test_sft_trains_and_resumes_exactly_after_a_kill(base, tmp_path):
     data = write_jsonl(tmp_path / "c.jsonl", chats())
     full = tmp_path / "full"

@@ -320,6 +320,7 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         last_only: bool = False,
         select: torch.Tensor | None = None,
+        head: bool = True,
     ):
         """idx (B, T) token ids.
 
@@ -332,6 +333,8 @@ class Transformer(nn.Module):
                 trains on a subset of tokens (the assistant replies); never building the (B, T, vocab) logits
                 of the rest saves their memory and the head's time (the vocabulary is most of a small model's
                 activations).
+        head: False returns the final-norm hidden states instead of logits, for a caller that applies lm_head
+              itself a chunk at a time (`primer.tune.logps`).
         """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -355,6 +358,8 @@ class Transformer(nn.Module):
             x = x[:, -1:, :]
         elif select is not None:
             x = x[select]  # (N, C)
+        if not head:
+            return self.norm(x)
         logits = self.lm_head(self.norm(x))  # (B, T, vocab), or (N, vocab) with select
         if targets is None:
             return logits
