@@ -54,6 +54,17 @@ class ReplayLM(LM):
         raise NotImplementedError
 
 
+def without_default_system(template: str) -> str:
+    """The chat template without the branch that inserts a system prompt when the conversation has none."""
+    import re
+
+    out = re.sub(r"\{% if loop\.first and messages\[0\]\['role'\] != 'system' %\}.*?\{% endif %\}", "", template,
+                 flags=re.DOTALL)
+    if out == template:
+        raise SystemExit("--system none: this chat template has no default-system-prompt branch to remove")
+    return out
+
+
 def lmeval_ifeval(replies: dict[str, str], tokenizer, docs: list[dict], work: Path) -> tuple[dict, list[dict]]:
     """lm-eval's ifeval on `docs` with replayed replies: (its four numbers, its per-document verdicts)."""
     from primer.eval.ifeval import checkers
@@ -90,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--output", default=None, help="write the summary JSON (and primer's results beside it)")
+    ap.add_argument("--system", choices=["default", "none"], default="default",
+                    help="none: drop the default system prompt the chat template inserts (SmolLM2's 'You are a "
+                         "helpful AI assistant named SmolLM...'), to measure what it does to the score")
+    ap.add_argument("--fast", action="store_true",
+                    help="generate with the int4/int8 CPU decoder (PrimerLM.use_fast_decoder), not the fp32 forward")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="documents answered (and cached) together; above --batch-size the decoder keeps its batch full")
+    ap.add_argument("--cache", default="none", help="eval's answer cache (sqlite path): a long run resumes from it")
     ap.add_argument("--replay", default=None, help="score the generations of an earlier --output file again, no model")
     args = ap.parse_args(argv)
     import torch
@@ -113,10 +132,21 @@ def main(argv: list[str] | None = None) -> int:
             r["scores"] = ifeval.score(d, r["responses"])
         n, metrics = len(records), aggregate(ifeval, [r["scores"] for r in records])
         tok = load_model(args.model).tokenizer
-        args.max_gen_tokens = old.get("max_gen_tokens")
+        args.max_gen_tokens, args.system = old.get("max_gen_tokens"), old.get("system", "default")
+        args.fast = old.get("decoder") == "int4/int8"
+        if args.system == "none":
+            tok.chat_template = without_default_system(tok.chat_template)
     else:
         lm = PrimerLM.load(args.model, batch_size=args.batch_size, max_length=2048, device=args.device)
-        cfg = EvalConfig(tasks=["ifeval"], limit=args.limit, data_dir=Path(args.data_dir), cache=Path("none"),
+        if args.system == "none":
+            lm.tok.chat_template = without_default_system(lm.tok.chat_template)
+        if args.fast:
+            lm.use_fast_decoder()
+        if args.chunk:
+            import primer.eval.runner as runner
+
+            runner.CHUNK_DOCS = args.chunk
+        cfg = EvalConfig(tasks=["ifeval"], limit=args.limit, data_dir=Path(args.data_dir), cache=Path(args.cache),
                          log_samples=True, max_gen_tokens=args.max_gen_tokens)
         t0 = time.perf_counter()
         ours = evaluate(lm, cfg)
@@ -135,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     equal = sum(x for x, c in zip(same, coin) if not c)
     summary = {
         "bench": "ifeval", "model": args.model, "n": n, "device": args.device,
-        "max_gen_tokens": args.max_gen_tokens or 1280, "generate_s": round(secs, 1),
+        "max_gen_tokens": args.max_gen_tokens or 1280, "system": args.system,
+        "decoder": "int4/int8" if args.fast else "fp32", "generate_s": round(secs, 1),
         "ours": {m: round(100 * metrics[m], 2) for m in METRICS},
         "ref": {m: round(100 * theirs[m], 2) for m in METRICS},
         "verdicts_equal": equal, "verdicts": len(records) - sum(coin),

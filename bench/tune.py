@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -186,6 +187,7 @@ def worker(args) -> int:
     else:
         h = trl(args.task, Path(args.model_dir), rows, out, args.steps, args.batch)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    shutil.rmtree(out, ignore_errors=True)  # its checkpoint (weights + AdamW moments: 1.6 GB for the bundled model)
     print(json.dumps({"history": h, "peak_rss_mb": rss}))
     return 0
 
@@ -197,7 +199,11 @@ def step_seconds(history: list[dict]) -> list[float]:
 
 
 def speed(model: str, steps: int, repeats: int, batch: int, threads: int) -> list[dict]:
-    work = Path(tempfile.mkdtemp(prefix="primer-bench-tune-"))
+    with tempfile.TemporaryDirectory(prefix="primer-bench-tune-") as tmp:
+        return _speed(Path(tmp), model, steps, repeats, batch, threads)
+
+
+def _speed(work: Path, model: str, steps: int, repeats: int, batch: int, threads: int) -> list[dict]:
     mdir = export_model(model, work / "hf")
     (work / "sft.jsonl").write_text("".join(json.dumps({"messages": c["prompt"] + c["completion"]}) + "\n"
                                             for c in conversations(32)))

@@ -72,6 +72,16 @@ def test_generate_batched_equals_one_by_one_and_stops(lm):
     assert sampled == lm.generate(prompts, max_tokens=8, temperature=1.0, seed=3)
 
 
+def test_fast_decoder_answers_get_their_own_cache_key(lm):
+    """Long generation runs may use the int4/int8 decoder; its replies can differ from the fp32 forward's,
+    so they must never be served from (or into) the cache as the fp32 model's answers."""
+    fast = PrimerLM(lm.model, ByteTok(), name="debug", batch_size=3)
+    fast.use_fast_decoder()
+    assert fast.fingerprint != lm.fingerprint and fast.fast == "auto" and lm.fast is False
+    out = fast.generate(["def f(x):", "1 2 3"], max_tokens=6)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
 def _fixture_data(tmp_path):
     (tmp_path / "piqa").mkdir(parents=True)
     docs = [{"goal": f"How do I do thing {i}?", "sol1": "Carefully.", "sol2": "With a hammer, loudly."} for i in range(6)]

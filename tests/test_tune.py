@@ -18,7 +18,7 @@ from primer.model.transformer import ModelConfig, Transformer
 from primer.tune import DPOConfig, SFTConfig, dpo, sft
 from primer.tune.chat import CHATML_TOKENS, encode_chat, ensure_chat_template
 from primer.tune.data import SFTBatches
-from primer.tune.preference import REF_CACHE, preference_loss
+from primer.tune.preference import REF_CACHE, preference_loss, sequence_logps
 from primer.weights.checkpoint import load_checkpoint, save_checkpoint
 
 TEXT = ["the cat sat on the mat", "what is two plus two", "two plus two is four", "name a colour", "blue is a colour"]
@@ -115,6 +115,49 @@ def test_packed_batch_gives_each_conversation_its_unpacked_loss(base):
                 alone = F.cross_entropy(model(alone_x).transpose(1, 2), alone_y, ignore_index=-100, reduction="none")
                 assert torch.allclose(per_tok[b, at: at + n], alone[0], atol=1e-5), (b, i)
                 at += n
+
+
+def test_logits_at_trained_positions_only_are_the_full_ones(base):
+    """SFT and DPO ask the model for logits at the assistant tokens only (`select`): the same numbers as the
+    full (B, T, vocab) logits at those positions, so the losses are unchanged and the rest is never built."""
+    ck = load_checkpoint(base)
+    model, tok, _ = ensure_chat_template(ck.model, ck.tokenizer)
+    examples = [encode_chat(tok, c["messages"]) for c in chats(4)]
+    x, y, pos, mask, _, _ = SFTBatches(examples, seq_len=64, batch_size=4, micro_batch_size=4, packing=True,
+                                       shuffle=False).micro_batches(0)[0]
+    sel = y != -100
+    with torch.no_grad():
+        full = model(x, pos=pos, attn_mask=mask)
+        some = model(x, pos=pos, attn_mask=mask, select=sel)
+        assert some.shape == (int(sel.sum()), full.shape[-1])
+        assert torch.allclose(some, full[sel], atol=1e-5)
+        x, y = x[:, :20], y[:, :20]  # unpacked rows for the DPO sum, one row with no trained token
+        y[0] = -100
+        lp, n = sequence_logps(model, x, y)
+        want = -F.cross_entropy(model(x).transpose(1, 2), y, ignore_index=-100, reduction="none").sum(-1)
+    assert torch.allclose(lp, want, atol=1e-4) and n.tolist() == (y != -100).sum(-1).tolist() and lp[0] == 0
+
+
+def test_chunked_log_probs_have_the_plain_gradients(base, monkeypatch):
+    """`target_logps` applies the head a few rows at a time and again in backward: the same log-probs and the
+    same gradients (weights, tied head included) as the one-piece logits."""
+    import primer.tune.logps as L
+
+    ck = load_checkpoint(base)
+    model, tok, _ = ensure_chat_template(ck.model, ck.tokenizer)
+    model.double()
+    x, y, pos, mask, _, _ = SFTBatches([encode_chat(tok, c["messages"]) for c in chats(4)], seq_len=64, batch_size=4,
+                                       micro_batch_size=4, packing=False, shuffle=False).micro_batches(0)[0]
+    monkeypatch.setattr(L, "CHUNK_ELEMS", 7 * model.cfg.vocab_size)  # several chunks, the last one short
+    got = {}
+    for fused in (True, False):
+        model.zero_grad()
+        lp, sel = L.target_logps(model, x, y, fused=fused)
+        (lp * torch.linspace(0.5, 2.0, len(lp), dtype=lp.dtype)).sum().backward()
+        got[fused] = lp.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+    assert sel.sum() > 14 and torch.allclose(got[True][0], got[False][0], atol=1e-10)
+    for k, g in got[False][1].items():
+        assert torch.allclose(got[True][1][k], g, atol=1e-9), k
 
 
 def test_sft_trains_and_resumes_exactly_after_a_kill(base, tmp_path):

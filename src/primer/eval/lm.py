@@ -75,6 +75,15 @@ class PrimerLM:
         self.prefix_token_id = bos if bos is not None else eos
         self.eos_id = eos
         self.fingerprint = fingerprint or self._weights_fingerprint()
+        self.fast: bool | str = False
+
+    def use_fast_decoder(self) -> None:
+        """Generate with the int4/int8 CPU decoder (`generate(fast="auto")`: the GGUF's own 4-bit blocks, bf16
+        activations, ~3x the fp32 forward's tokens/s at batch 16) instead of the exact fp32 forward, for long
+        generation runs on a CPU. Greedy replies can differ from the fp32 ones where two tokens nearly tie, so
+        the answers get their own cache key. Scores of log-likelihood tasks are unaffected."""
+        self.fast = "auto"
+        self.fingerprint += "+fast-decoder"
 
     @classmethod
     def load(cls, spec: str, **kw) -> "PrimerLM":
@@ -218,7 +227,7 @@ class PrimerLM:
         enc = [self.tok.encode(p, add_special_tokens=not (bos and p.startswith(bos)))[-budget:] or [self.prefix_token_id]
                for p in prompts]
         res = generate((self.model, self.tok), enc, max_new_tokens=max_tokens, temperature=temperature,
-                       stop=stop, seed=seed, batch_size=self.batch_size, fast=False)
+                       stop=stop, seed=seed, batch_size=self.batch_size, fast=self.fast)
         return [r.text for r in res]
 
 

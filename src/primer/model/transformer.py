@@ -319,6 +319,8 @@ class Transformer(nn.Module):
         attn_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         last_only: bool = False,
+        select: torch.Tensor | None = None,
+        head: bool = True,
     ):
         """idx (B, T) token ids.
 
@@ -327,6 +329,12 @@ class Transformer(nn.Module):
         attn_mask: bool (B, 1, T, S) True = may attend; None = causal.
         targets: (B, T) ids, -100 ignored; returns (logits, loss) when given, else logits.
         last_only: compute logits for the last position only (decoding).
+        select: bool (B, T): logits for these positions only, as (N, vocab) in row-major order. Fine-tuning
+                trains on a subset of tokens (the assistant replies); never building the (B, T, vocab) logits
+                of the rest saves their memory and the head's time (the vocabulary is most of a small model's
+                activations).
+        head: False returns the final-norm hidden states instead of logits, for a caller that applies lm_head
+              itself a chunk at a time (`primer.tune.logps`).
         """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -348,7 +356,11 @@ class Transformer(nn.Module):
             cache.length = start + T
         if last_only:
             x = x[:, -1:, :]
-        logits = self.lm_head(self.norm(x))  # (B, T, vocab)
+        elif select is not None:
+            x = x[select]  # (N, C)
+        if not head:
+            return self.norm(x)
+        logits = self.lm_head(self.norm(x))  # (B, T, vocab), or (N, vocab) with select
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-100)

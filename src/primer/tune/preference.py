@@ -26,15 +26,18 @@ from primer.errors import PrimerError
 from primer.tune.chat import BadRecord, encode_reply, preference, read_records
 from primer.tune.config import DPOConfig
 from primer.tune.data import PairBatches
+from primer.tune.logps import target_logps
 from primer.tune.trainer import TuneTrainer
 
 REF_CACHE = "ref_logps.pt"
 
 
-def sequence_logps(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of log p over each row's trained tokens, their count), from logits (B, T, V) and targets (B, T)."""
-    logp = -F.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-100, reduction="none")  # (B, T)
-    return logp.sum(-1), (y != -100).sum(-1)
+def sequence_logps(model, x: torch.Tensor, y: torch.Tensor, fused: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of log p over each row's trained tokens, their count) for inputs x and targets y (B, T), -100 ignored.
+    Only the reply tokens' log-probs are computed (`target_logps`): a pair's prompt is most of its tokens."""
+    logp, sel = target_logps(model, x, y, fused=fused)
+    rows = sel.nonzero()[:, 0]
+    return torch.zeros(y.shape[0], dtype=logp.dtype, device=logp.device).index_add(0, rows, logp), sel.sum(-1)
 
 
 def preference_loss(kind: str, beta: float, pc, pr, rc, rr, nc, nr) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,8 +108,7 @@ class DPOTrainer(TuneTrainer):
                 idx = list(range(i, min(len(self.examples), i + bs)))
                 x, y, _, _ = self.batches.collate(idx)
                 with autocast:
-                    logits = model(x.to(self.device))
-                lp, _ = sequence_logps(logits, y.to(self.device))
+                    lp, _ = sequence_logps(model, x.to(self.device), y.to(self.device), self.fused_head)
                 n = len(idx)
                 out[idx, 0], out[idx, 1] = lp[:n].cpu(), lp[n:].cpu()
             model.train(was)
@@ -123,8 +125,7 @@ class DPOTrainer(TuneTrainer):
         x, y, idx, _, pairs_in_step = batch
         dev = self.device
         with self.autocast:
-            logits = self.wrapped(x.to(dev))
-        lp, n = sequence_logps(logits, y.to(dev))
+            lp, n = sequence_logps(self.wrapped, x.to(dev), y.to(dev), self.fused_head)
         B = len(idx)
         pc, pr, nc, nr = lp[:B], lp[B:], n[:B], n[B:]
         ref = self.ref[idx].to(dev)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -64,7 +65,7 @@ def state_dict_for_saving(model: Transformer) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(directory: str | Path, model: torch.nn.Module, tokenizer=None, meta: dict | None = None) -> Path:
     """Write `model` (+ `tokenizer`, + user `meta`, e.g. step/loss/train config) to `directory`."""
-    from safetensors.torch import save as st_save
+    from safetensors.torch import save_file
 
     import primer
 
@@ -90,7 +91,11 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, tokenizer=Non
         meta_text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
     except TypeError as e:
         raise PrimerError(f"checkpoint meta must be JSON-serialisable: {e}") from None
-    atomic_write_bytes(d / WEIGHTS, st_save(sd, metadata={"format": "pt"}))
+    # save_file writes the tensors from their own memory; `save` would first build the whole file as one bytes
+    # object, a transient second copy of the weights (at a training checkpoint, on top of the optimizer state)
+    tmp = d / (WEIGHTS + ".tmp")
+    save_file(sd, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, d / WEIGHTS)
     if tokenizer is not None:
         tokenizer.save(d)
     # meta.json last: its presence marks a complete checkpoint.
