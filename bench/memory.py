@@ -19,14 +19,11 @@ Prints the table, then one JSON line (ours / llama.cpp per row; `ratio` is the g
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 PROMPT = "The history of the printing press begins"
@@ -48,39 +45,13 @@ print(json.dumps({"agree": agree, "of": len(new)}))
 """
 
 
-def max_rss_mb(cmd: list[str], env: dict) -> tuple[float, str]:
+def max_rss_mb(cmd: list[str]) -> tuple[float, str]:
     """(peak RSS MB, stdout) of `cmd` run under /usr/bin/time -v."""
-    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
+    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd[:4])} ... failed:\n{r.stderr[-2000:]}")
     kb = re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)
     return int(kb.group(1)) / 1024, r.stdout
-
-
-@contextlib.contextmanager
-def llama_server(path: str, threads: int, env: dict):
-    """llama-cpp-python's OpenAI server on loopback; yields (spec, process)."""
-    import httpx
-
-    from primer.weights.llamacpp import SERVER_MAIN
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-c", SERVER_MAIN, "--model", path, "--host", "127.0.0.1", "--port",
-                             str(port), "--n_ctx", "2048", "--n_threads", str(threads), "--model_alias", "smollm2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        for _ in range(240):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        yield f"openai:{url}/smollm2", proc
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def vm_hwm_mb(pid: int) -> float:
@@ -101,12 +72,13 @@ def main(argv=None) -> int:
     from primer.weights.load import load_model
 
     path = str(bundled_gguf_path())
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OMP_NUM_THREADS": str(args.threads)}
+    # every child (the CLI, llama.cpp's script and server) runs this checkout's primer
+    os.environ["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
     primer = [sys.executable, "-m", "primer"]
     rows: dict[str, dict] = {}
 
-    ours, _ = max_rss_mb([*primer, "generate", PROMPT, "--max-tokens", str(args.new)], env)
+    ours, _ = max_rss_mb([*primer, "generate", PROMPT, "--max-tokens", str(args.new)])
     # the tokens `primer generate` printed, for llama.cpp to run through the same decode steps
     from primer.model.generate import generate
 
@@ -114,7 +86,7 @@ def main(argv=None) -> int:
     [r] = generate(lm, [PROMPT], max_new_tokens=args.new)
     prompt_ids = lm.tokenizer.encode(PROMPT)
     theirs, out = max_rss_mb([sys.executable, "-c", LLAMA_GEN, path, str(args.threads), json.dumps(prompt_ids),
-                              json.dumps(r.token_ids)], env)
+                              json.dumps(r.token_ids)])
     agree = json.loads(out.strip().splitlines()[-1])
     rows["generate"] = {"ours_mb": round(ours), "llama_cpp_mb": round(theirs), "ratio": round(ours / theirs, 2),
                         "tokens": len(r.token_ids), "llama_cpp_greedy_agrees": f"{agree['agree']}/{agree['of']}"}
@@ -122,9 +94,11 @@ def main(argv=None) -> int:
     if args.data_dir:
         eval_args = ["--tasks", "arc_easy", "--limit", str(args.limit), "--data-dir", args.data_dir, "--cache", "none",
                      "--threads", str(args.threads)]
-        ours, _ = max_rss_mb([*primer, "eval", "bundled", *eval_args], env)
-        with llama_server(path, args.threads, env) as (spec, proc):
-            r2 = subprocess.run([*primer, "eval", spec, *eval_args], capture_output=True, text=True, env=env)
+        ours, _ = max_rss_mb([*primer, "eval", "bundled", *eval_args])
+        from served import server  # bench/served.py: llama-cpp-python's server on the bundled GGUF
+
+        with server(args.threads) as (spec, proc):
+            r2 = subprocess.run([*primer, "eval", spec, *eval_args], capture_output=True, text=True)
             if r2.returncode != 0:
                 raise SystemExit(f"bench: primer eval against llama.cpp's server failed:\n{r2.stderr[-2000:]}")
             theirs = vm_hwm_mb(proc.pid)

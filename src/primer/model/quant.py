@@ -205,6 +205,8 @@ class FastDecoder:
                      for p, c in zip(prefixes, codes)]
             return PackedLinear(parts, act_dtype, packing)
 
+        # the head first: its packing (the largest matrix) then peaks before the rest is resident
+        self.head = lin("lm_head")
         for i in range(cfg.n_layer):
             b = f"blocks.{i}."
             layer = {
@@ -219,7 +221,6 @@ class FastDecoder:
                 layer["up"], layer["down"] = lin(b + "mlp.fc1"), lin(b + "mlp.fc2")
             self.layers.append(layer)
         self.norm = self._norm(w, "norm")
-        self.head = lin("lm_head")
         # one decode step in a dozen native calls per layer (`step`), where primer's kernels run
         # every matmul of the model and the shapes suit them
         mats = [v for layer in self.layers for v in layer.values() if isinstance(v, PackedLinear)] + [self.head]

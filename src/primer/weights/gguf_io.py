@@ -494,6 +494,7 @@ class GGUFWeights:
         self.rope_cos, self.rope_sin = rope_cache(cfg)
         # the decoder keeps this function, and through it only the embedding's memory-mapped bytes
         self.embed = functools.partial(dequantize_rows, self._src["embed.weight"][0])
+        self._release = reader.release_pages
 
     def tensor(self, name: str, shape_only: bool = False) -> torch.Tensor | None:
         s = self._src.get(name)
@@ -508,7 +509,12 @@ class GGUFWeights:
 
     def codes(self, name: str):
         s = self._src.get(name)
-        return functools.partial(block_codes, *s) if s is not None and _has_codes(s[0].tensor_type) else None
+        return functools.partial(self._codes, s) if s is not None and _has_codes(s[0].tensor_type) else None
+
+    def _codes(self, source: tuple):
+        codes = block_codes(*source)
+        self._release()  # the blocks are copied out: the file's pages need not stay resident while packing
+        return codes
 
 
 def load_gguf_model(path: str | Path, dtype: torch.dtype = torch.float32, reader=None) -> Transformer:
@@ -536,7 +542,18 @@ def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32, decode_only:
         from primer.model.quant import FastDecoder
 
         model = FastDecoder(GGUFWeights(reader, config_from_gguf(reader, path), path))
-        reader.release_pages()  # packing read every block once; the packed copy is what decoding reads
+        _trim_heap()
     else:
         model = load_gguf_model(path, dtype=dtype, reader=reader)
     return model, Tokenizer.from_gguf(reader)
+
+
+def _trim_heap() -> None:
+    """Hand the heap the packing freed back to the OS (glibc keeps it otherwise: ~45 MB here)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
