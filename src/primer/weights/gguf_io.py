@@ -538,14 +538,14 @@ def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32, decode_only:
     from primer.model.tokenizer import Tokenizer
 
     reader = open_gguf(path)
-    if decode_only:
-        from primer.model.quant import FastDecoder
+    if not decode_only:
+        return load_gguf_model(path, dtype=dtype, reader=reader), Tokenizer.from_gguf(reader)
+    from primer.model.quant import FastDecoder
 
-        model = FastDecoder(GGUFWeights(reader, config_from_gguf(reader, path), path))
-        _trim_heap()
-    else:
-        model = load_gguf_model(path, dtype=dtype, reader=reader)
-    return model, Tokenizer.from_gguf(reader)
+    model = FastDecoder(GGUFWeights(reader, config_from_gguf(reader, path), path))
+    tok = Tokenizer.from_gguf(reader)
+    _trim_heap()
+    return model, tok
 
 
 def _trim_heap() -> None:
