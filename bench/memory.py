@@ -32,14 +32,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # llama.cpp's side of the generate row: argv = model path, threads, prompt ids, primer's new ids (JSON)
 LLAMA_GEN = """
 import json, sys
+import llama_cpp
 import numpy as np
 from primer.weights.llamacpp import open_llama
 path, threads, prompt, new = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
 llm = open_llama(path, n_ctx=len(prompt) + len(new) + 8, n_threads=threads, n_threads_batch=threads, verbose=False)
 llm.eval(prompt)
 agree = 0
-for t in new:
-    agree += int(np.argmax(llm.scores[llm.n_tokens - 1])) == t
+for t in new:  # the last position's logits (logits_all is off, so Llama.scores is not kept)
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+    agree += int(np.argmax(logits)) == t
     llm.eval([t])
 print(json.dumps({"agree": agree, "of": len(new)}))
 """
