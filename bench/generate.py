@@ -69,7 +69,7 @@ def _ours(conn, model: str, threads: int) -> None:
     from primer.model.generate import generate
     from primer.weights.load import load_model
 
-    lm = load_model(model)
+    lm = load_model(model, decode_only=True)  # as `primer generate` loads it: the packed decoder alone
     tok = lm.tokenizer
 
     def run(prompts: list[list[int]], new: int) -> float:
@@ -79,7 +79,7 @@ def _ours(conn, model: str, threads: int) -> None:
         assert all(r.completion_tokens == new for r in rs)
         return dt
 
-    _serve(conn, run, tok.encode)  # the warm-up builds the packed decoder
+    _serve(conn, run, tok.encode)
 
 
 def _llama(conn, model: str, threads: int, max_batch: int, ctx_per_seq: int, prefill: int) -> None:

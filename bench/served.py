@@ -29,6 +29,7 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def server(threads: int, *extra: str):
+    """llama-cpp-python's OpenAI server on the bundled GGUF, on loopback; yields (model spec, process)."""
     import httpx
 
     from primer.weights.bundled import bundled_gguf_path
@@ -48,7 +49,7 @@ def server(threads: int, *extra: str):
                 if httpx.get(f"{url}/models", timeout=2).status_code == 200:
                     break
             time.sleep(0.5)
-        yield f"openai:{url}/smollm2"
+        yield f"openai:{url}/smollm2", proc
     finally:
         proc.kill()
         proc.wait()
@@ -74,7 +75,7 @@ def main() -> int:
     tasks = args.tasks.split(",")
     cfg = EvalConfig(tasks=tasks, limit=args.limit, data_dir=Path(args.data_dir), log_samples=True, cache="none")
     out: dict = {"bench": "served", "limit": args.limit, "tasks": {}}
-    with server(args.threads) as spec:
+    with server(args.threads) as (spec, _):
         t0 = time.perf_counter()
         served = evaluate(load_lm(spec, http=HttpOptions(concurrency=2)), cfg, progress=False)
         t_served = time.perf_counter() - t0
@@ -106,7 +107,7 @@ def main() -> int:
         out["gsm8k_audit"] = {"seconds": round(time.perf_counter() - t0, 1),
                               "verdicts": {v.signal: v.verdict[:160] for v in r.verdicts}}
         print("gsm8k audit:", json.dumps(out["gsm8k_audit"], indent=1))
-    with server(args.threads, "--logits_all", "False") as spec:
+    with server(args.threads, "--logits_all", "False") as (spec, _):
         try:
             evaluate(load_lm(spec), EvalConfig(tasks=["piqa"], limit=2, data_dir=Path(args.data_dir), cache="none"),
                      progress=False)

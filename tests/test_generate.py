@@ -186,6 +186,84 @@ def test_fast_path_batched_equals_one_by_one(bundled_lm):
     assert [r.token_ids for r in batched] == [r.token_ids for r in single]
 
 
+@pytest.fixture(scope="module")
+def packed_lm(bundled_gguf):
+    """load_model("bundled", decode_only=True): the packed decoder built straight from the file."""
+    from primer.weights.load import load_model
+
+    return load_model("bundled", decode_only=True)
+
+
+def test_decode_only_load_gives_the_fast_paths_logits_and_tokens(bundled_lm, packed_lm):
+    """The decoder packed straight from the GGUF computes what the fp32 model's fast path computes,
+    bit for bit (the same blocks, embedding rows and rotary tables), on primer's kernels or torch's."""
+    from primer.model.quant import FastDecoder, fast_decoder
+
+    dec, ref = packed_lm.model, fast_decoder(bundled_lm.model)
+    assert isinstance(dec, FastDecoder) and dec.kinds() == ref.kinds()
+    ids = torch.tensor([bundled_lm.tokenizer.encode("Bees make honey from the nectar of flowers, and they")])
+    outs = []
+    for d in (dec, ref):
+        cache = KVCache(d.cfg, 1, ids.shape[1])
+        steps = [d(ids[:, :6], cache=cache)[0]] + [d(ids[:, i: i + 1], cache=cache)[0] for i in range(6, ids.shape[1])]
+        outs.append(torch.cat(steps))
+    assert torch.equal(outs[0], outs[1])
+    prompts = ["The sun is a", [{"role": "user", "content": "Name a fruit."}]]
+    got = generate(packed_lm, prompts, max_new_tokens=24)
+    want = generate(bundled_lm, prompts, max_new_tokens=24)
+    assert [r.token_ids for r in got] == [r.token_ids for r in want]
+    assert all(r.completion_tokens > 0 for r in got)
+
+
+def test_a_decode_only_model_has_no_exact_path(packed_lm):
+    with pytest.raises(PrimerError, match="decode_only"):
+        generate(packed_lm, ["The sun is a"], max_new_tokens=2, fast=False)
+
+
+CENSUS = """
+import gc, json, resource, torch
+from primer.model.generate import generate
+from primer.weights.load import load_model
+lm = load_model("bundled", decode_only=True)
+generate(lm, ["The sun is a"], max_new_tokens=8)
+gc.collect()
+storages, floats = {}, []
+for o in gc.get_objects():
+    if isinstance(o, torch.Tensor) and o.device.type == "cpu":
+        st = o.untyped_storage()
+        storages[st.data_ptr()] = st.nbytes()
+        if o.is_floating_point():
+            floats.append(list(o.shape))
+print(json.dumps({"bytes": sum(storages.values()), "float_shapes": floats,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def test_decode_only_load_holds_no_fp32_weights(bundled_gguf):
+    """In a fresh process, every tensor alive after a decode-only load and a generation: about the file's
+    own size in all (the packed blocks), and no fp32 tensor of a weight matrix's shape."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from primer.model import kernels
+    from primer.weights.gguf_io import config_from_gguf, open_gguf
+
+    if kernels.load() is None:
+        pytest.skip(f"torch's fallback runs prompts on dense fp32 weights ({kernels.why_not()})")
+    r = subprocess.run([sys.executable, "-c", CENSUS], capture_output=True, text=True, timeout=300, env=os.environ)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    cfg = config_from_gguf(open_gguf(bundled_gguf))
+    C, V, kv = cfg.n_embd, cfg.vocab_size, cfg.n_kv_head * cfg.head_dim
+    weight_shapes = {(V, C), (C, C), (kv, C), (C + 2 * kv, C), (cfg.intermediate_size, C),
+                     (2 * cfg.intermediate_size, C), (C, cfg.intermediate_size)}
+    assert not [s for s in got["float_shapes"] if tuple(s) in weight_shapes]
+    # the fp32 model alone is 4 bytes a parameter (540 MB here); the packed blocks are the file's size
+    assert got["bytes"] < 1.15 * bundled_gguf.stat().st_size, got["bytes"]
+
+
 @pytest.mark.slow
 def test_the_fast_path_without_primers_kernels(bundled_lm):  # (skips where the bundled model is absent)
     """Where the kernels cannot build (no AVX-512, no compiler), the fast path runs on torch's int4/int8

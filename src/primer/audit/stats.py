@@ -23,7 +23,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats as sps
 
 from primer.eval.metrics import wilson_ci  # noqa: F401  (one home: eval's metrics)
 
@@ -185,6 +184,8 @@ def two_sample_greater(items, controls, *, iters: int = 2000, seed: int = 0) -> 
     if np.all(a == a[0]) and np.all(b == a[0]):
         p = 1.0  # every score equal (e.g. no completion matched anything): no difference to rank
     else:
+        from scipy import stats as sps  # here, not at import: every CLI verb imports this module (~60 MB)
+
         p = float(sps.mannwhitneyu(a, b, alternative="greater").pvalue)
     rng = np.random.default_rng(seed)
     draws = a[rng.integers(0, len(a), (iters, len(a)))].mean(1) - b[rng.integers(0, len(b), (iters, len(b)))].mean(1)
@@ -199,6 +200,8 @@ def paired_greater(diffs, *, iters: int = 2000, seed: int = 0) -> Comparison:
     if len(d) < 2:
         nan = float("nan")
         return Comparison("Wilcoxon signed-rank, one-sided", len(d), len(d), nan, (nan, nan), 1.0)
+    from scipy import stats as sps
+
     p = 1.0 if np.all(d == 0) else float(sps.wilcoxon(d, alternative="greater").pvalue)
     rng = np.random.default_rng(seed)
     draws = d[rng.integers(0, len(d), (iters, len(d)))].mean(1)
@@ -212,6 +215,8 @@ def t_test_greater(x) -> float:
         return 1.0
     if float(np.std(x)) == 0:
         return 0.0 if float(np.mean(x)) > 0 else 1.0
+    from scipy import stats as sps
+
     return float(sps.ttest_1samp(x, 0.0, alternative="greater").pvalue)
 
 

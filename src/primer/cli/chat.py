@@ -39,7 +39,7 @@ def run(args) -> int:
         if args.passages < 1:
             raise PrimerError(f"--passages must be at least 1 with --index, got {args.passages}")
         index = Index.load(args.index)
-    lm = load_model(args.model)
+    lm = load_model(args.model, decode_only=not args.exact)  # --exact runs the fp32 forward
     if lm.tokenizer is None or not getattr(lm.tokenizer, "chat_template", None):
         raise PrimerError(f"model '{args.model}' has no chat template; use `primer generate` instead")
     interactive = sys.stdin.isatty()

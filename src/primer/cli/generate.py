@@ -22,7 +22,7 @@ def run(args) -> int:
     from primer.weights.load import load_model
 
     check_sampling(args.max_tokens, args.temperature, args.top_k, args.top_p, 1.0)  # before the model loads
-    lm = load_model(args.model)
+    lm = load_model(args.model, decode_only=not args.exact)  # --exact runs the fp32 forward
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
 
     def show(_row: int, piece: str) -> None:

@@ -120,28 +120,21 @@ class LMScorer:
     """Mean and std of per-token NLL of each text's first `window` tokens under a reference model."""
 
     def __init__(self, spec: str = "bundled", window: int = 256, batch_tokens: int = 1024, fast: bool | str = "auto"):
+        from primer.model.quant import FastDecoder
         from primer.weights.load import load_model
 
-        loaded = load_model(spec)
+        # the fast path scores on the packed weights alone (load_model gives them where it runs: on a
+        # CPU with int kernels); fast=False loads the fp32 model and runs its exact forward
+        loaded = load_model(spec, decode_only=fast is not False)
         self.model, self.tok = loaded.model, loaded.tokenizer
         self.name = str(spec)
         self.window = min(window, self.model.cfg.block_size - 1)
         self.batch_tokens = max(batch_tokens, self.window + 1)
         bos, eos = self.tok.bos_id, self.tok.eos_id
         self.prefix = bos if bos is not None else eos  # lm-eval's rolling-loglikelihood prefix
-        on_cpu = next(self.model.parameters()).device.type == "cpu"
-        if fast == "auto":
-            from primer.model.quant import has_cpu_int_kernels
-
-            fast = on_cpu and has_cpu_int_kernels()
-        if fast:
-            from primer.model.quant import fast_decoder
-
-            self.forward = fast_decoder(self.model)
-            self.device = torch.device("cpu")
-        else:
-            self.forward = self.model
-            self.device = next(self.model.parameters()).device
+        fast = isinstance(self.model, FastDecoder)
+        self.forward = self.model
+        self.device = torch.device("cpu") if fast else next(self.model.parameters()).device
         self.fast = bool(fast)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from primer.errors import PrimerError
+from primer.model.quant import FastDecoder, fast_decoder, has_cpu_int_kernels
 from primer.model.sampling import Detokenizer, SamplingParams, penalize, sample
 from primer.model.transformer import KVCache, Transformer
 
@@ -53,14 +54,15 @@ class Event:
     completion_tokens: int
 
 
-def unpack_lm(lm, tokenizer=None) -> tuple[Transformer, object]:
-    """(model, tokenizer) from load_model's result, a (model, tokenizer) pair, or a bare Transformer."""
-    if isinstance(lm, Transformer):
+def unpack_lm(lm, tokenizer=None) -> tuple[Transformer | FastDecoder, object]:
+    """(model, tokenizer) from load_model's result, a (model, tokenizer) pair, or a bare model (a
+    Transformer, or the packed FastDecoder of `load_model(..., decode_only=True)`)."""
+    if isinstance(lm, (Transformer, FastDecoder)):
         return lm, tokenizer
     if isinstance(lm, tuple):
         return lm[0], tokenizer if tokenizer is not None else lm[1]
     model = getattr(lm, "model", None)
-    if isinstance(model, Transformer):
+    if isinstance(model, (Transformer, FastDecoder)):
         return model, tokenizer if tokenizer is not None else getattr(lm, "tokenizer", None)
     raise PrimerError(f"expected a model (or load_model's result), got {type(lm).__name__}")
 
@@ -142,20 +144,23 @@ class _RowCache(KVCache):
 class Runner:
     """Runs a forward (the exact `Transformer` or the fast decoder; same signature) over a SlotCache."""
 
-    def __init__(self, model: Transformer, fast: bool | str, slots: int, max_len: int):
-        on_cpu = next(model.parameters()).device.type == "cpu"
+    def __init__(self, model: Transformer | FastDecoder, fast: bool | str, slots: int, max_len: int):
+        if isinstance(model, FastDecoder):  # loaded decode-only: the packed weights are all there is
+            if fast is False:
+                raise PrimerError("this model was loaded for decoding only (packed weights, "
+                                  "load_model(..., decode_only=True)); load it without decode_only to run the exact fp32 forward")
+            fast, on_cpu = True, True
+        else:
+            on_cpu = next(model.parameters()).device.type == "cpu"
         if fast == "auto":
-            from primer.model.quant import has_cpu_int_kernels
-
             fast = on_cpu and has_cpu_int_kernels()
-        p = next(model.parameters())
         if fast:
             if not on_cpu:
                 raise PrimerError("the fast (int4/int8) decode path runs on CPU; pass fast=False on GPU")
-            from primer.model.quant import fast_decoder
-
-            self.forward, dtype, self.device = fast_decoder(model), torch.float32, torch.device("cpu")
+            dec = model if isinstance(model, FastDecoder) else fast_decoder(model)
+            self.forward, dtype, self.device = dec, torch.float32, torch.device("cpu")
         else:
+            p = next(model.parameters())
             self.forward, dtype, self.device = model, p.dtype, p.device
         # the fast decoder's native step: per-row attention over each slot's own positions
         self.step = self.forward.step if fast and self.forward.ext is not None else None

@@ -16,7 +16,9 @@ batched with.
 
 Speed: on CPU the engine runs `primer.model.quant.FastDecoder` (the GGUF's own Q4/Q8 blocks; with
 primer's kernels, activations quantized to int8 per block of 32 as llama.cpp does); `fast=False`
-runs the reference fp32 `Transformer.forward`, which evaluation and the parity tests use.
+runs the reference fp32 `Transformer.forward`, which evaluation and the parity tests use. A process
+that only generates loads with `load_model(spec, decode_only=True)`: the decoder alone, packed from
+the file, the same tokens, about a quarter of the memory.
 """
 
 from __future__ import annotations

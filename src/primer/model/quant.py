@@ -22,6 +22,7 @@ is tested against it (tests/test_generate.py, tests/test_kernels.py).
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -144,44 +145,82 @@ class PackedLinear:
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
+class ModelWeights:
+    """What `FastDecoder` reads, by the `Transformer`'s parameter names ("blocks.0.attn.q_proj.weight"):
+
+      tensor(name, shape_only)  the fp32 tensor (None where the model has none, e.g. no bias); with
+                                shape_only a weight that has block codes may come as a shape on the
+                                meta device (the kernels run on the codes, so its values are never read);
+      codes(name)               a function returning the weight's quantized blocks (`PackedLinear`), or None;
+      embed(idx)                the embedding rows of token ids idx, fp32 (*idx.shape, n_embd);
+      rope_cos, rope_sin        the rotary tables.
+    This one reads a built `Transformer` (and the GGUF blocks it was loaded from, `model.block_codes`);
+    `primer.weights.gguf_io.GGUFWeights` reads a GGUF file without ever building one.
+    """
+
+    def __init__(self, model: Transformer):
+        self.cfg = model.cfg
+        self._params = dict(model.named_parameters(remove_duplicate=False))  # a tied head under both names
+        self._codes = getattr(model, "block_codes", {})
+        # the decoder keeps this function (and through it the table), not this view of every weight
+        self.embed = functools.partial(F.embedding, weight=model.embed.weight.detach().float())
+        self.rope_cos, self.rope_sin = model.rope_cos.float(), model.rope_sin.float()
+
+    def tensor(self, name: str, shape_only: bool = False) -> torch.Tensor | None:
+        p = self._params.get(name)
+        return None if p is None else p.detach()
+
+    def codes(self, name: str):
+        return self._codes.get(name)
+
+
 class FastDecoder:
     """A lean forward over packed weights with the same signature as `Transformer.forward` (no loss).
 
-    Holds no autograd state; build it once per model (`fast_decoder(model)` caches it).
+    Built from a `Transformer` (`fast_decoder(model)` caches it) or from a weights view such as
+    `primer.weights.gguf_io.GGUFWeights` (`load_model(spec, decode_only=True)`), which packs the
+    file's blocks without an fp32 copy of the weights. Holds no autograd state.
     """
 
-    def __init__(self, model: Transformer, *, packing: str = "auto", act_dtype: torch.dtype = torch.bfloat16):
-        cfg = model.cfg
+    def __init__(self, model, *, packing: str = "auto", act_dtype: torch.dtype = torch.bfloat16):
+        w = ModelWeights(model) if isinstance(model, Transformer) else model
+        cfg = w.cfg
         self.cfg = cfg
         self.act_dtype = act_dtype
-        self.embed = model.embed.weight.detach().float()
-        self.rope_cos, self.rope_sin = model.rope_cos.float(), model.rope_sin.float()
+        self.embed = w.embed
+        self.rope_cos, self.rope_sin = w.rope_cos, w.rope_sin
         half = cfg.rotary_dim // 2
         # rotate-half as one multiply: rot(x) = cat(x2, x1) * [-1]*half ++ [+1]*half
         self.rope_sign = torch.cat([-torch.ones(half), torch.ones(half)])
         self.layers = []
-        sources = getattr(model, "block_codes", {}) if packing == "auto" else {}
-        names = {id(p): n for n, p in model.named_parameters()}
+        on_blocks = kernels.load() is not None  # primer's kernel runs every row count on the blocks
 
-        def lin(*mods):
-            parts = [(m.weight, m.bias, sources.get(names.get(id(m.weight)))) for m in mods]
+        def lin(*prefixes):
+            fns = [w.codes(p + ".weight") if packing == "auto" else None for p in prefixes]
+            codes = [None if f is None else f() for f in fns]
+            # primer's kernel packs blocks of one kind as they are: the fp32 weights are not needed
+            kinds = {None if c is None else c[0] for c in codes}
+            shape_only = on_blocks and len(kinds) == 1 and None not in kinds
+            parts = [(w.tensor(p + ".weight", shape_only), w.tensor(p + ".bias"), None if c is None else (lambda c=c: c))
+                     for p, c in zip(prefixes, codes)]
             return PackedLinear(parts, act_dtype, packing)
 
-        for blk in model.blocks:
-            a, m = blk.attn, blk.mlp
+        # the head first: its packing (the largest matrix) then peaks before the rest is resident
+        self.head = lin("lm_head")
+        for i in range(cfg.n_layer):
+            b = f"blocks.{i}."
             layer = {
-                "n1": self._norm(blk.attn_norm),
-                "n2": self._norm(blk.mlp_norm) if blk.mlp_norm is not None else None,
-                "qkv": lin(a.q_proj, a.k_proj, a.v_proj),
-                "o": lin(a.o_proj),
+                "n1": self._norm(w, b + "attn_norm"),
+                "n2": None if cfg.parallel_residual else self._norm(w, b + "mlp_norm"),
+                "qkv": lin(b + "attn.q_proj", b + "attn.k_proj", b + "attn.v_proj"),
+                "o": lin(b + "attn.o_proj"),
             }
             if cfg.mlp == "swiglu":
-                layer["up"], layer["down"] = lin(m.gate_proj, m.up_proj), lin(m.down_proj)
+                layer["up"], layer["down"] = lin(b + "mlp.gate_proj", b + "mlp.up_proj"), lin(b + "mlp.down_proj")
             else:
-                layer["up"], layer["down"] = lin(m.fc1), lin(m.fc2)
+                layer["up"], layer["down"] = lin(b + "mlp.fc1"), lin(b + "mlp.fc2")
             self.layers.append(layer)
-        self.norm = self._norm(model.norm)
-        self.head = lin(model.lm_head)
+        self.norm = self._norm(w, "norm")
         # one decode step in a dozen native calls per layer (`step`), where primer's kernels run
         # every matmul of the model and the shapes suit them
         mats = [v for layer in self.layers for v in layer.values() if isinstance(v, PackedLinear)] + [self.head]
@@ -190,10 +229,11 @@ class FastDecoder:
                 and cfg.head_dim % 16 == 0 and cfg.n_embd % 16 == 0):
             self.ext = None
 
-    def _norm(self, mod):
-        w = mod.weight.detach().float()
-        b = None if getattr(mod, "bias", None) is None else mod.bias.detach().float()
-        eps = getattr(mod, "eps", self.cfg.norm_eps)
+    def _norm(self, weights, prefix: str):
+        w = weights.tensor(prefix + ".weight").float()
+        b = weights.tensor(prefix + ".bias")
+        b = None if b is None else b.float()
+        eps = self.cfg.norm_eps
         if self.cfg.norm == "layernorm":
             return lambda x: F.layer_norm(x, (x.shape[-1],), w, b, eps)
         ext = kernels.load()
@@ -241,7 +281,7 @@ class FastDecoder:
         # through the threshold, so a prompt decodes the same alone or in any batch of up to
         # INT_MAX_ROWS rows.
         pk = T == 1 and B <= INT_MAX_ROWS
-        x = F.embedding(idx, self.embed)  # (B, T, C) fp32 residual stream
+        x = self.embed(idx)  # (B, T, C) fp32 residual stream
         for li, L in enumerate(self.layers):
             h = L["n1"](x)
             # attention runs in fp32 (the cache is fp32); torch's int kernels' bf16 output is widened once
@@ -285,7 +325,7 @@ class FastDecoder:
         over that slot's positions 0..pos[m] only. Logits (n, V) fp32."""
         cfg, ext = self.cfg, self.ext
         nh, nkv, hs = cfg.n_head, cfg.n_kv_head, cfg.head_dim
-        x = F.embedding(tokens, self.embed)  # (n, C)
+        x = self.embed(tokens)  # (n, C)
         for li, L in enumerate(self.layers):
             h = L["n1"](x)
             qkv = L["qkv"](h, act8=True)  # (n, (nh + 2 nkv) hs)

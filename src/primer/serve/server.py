@@ -72,7 +72,7 @@ def build(cfg: ServeConfig):
         from primer.index.bm25 import Index
 
         index = Index.load(cfg.index)
-    lm = load_model(cfg.model)
+    lm = load_model(cfg.model, decode_only=not cfg.exact)  # exact runs the fp32 forward
     if lm.tokenizer is None:
         raise PrimerError(f"model '{cfg.model}' has no tokenizer; primer serve needs one to read text")
     engine = Engine(lm, max_batch=cfg.max_batch, max_len=cfg.max_len, fast=False if cfg.exact else "auto")

@@ -369,8 +369,8 @@ def synth(cfg: SynthConfig, teacher=None, policy=None) -> SynthResult:
                 from primer.synth import prefs
                 from primer.weights.load import load_model
 
-                new_docs = prefs.run_preference(cfg, store, teacher, policy or load_model(cfg.policy), rejects, bad,
-                                                bar.update)
+                policy = policy or load_model(cfg.policy, decode_only=True)  # it only samples answers
+                new_docs = prefs.run_preference(cfg, store, teacher, policy, rejects, bad, bar.update)
                 exhausted = store.n_docs < cfg.n
                 if bad.count:
                     rejects["bad_input"] += bad.count

@@ -80,8 +80,7 @@ class TorchTeacher(Teacher):
         if n_threads:
             torch.set_num_threads(n_threads)
         self.batch_size = batch_size
-        self.model, self.tok, _ = load_model(spec, device=torch.device(device))
-        self.model.eval()
+        self.model, self.tok, _ = load_model(spec, device=torch.device(device), decode_only=True)
         self.engine = Engine((self.model, self.tok), max_batch=batch_size)
         label = "SmolLM2-135M-Instruct" if spec == "bundled" else Path(spec).name
         self.name = f"{'bundled' if spec == 'bundled' else 'primer'}:{label}"

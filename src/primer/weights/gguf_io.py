@@ -15,6 +15,7 @@ metadata, through `primer.model.tokenizer.Tokenizer.from_gguf`.
 from __future__ import annotations
 
 import functools
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from primer.errors import PrimerError
-from primer.model.transformer import ModelConfig, Transformer
+from primer.model.transformer import ModelConfig, Transformer, rope_cache
 
 SUPPORTED_ARCHS = ("llama", "phi2")
 
@@ -67,7 +68,9 @@ class GGUFFile:
         import gguf
 
         self.path = Path(path)
-        self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+        with open(self.path, "rb") as f:
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._mm = np.frombuffer(self._map, dtype=np.uint8)
         self._buf = memoryview(self._mm)
         self._off = 0
         if bytes(self._buf[:4]) != b"GGUF":
@@ -105,6 +108,12 @@ class GGUFFile:
             rows = tuple(reversed(dims))[:-1]
             data = raw.reshape(*rows, nbytes // max(1, int(np.prod(rows))) if rows else nbytes)
             self.tensors.append(GGUFTensor(name, qtype, tuple(int(d) for d in dims), data))
+
+    def release_pages(self) -> None:
+        """Drop the file's pages from this process's resident memory (they stay in the OS page cache
+        and come back on the next read): after the weights are packed, only the embedding rows a
+        lookup touches need to be resident."""
+        self._map.madvise(mmap.MADV_DONTNEED)
 
     def _read(self, code: str):
         (v,) = struct.unpack_from("<" + code, self._buf, self._off)
@@ -248,6 +257,40 @@ def _f16(b: torch.Tensor) -> torch.Tensor:
     return b.contiguous().view(torch.float16).float()
 
 
+def _decoded_here(t) -> bool:
+    """Whether `_decode` handles type t (the rest goes through `gguf.quants.dequantize`)."""
+    import gguf
+
+    Q = gguf.GGMLQuantizationType
+    return t in (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1)
+
+
+def _decode(b: torch.Tensor, t) -> torch.Tensor:
+    """Blocks (n, block bytes) uint8 of a type `_decoded_here` -> (n, elements per block) fp32."""
+    import gguf
+
+    Q = gguf.GGMLQuantizationType
+    if t == Q.F32:
+        return b.view(torch.float32)
+    if t == Q.F16:
+        return b.view(torch.float16).float()
+    if t == Q.BF16:
+        return b.view(torch.bfloat16).float()
+    if t == Q.Q8_0:  # block of 32: fp16 scale d, 32 x int8; w = d * q
+        return _f16(b[:, :2]) * b[:, 2:].contiguous().view(torch.int8).float()
+    # Q4_0 / Q4_1, block of 32: fp16 d (+ fp16 min m), 16 bytes of nibbles
+    qs = b[:, b.shape[1] - 16 :]
+    q = torch.cat([qs & 0x0F, qs >> 4], dim=1).float()  # low nibbles = elements 0..15
+    d = _f16(b[:, :2])
+    return d * (q - 8.0) if t == Q.Q4_0 else d * q + _f16(b[:, 2:4])
+
+
+def _block_bytes(t) -> int:
+    import gguf
+
+    return gguf.GGML_QUANT_SIZES[t][1]
+
+
 def dequantize(tensor) -> torch.Tensor:
     """One GGUF tensor as fp32 torch, in PyTorch (out, in) order.
 
@@ -256,29 +299,35 @@ def dequantize(tensor) -> torch.Tensor:
     """
     import gguf
 
-    Q = gguf.GGMLQuantizationType
     shape = tuple(int(s) for s in reversed(tensor.shape))  # GGUF lists dims fastest-first
     t = tensor.tensor_type
-    if t == Q.F32:
-        out = _blocks(tensor, 4).view(torch.float32)
-    elif t == Q.F16:
-        out = _blocks(tensor, 2).view(torch.float16).float()
-    elif t == Q.BF16:
-        out = _blocks(tensor, 2).view(torch.bfloat16).float()
-    elif t == Q.Q8_0:  # block of 32: fp16 scale d, 32 x int8; w = d * q
-        b = _blocks(tensor, 34)
-        out = _f16(b[:, :2]) * b[:, 2:].contiguous().view(torch.int8).float()
-    elif t in (Q.Q4_0, Q.Q4_1):  # block of 32: fp16 d (+ fp16 min m), 16 bytes of nibbles
-        nb = 18 if t == Q.Q4_0 else 20
-        b = _blocks(tensor, nb)
-        qs = b[:, nb - 16 :]
-        q = torch.cat([qs & 0x0F, qs >> 4], dim=1).float()  # low nibbles = elements 0..15
-        d = _f16(b[:, :2])
-        out = d * (q - 8.0) if t == Q.Q4_0 else d * q + _f16(b[:, 2:4])
+    if _decoded_here(t):
+        out = _decode(_blocks(tensor, _block_bytes(t)), t)
     else:
         arr = gguf.quants.dequantize(np.asarray(tensor.data), t)
         out = torch.from_numpy(np.array(arr, dtype=np.float32, copy=True))
     return out.reshape(shape)
+
+
+def dequantize_rows(tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows `idx` (any shape) of a 2-D GGUF tensor as fp32 (*idx.shape, row length), equal to
+    `dequantize(tensor)[idx]` but reading only those rows (an embedding lookup on the file's blocks)."""
+    import gguf
+
+    t, K = tensor.tensor_type, int(tensor.shape[0])
+    rows = np.asarray(tensor.data).reshape(int(np.prod(tensor.shape[1:])), -1)[idx.reshape(-1).numpy()]
+    if _decoded_here(t):
+        out = _decode(torch.from_numpy(rows).reshape(-1, _block_bytes(t)), t)
+    else:
+        out = torch.from_numpy(np.array(gguf.quants.dequantize(rows, t), dtype=np.float32))
+    return out.reshape(*idx.shape, K)
+
+
+def _has_codes(t) -> bool:
+    import gguf
+
+    Q = gguf.GGMLQuantizationType
+    return t in (Q.Q4_0, Q.Q4_1, Q.Q8_0)
 
 
 def block_codes(tensor, heads: int = 0, rows: slice | None = None):
@@ -293,7 +342,7 @@ def block_codes(tensor, heads: int = 0, rows: slice | None = None):
 
     Q = gguf.GGMLQuantizationType
     t = tensor.tensor_type
-    if t not in (Q.Q4_0, Q.Q4_1, Q.Q8_0):
+    if not _has_codes(t):
         return None
     N = int(np.prod(tensor.shape[1:])) if len(tensor.shape) > 1 else 1
     K = int(tensor.shape[0])
@@ -370,45 +419,102 @@ def _phi2_names(cfg: ModelConfig) -> dict[str, str]:
     return m
 
 
-def state_dict_from_gguf(reader, cfg: ModelConfig, path: str | Path = "",
-                         sources: dict | None = None) -> dict[str, torch.Tensor]:
-    """Dequantized weights under our parameter names (Q/K un-permuted for llama).
-
-    `sources`, when given, is filled with our name -> (GGUF tensor, heads to un-permute, row slice)
-    so `block_codes` can recover the quantized blocks later.
-    """
+def gguf_sources(reader, cfg: ModelConfig, path: str | Path = "") -> dict[str, tuple]:
+    """Our parameter name -> (GGUF tensor, heads to un-permute (llama Q/K), row slice (phi2's fused
+    qkv) or None), reading no weight; a tied head names the embedding's source."""
     arch = architecture(reader)
     names = _llama_names(cfg) if arch == "llama" else _phi2_names(cfg)
-    sd: dict[str, torch.Tensor] = {}
-    sources = {} if sources is None else sources
+    sources: dict[str, tuple] = {}
     for t in reader.tensors:
         if arch == "phi2" and t.name.endswith(("attn_qkv.weight", "attn_qkv.bias")):
-            w = dequantize(t)
-            q, k, v = w.split([cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim])
             base = t.name.replace("blk.", "blocks.").replace("attn_qkv.", "attn.{}_proj.")
             lo = 0
-            for part, val in zip("qkv", (q, k, v)):
-                sd[base.format(part)] = val.clone()
-                sources[base.format(part)] = (t, 0, slice(lo, lo + val.shape[0]))
-                lo += val.shape[0]
+            for part, n in zip("qkv", (cfg.n_head, cfg.n_kv_head, cfg.n_kv_head)):
+                sources[base.format(part)] = (t, 0, slice(lo, lo + n * cfg.head_dim))
+                lo += n * cfg.head_dim
             continue
         if t.name not in names:
             if t.name.startswith("rope_") or t.name.endswith("rope_freqs.weight"):
                 continue  # precomputed rope tables; we compute our own
             raise PrimerError(f"{path}: unexpected tensor '{t.name}' for architecture '{arch}'")
-        w = dequantize(t)
         heads = 0
         if arch == "llama" and ".attn_q." in t.name:
             heads = cfg.n_head
         elif arch == "llama" and ".attn_k." in t.name:
             heads = cfg.n_kv_head
-        if heads:
-            w = unpermute_rope(w, heads)
-        sd[names[t.name]] = w
         sources[names[t.name]] = (t, heads, None)
     if cfg.tie_embeddings and "embed.weight" in sources:
         sources["lm_head.weight"] = sources["embed.weight"]
-    return sd
+    return sources
+
+
+def source_tensor(t, heads: int = 0, rows: slice | None = None) -> torch.Tensor:
+    """One `gguf_sources` entry dequantized to fp32, in our layout."""
+    w = dequantize(t)
+    if heads:
+        w = unpermute_rope(w, heads)
+    return w if rows is None else w[rows].clone()
+
+
+def _source_shape(t, heads: int = 0, rows: slice | None = None) -> tuple[int, ...]:
+    shape = [int(s) for s in reversed(t.shape)]
+    if rows is not None:
+        shape[0] = rows.stop - rows.start
+    return tuple(shape)
+
+
+def state_dict_from_gguf(reader, cfg: ModelConfig, path: str | Path = "",
+                         sources: dict | None = None) -> dict[str, torch.Tensor]:
+    """Dequantized weights under our parameter names (Q/K un-permuted for llama).
+
+    `sources`, when given, is filled with `gguf_sources` so `block_codes` can recover the quantized
+    blocks later.
+    """
+    src = gguf_sources(reader, cfg, path)
+    if sources is not None:
+        sources.update(src)
+    tied = cfg.tie_embeddings and "embed.weight" in src
+    return {name: source_tensor(*s) for name, s in src.items() if not (tied and name == "lm_head.weight")}
+
+
+class GGUFWeights:
+    """A GGUF file as `primer.model.quant.FastDecoder` reads it (see `quant.ModelWeights`), with no
+    fp32 copy of the weights: the quantized matrices go to the decoder as their blocks (`block_codes`,
+    packed for the kernels one matrix at a time), the embedding is looked up row by row in the
+    memory-mapped file (`dequantize_rows`; a tied head and the embedding are the same file bytes), and
+    only the small tensors (norms, biases) and matrices stored as floats are dequantized. Where the
+    decoder asks for a weight's values (torch's fallback kernels run prompts on dense fp32), it gets
+    them dequantized."""
+
+    def __init__(self, reader, cfg: ModelConfig, path: str | Path = ""):
+        self.cfg, self.path = cfg, path
+        self._src = gguf_sources(reader, cfg, path)
+        if "embed.weight" not in self._src:
+            raise PrimerError(f"{path}: GGUF file has no token_embd.weight tensor")
+        self.rope_cos, self.rope_sin = rope_cache(cfg)
+        # the decoder keeps this function, and through it only the embedding's memory-mapped bytes
+        self.embed = functools.partial(dequantize_rows, self._src["embed.weight"][0])
+        self._release = reader.release_pages
+
+    def tensor(self, name: str, shape_only: bool = False) -> torch.Tensor | None:
+        s = self._src.get(name)
+        if s is None:
+            if name.endswith(".weight"):  # biases are optional, weights are not
+                raise PrimerError(f"{self.path}: the GGUF file has no tensor for '{name}', which its metadata's "
+                                  f"{self.cfg.name} shape needs")
+            return None
+        if shape_only:
+            return torch.empty(_source_shape(*s), device="meta")
+        return source_tensor(*s)
+
+    def codes(self, name: str):
+        s = self._src.get(name)
+        return functools.partial(self._codes, s) if s is not None and _has_codes(s[0].tensor_type) else None
+
+    def _codes(self, source: tuple):
+        codes = block_codes(*source)
+        self._release()  # the blocks are copied out: the file's pages need not stay resident while packing
+        return codes
 
 
 def load_gguf_model(path: str | Path, dtype: torch.dtype = torch.float32, reader=None) -> Transformer:
@@ -426,10 +532,28 @@ def load_gguf_model(path: str | Path, dtype: torch.dtype = torch.float32, reader
     return model.eval()
 
 
-def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) from a GGUF file."""
+def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32, decode_only: bool = False):
+    """(model, tokenizer) from a GGUF file; with decode_only the model is a
+    `primer.model.quant.FastDecoder` on the file's blocks (no fp32 weights), else the fp32 Transformer."""
     from primer.model.tokenizer import Tokenizer
 
     reader = open_gguf(path)
-    model = load_gguf_model(path, dtype=dtype, reader=reader)
-    return model, Tokenizer.from_gguf(reader)
+    if not decode_only:
+        return load_gguf_model(path, dtype=dtype, reader=reader), Tokenizer.from_gguf(reader)
+    from primer.model.quant import FastDecoder
+
+    model = FastDecoder(GGUFWeights(reader, config_from_gguf(reader, path), path))
+    tok = Tokenizer.from_gguf(reader)
+    _trim_heap()
+    return model, tok
+
+
+def _trim_heap() -> None:
+    """Hand the heap the packing freed back to the OS (glibc keeps it otherwise: ~45 MB here)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass

@@ -6,6 +6,15 @@ spec is
   * a Hugging Face dir   (config.json + safetensors), via `primer.weights.hf.load_hf_dir`;
   * a primer checkpoint  (meta.json + model.safetensors), via `primer.weights.checkpoint.load_checkpoint`.
 It returns a `Checkpoint(model, tokenizer, meta)` named tuple (`model, tok, meta = load_model(...)`).
+
+`decode_only=True` is for processes that only generate (`primer generate`, `chat`, `serve`, the
+in-process teacher, preference sampling): on CPU the model is then a `primer.model.quant.FastDecoder`
+built straight from a GGUF file's quantized blocks, with no fp32 Transformer (~4x less memory for a Q4
+file); it decodes the same tokens as the fp32 model's fast path, but cannot run the exact fp32 forward
+(`fast=False`), train, or export. Anything that needs exact fp32 scores (eval's log-likelihoods,
+audit, tune, export) loads without it. Other formats (checkpoints, HF dirs) have no blocks to keep:
+they are loaded in fp32 and packed (the packed decoder is then all that stays), and off CPU, or where
+torch has no int kernels, decode_only gives the fp32 model as without it.
 """
 
 from __future__ import annotations
@@ -48,13 +57,17 @@ def load_model(
     spec: str | Path = "bundled",
     dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
+    *,
+    decode_only: bool = False,
 ) -> Checkpoint:
-    """(model, tokenizer, meta) for `spec`; the model is in eval mode, weights in `dtype` on `device`."""
+    """(model, tokenizer, meta) for `spec`; the model is in eval mode, weights in `dtype` on `device`,
+    or (decode_only, on CPU) a packed `FastDecoder` (see the module docstring)."""
     kind, path = resolve_spec(spec)
+    packed = decode_only and _packs(device)
     if kind == "gguf":
         from primer.weights.gguf_io import load_gguf
 
-        model, tok = load_gguf(path, dtype=dtype)
+        model, tok = load_gguf(path, dtype=dtype, decode_only=packed)
         meta = {"source": str(path), "format": "gguf", "spec": str(spec)}
         loaded = Checkpoint(model, tok, meta)
     elif kind == "hf":
@@ -66,6 +79,20 @@ def load_model(
 
         loaded = load_checkpoint(path, dtype=dtype)
     model = loaded.model
+    meta = {**loaded.meta, "spec": str(spec)}
+    if packed:
+        from primer.model.quant import FastDecoder
+
+        if not isinstance(model, FastDecoder):
+            model = FastDecoder(model.eval())  # the fp32 model is dropped once packed
+        return Checkpoint(model, loaded.tokenizer, {**meta, "decode_only": True})
     if device is not None:
         model = model.to(device)
-    return Checkpoint(model.eval(), loaded.tokenizer, {**loaded.meta, "spec": str(spec)})
+    return Checkpoint(model.eval(), loaded.tokenizer, meta)
+
+
+def _packs(device) -> bool:
+    """Whether a decode-only load gets the packed CPU decoder on `device`."""
+    from primer.model.quant import has_cpu_int_kernels
+
+    return (device is None or torch.device(device).type == "cpu") and has_cpu_int_kernels()
