@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     from primer.eval.tasks import expand
 
     tasks = expand(args.tasks.split(","))
-    work = Path(tempfile.mkdtemp(prefix="primer-bench-eval-"))
+    tmp = tempfile.TemporaryDirectory(prefix="primer-bench-eval-")  # the HF export is ~0.5 GB: removed at exit
+    work = Path(tmp.name)
     ours_lm = PrimerLM.load(args.model, batch_size=args.batch_size, max_length=2048, device=args.device)
     pretrained, hf_kw = hf_model_dir(args.model, work)
     theirs_lm = HFLM(pretrained=pretrained, device=args.device, batch_size=args.batch_size, dtype="float32",
