@@ -5,7 +5,8 @@ dataset's HF schema) are written to a JSONL file, and lm-eval's *own* task confi
 preprocessing, metrics) is pointed at that file with `dataset_path: json`. lm-eval scores a
 transformers model loaded from the same weights: an HF dir exported by `primer.weights.hf.save_hf_dir`
 when that exists, else transformers' own GGUF loader on the same .gguf file. Prints both
-accuracies per task, the difference, and items/s of each (ours / theirs), then one JSON line
+accuracies per task, the difference, and items/s of each (ours / theirs; medians of --repeats alternating
+runs), then one JSON line
 {"ours", "ref", "ratio" (items/s ours / lm-eval), "max_abs_diff" (accuracy points), ...}.
 
     python bench/eval.py --tasks piqa,arc_easy --limit 100 --data-dir ../shared/benchmarks
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -76,6 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each side per task (median reported)")
     ap.add_argument("--output", default=None, help="also write the JSON summary here")
     args = ap.parse_args(argv)
 
@@ -94,7 +97,8 @@ def main(argv=None) -> int:
     from primer.eval.tasks import expand
 
     tasks = expand(args.tasks.split(","))
-    work = Path(tempfile.mkdtemp(prefix="primer-bench-eval-"))
+    tmp = tempfile.TemporaryDirectory(prefix="primer-bench-eval-")  # the HF export is ~0.5 GB: removed at exit
+    work = Path(tmp.name)
     ours_lm = PrimerLM.load(args.model, batch_size=args.batch_size, max_length=2048, device=args.device)
     pretrained, hf_kw = hf_model_dir(args.model, work)
     theirs_lm = HFLM(pretrained=pretrained, device=args.device, batch_size=args.batch_size, dtype="float32",
@@ -106,14 +110,17 @@ def main(argv=None) -> int:
         path = work / f"{task.name}.jsonl"
         path.write_text("".join(json.dumps(d) + "\n" for d in docs))
         cfg = EvalConfig(tasks=[task.name], shots=0, limit=args.limit, data_dir=Path(args.data_dir), cache=Path("none"))
-        t0 = time.perf_counter()
-        ours = evaluate(ours_lm, cfg, progress=False).tasks[task.name]
-        t_ours = time.perf_counter() - t0
+        t_ours, t_theirs = [], []
         lcfg = lmeval_task_config(tm, task, path)
-        t0 = time.perf_counter()
-        res = simple_evaluate(model=theirs_lm, tasks=[lcfg], num_fewshot=0, bootstrap_iters=0, task_manager=tm,
-                              log_samples=False, verbosity="ERROR")
-        t_theirs = time.perf_counter() - t0
+        for _ in range(args.repeats):  # alternating, so a slow spell of the machine hits both sides
+            t0 = time.perf_counter()
+            ours = evaluate(ours_lm, cfg, progress=False).tasks[task.name]
+            t_ours.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            res = simple_evaluate(model=theirs_lm, tasks=[lcfg], num_fewshot=0, bootstrap_iters=0, task_manager=tm,
+                                  log_samples=False, verbosity="ERROR")
+            t_theirs.append(time.perf_counter() - t0)
+        t_ours, t_theirs = statistics.median(t_ours), statistics.median(t_theirs)
         theirs = res["results"][lcfg["task"]]
         entry = {"n": len(docs), "ours_items_per_s": len(docs) / t_ours, "theirs_items_per_s": len(docs) / t_theirs}
         for metric in ("acc", "acc_norm"):

@@ -19,7 +19,7 @@ def test_agrees_with_lm_eval_on_a_subset(data_dir, tmp_path, capsys):
         sys.path.pop(0)
     out = tmp_path / "summary.json"
     assert bench_eval.main(["--tasks", "piqa,winogrande,arc_challenge", "--limit", "12", "--data-dir", str(data_dir),
-                            "--threads", "1", "--output", str(out)]) == 0
+                            "--threads", "1", "--repeats", "1", "--output", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["max_abs_diff"] is not None and summary["max_abs_diff"] <= 0.5, summary
     assert set(summary["tasks"]) == {"piqa", "winogrande", "arc_challenge"}

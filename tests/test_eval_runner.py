@@ -38,13 +38,34 @@ def test_encode_pair_moves_trailing_space_to_the_continuation(lm):
     assert ctx == [256] and bytes(cont) == b"hello"
 
 
-def test_shared_prefix_scoring_equals_separate_scoring(lm):
+def full_forward_score(lm, ctx, cont):
+    """The plain reference: one causal forward over context + continuation (lm-eval's truncation)."""
+    row = (ctx + cont)[-(lm.max_length + 1):][:-1]
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(torch.tensor([row])).float(), dim=-1)[0, len(row) - len(cont):]
+    target = torch.tensor(cont)
+    return logp.gather(-1, target[:, None]).sum().item(), bool((logp.argmax(-1) == target).all())
+
+
+def test_tree_packed_scoring_equals_a_plain_forward_per_request(lm):
+    # three questions sharing contexts (tree rows of different lengths: padding), a lone request, a
+    # context longer than the window (truncated on the left, as lm-eval does) and an empty continuation
+    long_ctx = "w" * 300
     reqs = [("Question: which?\nAnswer:", " the first one"), ("Question: which?\nAnswer:", " b"),
-            ("Question: which?\nAnswer:", " the third"), ("Other context", " x")]
-    together = lm.loglikelihood(reqs)
-    alone = [lm.loglikelihood([r])[0] for r in reqs]
-    for (a, ga), (b, gb) in zip(together, alone):
-        assert abs(a - b) < 1e-4 and ga == gb
+            ("Question: which?\nAnswer:", " the third"), ("Other context", " x"), ("Q: 2+2?\nA:", " 4"),
+            ("Q: 2+2?\nA:", " five"), (long_ctx, " tail"), (long_ctx, " end"), ("No answer", "")]
+    got = lm.loglikelihood(reqs)
+    for (c, x), (ll, greedy) in zip(reqs, got):
+        ctx, cont = lm.encode_pair(c, x)
+        if not cont:
+            assert (ll, greedy) == (0.0, True)
+            continue
+        ref_ll, ref_greedy = full_forward_score(lm, ctx, cont)
+        assert abs(ll - ref_ll) < 1e-4 and greedy == ref_greedy, (c, x, ll, ref_ll)
+    # the same requests one at a time give the same numbers (a choice never sees the other choices)
+    for r, (ll, greedy) in zip(reqs, got):
+        (one, g1), = lm.loglikelihood([r])
+        assert abs(one - ll) < 1e-4 and g1 == greedy
 
 
 def test_rolling_windows_predict_every_token_once(lm):

@@ -12,8 +12,8 @@
 exactly as lm-eval's HF model does (encode context+continuation whole and split at the length of
 the encoded context, trailing context spaces moved to the continuation, tokenizer's own BOS policy,
 BOS-or-EOS as the context of an empty context), so scores agree with lm-eval on the same weights.
-Requests sharing a context (the choices of one question) run the context once and the choices as
-one batch over a copy of its KV cache; other requests run length-sorted in padded batches.
+Requests sharing a context (the choices of one question) are scored as one tree-masked row (the
+context once, each choice attending to it and to itself); rows run length-sorted in wide batches.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from primer.errors import PrimerError
+
+SCORE_TOKENS = 2048  # tokens (rows x longest row) per scoring forward
+HEAD_ROWS = 256  # positions per lm_head + log-softmax chunk: 256 x 49k vocab x 4 B = 50 MB
 
 
 class LM(Protocol):
@@ -58,8 +61,7 @@ class PrimerLM:
     """LM over a primer Transformer + Tokenizer (any model kind `primer.weights.load.load_model` returns)."""
 
     def __init__(self, model, tokenizer, *, name: str = "model", fingerprint: str | None = None,
-                 max_length: int | None = None, batch_size: int = 8, device: str | None = None,
-                 share_prefix: bool | None = None):
+                 max_length: int | None = None, batch_size: int = 8, device: str | None = None):
         self.model = model.eval()
         self.tok = tokenizer
         self.name = name
@@ -68,9 +70,6 @@ class PrimerLM:
             self.model.to(self.device)
         self.max_length = min(max_length or model.cfg.block_size, model.cfg.block_size)
         self.batch_size = batch_size
-        # Prefix reuse saves compute where compute is the limit (CPU); on a GPU wide padded
-        # batches are faster than many small cached passes.
-        self.share_prefix = (self.device.type == "cpu") if share_prefix is None else share_prefix
         bos, eos = getattr(tokenizer, "bos_id", None), getattr(tokenizer, "eos_id", None)
         self.prefix_token_id = bos if bos is not None else eos
         self.eos_id = eos
@@ -114,75 +113,94 @@ class PrimerLM:
         return ctx, whole[len(ctx):]
 
     # -- scoring ---------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _forward(self, rows: list[list[int]]) -> torch.Tensor:
-        """Right-padded batch forward; (B, T, V) log-probs in float32."""
-        T = max(len(r) for r in rows)
-        idx = torch.zeros(len(rows), T, dtype=torch.long)
-        for i, r in enumerate(rows):
-            idx[i, : len(r)] = torch.tensor(r)
-        logits = self.model(idx.to(self.device))
-        return F.log_softmax(logits.float(), dim=-1)
-
     def score_tokens(self, reqs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        """(context ids, continuation ids) -> (log-likelihood, is_greedy), lm-eval's truncation."""
+        """(context ids, continuation ids) -> (log-likelihood, is_greedy), lm-eval's truncation.
+
+        Requests that share a (truncated) context form a tree: one row holds the context once and
+        each continuation after it, every continuation attending to the context and to itself only
+        (a tree attention mask; positions restart after the context), so a question's context runs
+        once and its choices never see each other. Rows are length-sorted and run SCORE_TOKENS at a
+        time (wide matmuls are what a CPU is fast at: 20 GFLOP/s at 1 row, ~250 at 128+), and the
+        vocabulary-wide head runs only where a continuation token is predicted.
+        """
         out: list[tuple[float, bool] | None] = [None] * len(reqs)
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        singles: list[int] = []
+        trees: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, (ctx, cont) in enumerate(reqs):
-            if self.share_prefix and len(ctx) + len(cont) <= self.max_length + 1 and len(cont) > 0:
-                groups[tuple(ctx)].append(i)
-            else:
-                singles.append(i)
-        shared = {c: ix for c, ix in groups.items() if len(ix) > 1 and len(c) > 1}
-        for ix in groups.values():
-            if len(ix) == 1 or len(reqs[ix[0]][0]) <= 1:
-                singles.extend(ix)
-        for ctx, ix in shared.items():
-            for i, r in zip(ix, self._score_shared(list(ctx), [reqs[i][1] for i in ix])):
+            if not cont:
+                out[i] = (0.0, True)
+                continue
+            if not ctx:
+                raise PrimerError("a scored continuation needs at least one context token (encode_pair gives "
+                                  "an empty context the BOS/EOS prefix, as lm-eval does)")
+            if len(cont) > self.max_length:
+                raise PrimerError(f"a continuation of {len(cont)} tokens is longer than the model's context "
+                                  f"({self.max_length}); lm-eval refuses it too")
+            full = (ctx + cont)[-(self.max_length + 1):]
+            trees[tuple(full[: len(full) - len(cont)])].append(i)
+        rows: list[tuple[list[int], list[int]]] = []  # (context, requests), each at most max_length tokens
+        for ctx, ix in trees.items():
+            row: list[int] = []
+            for i in ix:
+                if row and len(ctx) + sum(len(reqs[j][1]) - 1 for j in row + [i]) > self.max_length:
+                    rows.append((list(ctx), row))
+                    row = []
+                row.append(i)
+            rows.append((list(ctx), row))
+        size = [len(c) + sum(len(reqs[i][1]) - 1 for i in ix) for c, ix in rows]
+        order = sorted(range(len(rows)), key=lambda r: -size[r])
+        b = 0
+        while b < len(order):
+            batch = [rows[o] for o in order[b: b + max(1, SCORE_TOKENS // size[order[b]])]]
+            for i, r in zip((i for _, ix in batch for i in ix), self._score_rows(batch, reqs)):
                 out[i] = r
-        singles.sort(key=lambda i: -(len(reqs[i][0]) + len(reqs[i][1])))
-        for b in range(0, len(singles), self.batch_size):
-            chunk = singles[b: b + self.batch_size]
-            rows, conts = [], []
-            for i in chunk:
-                ctx, cont = reqs[i]
-                rows.append((ctx + cont)[-(self.max_length + 1):][:-1])
-                conts.append(cont)
-            logp = self._forward(rows)
-            for j, i in enumerate(chunk):
-                n, L = len(conts[j]), len(rows[j])
-                out[i] = self._gather(logp[j, L - n: L], conts[j])
+            b += len(batch)
         return out  # type: ignore[return-value]
 
-    @staticmethod
-    def _gather(logp: torch.Tensor, cont: list[int]) -> tuple[float, bool]:
-        target = torch.tensor(cont, device=logp.device)
-        ll = logp.gather(-1, target.unsqueeze(-1)).sum().item()
-        greedy = bool((logp.argmax(-1) == target).all().item())
-        return ll, greedy
-
     @torch.inference_mode()
-    def _score_shared(self, ctx: list[int], conts: list[list[int]]) -> list[tuple[float, bool]]:
-        """Run the context once, then all continuations as one batch over copies of its cache."""
-        from primer.model.transformer import KVCache  # noqa: PLC0415
-
-        m = self.model
-        Tc = max(len(c) for c in conts)
-        cache = KVCache(m.cfg, 1, len(ctx) - 1 + Tc, dtype=next(m.parameters()).dtype, device=self.device)
-        # The last context token is fed with the continuations, so its logits come out of the same
-        # batched pass as theirs (the cache holds ctx[:-1]).
-        m(torch.tensor([ctx[:-1]], device=self.device), cache=cache, last_only=True)
-        B = len(conts)
-        cache.k = [k.expand(B, -1, -1, -1).clone() for k in cache.k]
-        cache.v = [v.expand(B, -1, -1, -1).clone() for v in cache.v]
-        rows = [[ctx[-1]] + c[:-1] for c in conts]
-        T = max(len(r) for r in rows)
+    def _score_rows(self, rows: list[tuple[list[int], list[int]]],
+                    reqs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """One forward over `rows` (context, requests) packed as trees; results in row, request order."""
+        T = max(len(c) + sum(len(reqs[i][1]) - 1 for i in ix) for c, ix in rows)
+        B = len(rows)
         idx = torch.zeros(B, T, dtype=torch.long)
-        for i, r in enumerate(rows):
-            idx[i, : len(r)] = torch.tensor(r)
-        logp = F.log_softmax(m(idx.to(self.device), cache=cache).float(), dim=-1)
-        return [self._gather(logp[i, : len(c)], c) for i, c in enumerate(conts)]
+        pos = torch.zeros(B, T, dtype=torch.long)
+        branch = torch.full((B, T), -1, dtype=torch.long)  # 0 context, k continuation k, -1 padding
+        pick, target, owner = [], [], []  # flat positions whose logits predict a continuation token
+        k = 0
+        for b, (ctx, ix) in enumerate(rows):
+            n = len(ctx)
+            idx[b, :n] = torch.tensor(ctx)
+            pos[b, :n] = torch.arange(n)
+            branch[b, :n] = 0
+            at = n
+            for j, i in enumerate(ix):
+                cont = reqs[i][1]
+                m = len(cont) - 1
+                idx[b, at: at + m] = torch.tensor(cont[:-1], dtype=torch.long)
+                pos[b, at: at + m] = torch.arange(n, n + m)
+                branch[b, at: at + m] = j + 1
+                pick += [b * T + n - 1] + [b * T + p for p in range(at, at + m)]
+                target += cont
+                owner += [k] * len(cont)
+                at += m
+                k += 1
+        keys, queries = branch.unsqueeze(1), branch.unsqueeze(2)  # (B, 1, T), (B, T, 1)
+        mask = torch.ones(T, T, dtype=torch.bool).tril() & (keys >= 0) & ((keys == 0) | (keys == queries))
+        mask |= torch.eye(T, dtype=torch.bool) & (queries < 0)  # a padding query sees itself: no empty softmax
+        dev = self.device
+        h = self.model(idx.to(dev), pos=pos.to(dev), attn_mask=mask.unsqueeze(1).to(dev), head=False)
+        h = h.reshape(B * T, -1)[torch.tensor(pick, device=dev)]
+        tgt = torch.tensor(target, device=dev)
+        ll = torch.empty(len(target), dtype=torch.float32, device=dev)
+        hit = torch.empty(len(target), dtype=torch.bool, device=dev)
+        for c in range(0, len(target), HEAD_ROWS):  # (positions x vocab) log-probs a chunk at a time
+            logp = F.log_softmax(self.model.lm_head(h[c: c + HEAD_ROWS]).float(), dim=-1)
+            ll[c: c + HEAD_ROWS] = logp.gather(-1, tgt[c: c + HEAD_ROWS, None]).squeeze(-1)
+            hit[c: c + HEAD_ROWS] = logp.argmax(-1) == tgt[c: c + HEAD_ROWS]
+        who = torch.tensor(owner, device=dev)
+        total = torch.zeros(k, dtype=torch.float32, device=dev).index_add_(0, who, ll)
+        missed = torch.zeros(k, dtype=torch.long, device=dev).index_add_(0, who, (~hit).long())
+        return [(a, m == 0) for a, m in zip(total.tolist(), missed.tolist())]
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         return self.score_tokens([self.encode_pair(c, x) for c, x in requests])
