@@ -172,7 +172,9 @@ class Runner:
         self.cache.reserve(len(ids) + 1)
         view = self.cache.slot(slot, 0)
         x = torch.tensor([ids], device=self.device)
-        kw = {"act8": True} if self.fast else {}  # int8 activation rows, like decode steps (and llama.cpp)
+        # Prompts keep fp32 activations: with int8 rows the bundled model's first reply token to "What is
+        # the capital of France?" flips (a 0.08-logit near tie) and the answer derails; decode steps use int8.
+        kw: dict = {}
         for s in range(0, len(ids), PREFILL_CHUNK):
             logits = self.forward(x[:, s: s + PREFILL_CHUNK], cache=view, last_only=True, **kw)
         return logits[0, -1].float().cpu()

@@ -7,10 +7,10 @@ traffic (540 MB a token for SmolLM2-135M) and by Python launching ~50 ops per la
     float weights become Q8_0-style blocks) and are multiplied in fp32: the output equals the fp32
     reference up to summation order, a batch reads the weights once for all its rows, and a row's
     output has the same bits whatever its batch. Prompts run on the same kernel, so no dense copy of
-    the weights is needed. Decode steps and prompts the engine prefills (`act8`) quantize each input
+    the weights is needed. Decode steps (`act8`) quantize each input
     row to int8 per block of 32, as llama.cpp does, and multiply with VNNI int8 dot products (about 3x
-    the fp32 kernel's speed, bench/decode_profile.py) where the CPU has AVX-512 VNNI; scoring calls
-    (`__call__` without act8) stay fp32.
+    the fp32 kernel's speed, bench/decode_profile.py) where the CPU has AVX-512 VNNI; prompts (the engine's prefill, see
+    engine.Runner.prefill) and scoring calls (`__call__` without act8) stay fp32.
   * without it (no AVX-512 or no compiler), torch's weight-only kernels
     (`_weight_int4pack_mm_for_cpu`, group 32; `_weight_int8pack_mm`, per output channel) with bf16
     activations, and dense fp32 sgemm for prompts and batches above INT_MAX_ROWS rows.
