@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from primer.errors import PrimerError
 
 SCORE_TOKENS = 2048  # tokens (rows x longest row) per scoring forward
+PACK_TOKENS = 256  # a scoring row holds several short questions up to this length
 HEAD_ROWS = 256  # positions per lm_head + log-softmax chunk: 256 x 49k vocab x 4 B = 50 MB
 
 
@@ -119,12 +120,13 @@ class PrimerLM:
         Requests that share a (truncated) context form a tree: one row holds the context once and
         each continuation after it, every continuation attending to the context and to itself only
         (a tree attention mask; positions restart after the context), so a question's context runs
-        once and its choices never see each other. Rows are length-sorted and run SCORE_TOKENS at a
+        once and its choices never see each other. Short trees share a row (PACK_TOKENS; the mask keeps
+        each tree to itself), so there is no padding to speak of; rows run SCORE_TOKENS at a
         time (wide matmuls are what a CPU is fast at: 20 GFLOP/s at 1 row, ~250 at 128+), and the
         vocabulary-wide head runs only where a continuation token is predicted.
         """
         out: list[tuple[float, bool] | None] = [None] * len(reqs)
-        trees: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        by_context: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, (ctx, cont) in enumerate(reqs):
             if not cont:
                 out[i] = (0.0, True)
@@ -136,57 +138,75 @@ class PrimerLM:
                 raise PrimerError(f"a continuation of {len(cont)} tokens is longer than the model's context "
                                   f"({self.max_length}); lm-eval refuses it too")
             full = (ctx + cont)[-(self.max_length + 1):]
-            trees[tuple(full[: len(full) - len(cont)])].append(i)
-        rows: list[tuple[list[int], list[int]]] = []  # (context, requests), each at most max_length tokens
-        for ctx, ix in trees.items():
-            row: list[int] = []
+            by_context[tuple(full[: len(full) - len(cont)])].append(i)
+        trees: list[tuple[list[int], list[int]]] = []  # (context, requests), each at most max_length tokens
+        for ctx, ix in by_context.items():
+            tree: list[int] = []
             for i in ix:
-                if row and len(ctx) + sum(len(reqs[j][1]) - 1 for j in row + [i]) > self.max_length:
-                    rows.append((list(ctx), row))
-                    row = []
-                row.append(i)
-            rows.append((list(ctx), row))
-        size = [len(c) + sum(len(reqs[i][1]) - 1 for i in ix) for c, ix in rows]
-        order = sorted(range(len(rows)), key=lambda r: -size[r])
+                if tree and len(ctx) + sum(len(reqs[j][1]) - 1 for j in tree + [i]) > self.max_length:
+                    trees.append((list(ctx), tree))
+                    tree = []
+                tree.append(i)
+            trees.append((list(ctx), tree))
+        size = [len(c) + sum(len(reqs[i][1]) - 1 for i in ix) for c, ix in trees]
+        # First-fit decreasing: short trees share a row (the mask keeps each to itself), so a mix of
+        # short and long questions runs without padding.
+        cap = max(min(PACK_TOKENS, self.max_length), max(size, default=0))
+        rows: list[list[int]] = []
+        room: list[int] = []
+        for t in sorted(range(len(trees)), key=lambda t: -size[t]):
+            r = next((r for r in range(len(rows)) if room[r] >= size[t]), None)
+            if r is None:
+                rows.append([])
+                room.append(cap)
+                r = len(rows) - 1
+            rows[r].append(t)
+            room[r] -= size[t]
+        rows.sort(key=lambda r: -sum(size[t] for t in r))
         b = 0
-        while b < len(order):
-            batch = [rows[o] for o in order[b: b + max(1, SCORE_TOKENS // size[order[b]])]]
-            for i, r in zip((i for _, ix in batch for i in ix), self._score_rows(batch, reqs)):
-                out[i] = r
+        while b < len(rows):
+            batch = [[trees[t] for t in r] for r in rows[b: b + max(1, SCORE_TOKENS // sum(size[t] for t in rows[b]))]]
+            for i, res in zip((i for row in batch for _, ix in row for i in ix), self._score_rows(batch, reqs)):
+                out[i] = res
             b += len(batch)
         return out  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _score_rows(self, rows: list[tuple[list[int], list[int]]],
+    def _score_rows(self, rows: list[list[tuple[list[int], list[int]]]],
                     reqs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        """One forward over `rows` (context, requests) packed as trees; results in row, request order."""
-        T = max(len(c) + sum(len(reqs[i][1]) - 1 for i in ix) for c, ix in rows)
+        """One forward over `rows`, each a list of trees (context, requests); results in row, tree, request order."""
+        T = max(sum(len(c) + sum(len(reqs[i][1]) - 1 for i in ix) for c, ix in row) for row in rows)
         B = len(rows)
         idx = torch.zeros(B, T, dtype=torch.long)
         pos = torch.zeros(B, T, dtype=torch.long)
-        branch = torch.full((B, T), -1, dtype=torch.long)  # 0 context, k continuation k, -1 padding
+        tree = torch.full((B, T), -1, dtype=torch.long)  # which tree of the row; -1 padding
+        branch = torch.zeros((B, T), dtype=torch.long)  # 0 context, k continuation k of its tree
         pick, target, owner = [], [], []  # flat positions whose logits predict a continuation token
         k = 0
-        for b, (ctx, ix) in enumerate(rows):
-            n = len(ctx)
-            idx[b, :n] = torch.tensor(ctx)
-            pos[b, :n] = torch.arange(n)
-            branch[b, :n] = 0
-            at = n
-            for j, i in enumerate(ix):
-                cont = reqs[i][1]
-                m = len(cont) - 1
-                idx[b, at: at + m] = torch.tensor(cont[:-1], dtype=torch.long)
-                pos[b, at: at + m] = torch.arange(n, n + m)
-                branch[b, at: at + m] = j + 1
-                pick += [b * T + n - 1] + [b * T + p for p in range(at, at + m)]
-                target += cont
-                owner += [k] * len(cont)
-                at += m
-                k += 1
-        keys, queries = branch.unsqueeze(1), branch.unsqueeze(2)  # (B, 1, T), (B, T, 1)
-        mask = torch.ones(T, T, dtype=torch.bool).tril() & (keys >= 0) & ((keys == 0) | (keys == queries))
-        mask |= torch.eye(T, dtype=torch.bool) & (queries < 0)  # a padding query sees itself: no empty softmax
+        for b, row in enumerate(rows):
+            at = 0
+            for t, (ctx, ix) in enumerate(row):
+                n, c0 = len(ctx), at
+                idx[b, at: at + n] = torch.tensor(ctx)
+                pos[b, at: at + n] = torch.arange(n)
+                tree[b, at: at + n] = t
+                at += n
+                for j, i in enumerate(ix):
+                    cont = reqs[i][1]
+                    m = len(cont) - 1
+                    idx[b, at: at + m] = torch.tensor(cont[:-1], dtype=torch.long)
+                    pos[b, at: at + m] = torch.arange(n, n + m)
+                    tree[b, at: at + m] = t
+                    branch[b, at: at + m] = j + 1
+                    pick += [b * T + c0 + n - 1] + [b * T + p for p in range(at, at + m)]
+                    target += cont
+                    owner += [k] * len(cont)
+                    at += m
+                    k += 1
+        kt, qt = tree.unsqueeze(1), tree.unsqueeze(2)  # keys (B, 1, T), queries (B, T, 1)
+        kb, qb = branch.unsqueeze(1), branch.unsqueeze(2)
+        mask = torch.ones(T, T, dtype=torch.bool).tril() & (kt >= 0) & (kt == qt) & ((kb == 0) | (kb == qb))
+        mask |= torch.eye(T, dtype=torch.bool) & (qt < 0)  # a padding query sees itself: no empty softmax
         dev = self.device
         h = self.model(idx.to(dev), pos=pos.to(dev), attn_mask=mask.unsqueeze(1).to(dev), head=False)
         h = h.reshape(B * T, -1)[torch.tensor(pick, device=dev)]
