@@ -89,3 +89,33 @@ def test_strict_judge_parse_and_contamination_rule():
     assert prefs.contaminated("how can i kill a python process", refs)
     assert prefs.contaminated("Tell me how can I kill a Python thread", refs)  # shares a 5-word run
     assert not prefs.contaminated("How do I stop a running program?", refs)
+
+
+def test_pairs_do_not_depend_on_how_many_prompts_are_sampled_together(tmp_path, policy, data_dir):
+    from primer.model import kernels
+
+    if kernels.load() is None:  # torch's int8 fallback sums a row differently in another batch
+        pytest.skip(f"a row's samples are batch-independent on primer's kernels only ({kernels.why_not()})")
+    prompts = tmp_path / "p.jsonl"
+    rows = [{"prompt": f"Write a short note about item {i}.", "constraint": c}
+            for i, c in enumerate(["lowercase", "uppercase", "no_comma", "lowercase", "uppercase", "no_comma"])]
+    rows += [{"prompt": f"What is {i} + 3?", "answer": i + 3} for i in range(4)]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def run(out, batch_size, n):
+        cfg = SynthConfig(kind="preference", prompts=[prompts], out=tmp_path / out, n=n, samples=3, max_tokens=6,
+                          temperature=1.0, safety_per_type=0, data_dir=data_dir, batch_size=batch_size,
+                          progress=False, fsync=False)
+        s = synth(cfg, teacher=JudgeTeacher(), policy=policy)
+        recs = [json.loads(x) for f in (tmp_path / out).glob("data-*.jsonl") for x in f.read_text().splitlines()]
+        rej = (tmp_path / out / "rejects.jsonl")
+        rej = [json.loads(x) for x in rej.read_text().splitlines()] if rej.exists() else []
+        return s, {r["prompt_id"]: (r["candidates"], r.get("chosen"), r.get("rejected")) for r in recs + rej}
+
+    _, one = run("one", batch_size=3, n=50)  # one prompt (3 samples) per generate call
+    assert len(one) == len(rows) and any(c is not None for _, c, _ in one.values())
+    first, _ = run("four", batch_size=12, n=1)  # four prompts per call, but one pair wanted
+    assert first.documents == 1
+    again, four = run("four", batch_size=12, n=50)  # the rest resumes: nothing lost, nothing twice
+    assert again.documents == sum(c is not None for _, c, _ in one.values())
+    assert four == one

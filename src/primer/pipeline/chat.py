@@ -49,6 +49,8 @@ class ChatTuneConfig:
     """on-policy answers sampled per preference prompt"""
     synth_tokens: Count = 256
     """most tokens per teacher or policy answer"""
+    synth_batch: Count = 32
+    """answers the in-process teacher and the policy decode together (a CPU gives ~4x the tokens/s at 32 as at 4)"""
     sft_steps: Count = 60
     dpo_steps: Count = 40
     batch_size: Count = 8
@@ -100,8 +102,8 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
     def lap(name: str) -> None:
         times[name] = round(time.perf_counter() - t0 - sum(times.values()), 1)
 
-    common = dict(teacher=cfg.teacher, device=device, max_tokens=cfg.synth_tokens, fsync=False, min_words=8,
-                  progress=False)
+    common = dict(teacher=cfg.teacher, device=device, max_tokens=cfg.synth_tokens, batch_size=cfg.synth_batch,
+                  fsync=False, min_words=8, progress=False)
     srcs = [Path(s) for s in sources]
     if cfg.sft_data:
         conv_files, n_conv = [str(p) for p in cfg.sft_data], sum(count_records(p) for p in cfg.sft_data)
@@ -138,7 +140,7 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
     results = {}
     for who, spec in (("before", cfg.model), ("after", str(tuned))):
         log(f"  tune: eval {who} ({who == 'before' and spec or 'the tuned model'})")
-        lm = PrimerLM.load(spec, batch_size=16, device=device)
+        lm = PrimerLM.load(spec, batch_size=32, device=device)
 
         def ev(tasks, limit, max_gen=None, lm=lm):
             return evaluate(lm, EvalConfig(tasks=tasks, limit=limit, data_dir=Path(cfg.data_dir), log_samples=True,

@@ -187,29 +187,38 @@ def items(cfg, teacher, counts: Counter, bad: BadInput) -> list[dict]:
 
 
 def run_preference(cfg, store, teacher, policy, counts: Counter, bad: BadInput, progress) -> int:
-    """Sample, score and pair every pending prompt into `store`; returns the pairs written this run."""
+    """Sample, score and pair every pending prompt into `store`; returns the pairs written this run.
+
+    Prompts are sampled `batch_size // samples` at a time in one `generate` call (a CPU decodes 32 rows for
+    ~5x the tokens/s of 4); each answer has its own seed, so the pairs are the same at any batch size."""
     from primer.model.generate import generate
 
     todo = [it for it in items(cfg, teacher, counts, bad) if prompt_id(it) not in store.done]
-    new = 0
-    for it in todo:
-        if store.n_docs >= cfg.n:
-            break
-        pid = prompt_id(it)
-        chat = [{"role": "user", "content": it["prompt"]}]
-        res = generate(policy, [chat] * cfg.samples, max_new_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                       top_p=cfg.top_p, seed=[(int(pid[:8], 16) + cfg.seed + k) & 0x7FFFFFFF for k in range(cfg.samples)])
-        answers = [r.text.strip() for r in res]
-        scores, how = score(it, answers, teacher, counts)
-        rec = pair(it, answers, scores, how)
-        base = {"prompt_id": pid, "kind": "preference", "source": it["where"], "policy": cfg.policy,
-                "teacher": getattr(teacher, "name", None), "constraint": it.get("constraint"),
-                "safety": it.get("safety"), "safety_type": it.get("safety_type")}
-        if rec is None:
-            counts["no_contrast"] += 1
-            store.reject({**base, "reason": "no_contrast", "scores": scores, "candidates": answers, "scored_by": how})
-            continue
-        store.add({**base, **rec, "text": "\n\n".join((rec["prompt"], rec["chosen"], rec["rejected"]))})
-        new += 1
-        progress(1)
+    per = max(1, cfg.batch_size // cfg.samples)
+    new, start = 0, 0
+    while start < len(todo) and store.n_docs < cfg.n:
+        chunk = todo[start: start + per]
+        start += len(chunk)
+        pids = [prompt_id(it) for it in chunk]
+        chats = [[{"role": "user", "content": it["prompt"]}] for it in chunk for _ in range(cfg.samples)]
+        seeds = [(int(pid[:8], 16) + cfg.seed + k) & 0x7FFFFFFF for pid in pids for k in range(cfg.samples)]
+        res = generate(policy, chats, max_new_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                       seed=seeds, batch_size=len(chats))
+        for j, (it, pid) in enumerate(zip(chunk, pids)):
+            if store.n_docs >= cfg.n:
+                break  # the rest of the chunk stays pending (a rerun with a larger n pairs it)
+            answers = [r.text.strip() for r in res[j * cfg.samples: (j + 1) * cfg.samples]]
+            scores, how = score(it, answers, teacher, counts)
+            rec = pair(it, answers, scores, how)
+            base = {"prompt_id": pid, "kind": "preference", "source": it["where"], "policy": cfg.policy,
+                    "teacher": getattr(teacher, "name", None), "constraint": it.get("constraint"),
+                    "safety": it.get("safety"), "safety_type": it.get("safety_type")}
+            if rec is None:
+                counts["no_contrast"] += 1
+                store.reject({**base, "reason": "no_contrast", "scores": scores, "candidates": answers,
+                              "scored_by": how})
+                continue
+            store.add({**base, **rec, "text": "\n\n".join((rec["prompt"], rec["chosen"], rec["rejected"]))})
+            new += 1
+            progress(1)
     return new
