@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="documents answered (and cached) together; above --batch-size the decoder keeps its batch full")
     ap.add_argument("--cache", default="none", help="eval's answer cache (sqlite path): a long run resumes from it")
     ap.add_argument("--replay", default=None, help="score the generations of an earlier --output file again, no model")
+    ap.add_argument("--cap-tokens", type=int, default=None,
+                    help="with --replay: cut each reply to its first N tokens first (a greedy reply's first N tokens "
+                         "are the reply a run capped at N would give), to measure what a shorter budget does")
     args = ap.parse_args(argv)
     import torch
 
@@ -128,11 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(Path(args.replay).read_text())
         records, secs = old["samples"], old["generate_s"]
         docs = ifeval.docs(Path(args.data_dir))[: len(records)]
+        tok = load_model(args.model, decode_only=True).tokenizer
+        if args.cap_tokens:
+            for r in records:
+                r["responses"] = [tok.decode(tok.encode(x, add_special_tokens=False)[: args.cap_tokens])
+                                  for x in r["responses"]]
         for r, d in zip(records, docs):
             r["scores"] = ifeval.score(d, r["responses"])
         n, metrics = len(records), aggregate(ifeval, [r["scores"] for r in records])
-        tok = load_model(args.model).tokenizer
-        args.max_gen_tokens, args.system = old.get("max_gen_tokens"), old.get("system", "default")
+        args.max_gen_tokens, args.system = args.cap_tokens or old.get("max_gen_tokens"), old.get("system", "default")
         args.fast = old.get("decoder") == "int4/int8"
         if args.system == "none":
             tok.chat_template = without_default_system(tok.chat_template)
