@@ -36,13 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, data_dir=benchmark_dir())
     s = run_chat_tune(cfg, args.sources, Path(args.out), print, device=args.device)
     summary = {"bench": "chat", "seconds": s.seconds, "conversations": s.conversations, "pairs": s.pairs,
-               "before": {}, "after": {},
-               "ifeval_prompt_loose_after_minus_before": {"diff": round(100 * s.ifeval_diff, 2),
-                                                          "ci95": [round(100 * c, 2) for c in s.ifeval_ci]}}
+               "before": {}, "after": {}, "after_minus_before_ci95": {}}
     for r in s.rows:
-        for who in ("before", "after"):
+        key = f"{r.task}:{r.metric}"
+        for who, ci in (("before", r.before_ci), ("after", r.after_ci)):
             v = getattr(r, who)
-            summary[who][f"{r.task}:{r.metric}"] = None if v is None else round(100 * v, 2)
+            summary[who][key] = None if v is None else round(100 * v, 2)
+            if ci:
+                summary[who][key + ":ci95"] = [round(100 * c, 2) for c in ci]
+        if r.diff_ci:
+            summary["after_minus_before_ci95"][key] = [round(100 * c, 2) for c in r.diff_ci]
     (Path(args.out) / "chat-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     return 0

@@ -458,8 +458,12 @@ max_gen_tokens = 24
     # every measured metric has both numbers (XSTest's first 2 prompts are safe ones: no unsafe-compliance rate)
     assert all(r["before"] is not None and r["after"] is not None for k, r in rows.items()
                if k != ("xstest", "compliance_rate,unsafe"))
-    lo, hi = s["ifeval_ci"]
-    assert lo <= s["ifeval_diff"] <= hi
+    for r in rows.values():  # after - before lies in its paired-bootstrap interval
+        if r["before"] is not None and r["after"] is not None:
+            lo, hi = r["diff_ci"]
+            assert lo - 1e-9 <= r["after"] - r["before"] <= hi + 1e-9
+    lo, hi = rows[("xstest", "refusal_rate,safe")]["after_ci"]  # XSTest's Wilson interval around its rate
+    assert lo <= rows[("xstest", "refusal_rate,safe")]["after"] <= hi
     assert (rd / s["checkpoint"]).is_dir()
     html = (rd / "report.html").read_text()
     assert "Chat tuning" in html and "IFEval prompt-level loose, after" in html

@@ -83,7 +83,6 @@ def _curve(rows: list[dict], key: str) -> Curve:
 def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Callable[[str], None],
                   device: str = "cpu", rel: Callable[[Path], str] = str) -> TuneSummary:
     """Steps 1-4 of the module docstring into `out`; the summary the report shows."""
-    from primer.audit.stats import paired_bootstrap
     from primer.common.jsonl import count_records
     from primer.eval.lm import PrimerLM
     from primer.eval.runner import EvalConfig, evaluate
@@ -154,17 +153,38 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
 
     rows = []
     for key, task, metrics in (("ifeval", "ifeval", IFEVAL_METRICS), ("xstest", "xstest", XSTEST_METRICS)):
-        b, a = results["before"][key].tasks[task], results["after"][key].tasks[task]
-        rows += [TuneRow(task=task, metric=m, n=b.n, before=b.metrics.get(m), after=a.metrics.get(m)) for m in metrics]
+        rows += [_row(results["before"][key], results["after"][key], task, m) for m in metrics]
     for task in cfg.mc_tasks:
-        b, a = results["before"]["mc"].tasks[task], results["after"]["mc"].tasks[task]
-        rows.append(TuneRow(task=task, metric=b.primary, n=b.n, before=b.metrics.get(b.primary),
-                            after=a.metrics.get(a.primary)))
-    items = {who: [float(s["scores"]["prompt_level_loose_acc"]) for s in results[who]["ifeval"].samples["ifeval"]]
-             for who in results}
-    pb = paired_bootstrap(items["after"], items["before"])
+        rows.append(_row(results["before"]["mc"], results["after"]["mc"], task,
+                         results["before"]["mc"].tasks[task].primary))
     sft_rows, dpo_rows = read_metrics(out / "sft" / "metrics.jsonl"), read_metrics(out / "dpo" / "metrics.jsonl")
     return TuneSummary(skipped=None, model=cfg.model, conversations=n_conv, pairs=n_pairs,
                        sft_curve=_curve(sft_rows, "loss"), dpo_curve=_curve(dpo_rows, "loss"),
-                       dpo_margin=_curve(dpo_rows, "reward_margin"), rows=rows, ifeval_diff=pb.drop,
-                       ifeval_ci=list(pb.drop_ci), checkpoint=rel(tuned), seconds=times)
+                       dpo_margin=_curve(dpo_rows, "reward_margin"), rows=rows, checkpoint=rel(tuned), seconds=times)
+
+
+def _row(before, after, task: str, metric: str) -> TuneRow:
+    """One metric before and after (two eval results on the same items), with its intervals."""
+    from primer.audit.stats import paired_bootstrap
+
+    b, a = before.tasks[task], after.tasks[task]
+
+    def ci(m: dict) -> list[float] | None:
+        lo, hi = m.get(f"{metric}_ci_low"), m.get(f"{metric}_ci_high")
+        return None if lo is None or hi is None else [lo, hi]
+
+    def values(res) -> list[float]:
+        # per-item values, paired by position (an XSTest metric covers only its half of the prompts; IFEval's
+        # instruction-level metrics give a list per prompt, and its instructions are the items, as lm-eval counts)
+        out = []
+        for r in res.samples[task]:
+            v = r.get("scores", {}).get(metric)
+            out += [] if v is None else [float(x) for x in v] if isinstance(v, list) else [float(v)]
+        return out
+
+    items = [values(after), values(before)]
+    diff_ci = None
+    if items[0] and len(items[0]) == len(items[1]):
+        diff_ci = list(paired_bootstrap(*items).drop_ci)
+    return TuneRow(task=task, metric=metric, n=b.n, before=b.metrics.get(metric), after=a.metrics.get(metric),
+                   before_ci=ci(b.metrics), after_ci=ci(a.metrics), diff_ci=diff_ci)

@@ -460,14 +460,22 @@ def section_tune(s: TuneSummary) -> str:
     out = [kv_table({"tuned model": s.model, "conversations": s.conversations, "preference pairs": s.pairs,
                      "tuned checkpoint": s.checkpoint,
                      "time (s)": ", ".join(f"{k} {v}" for k, v in s.seconds.items())})]
-    rows = [[r.task, r.metric, r.n, None if r.before is None else 100 * r.before,
-             None if r.after is None else 100 * r.after,
-             None if r.before is None or r.after is None else 100 * (r.after - r.before)] for r in s.rows]
+    def pct(v, ci=None, sign=""):
+        if v is None:
+            return None
+        return f"{100 * v:{sign}.1f}" + (f" [{100 * ci[0]:{sign}.1f}, {100 * ci[1]:{sign}.1f}]" if ci else "")
+
+    rows = [[r.task, r.metric, r.n, pct(r.before, r.before_ci), pct(r.after, r.after_ci),
+             None if r.before is None or r.after is None else pct(r.after - r.before, r.diff_ci, "+")]
+            for r in s.rows]
     out.append(table(["task", "metric", "items", "before", "after", "after − before"], rows, num_cols={2, 3, 4, 5}))
-    if s.ifeval_diff is not None and s.ifeval_ci:
-        out.append(f"<p>IFEval prompt-level loose, after − before on the same prompts: <b>{100 * s.ifeval_diff:+.1f}"
-                   f"</b> points (95% paired-bootstrap interval [{100 * s.ifeval_ci[0]:+.1f}, "
-                   f"{100 * s.ifeval_ci[1]:+.1f}]).</p>")
+    out.append("<p>Percent; in brackets the 95% interval: the task's own where it gives one (XSTest: Wilson), and a "
+               "paired bootstrap for after − before on the same items.</p>")
+    loose = next((r for r in s.rows if (r.task, r.metric) == ("ifeval", "prompt_level_loose_acc")), None)
+    if loose and loose.diff_ci and loose.before is not None and loose.after is not None:
+        out.append(f"<p>IFEval prompt-level loose, after − before on the same prompts: "
+                   f"<b>{100 * (loose.after - loose.before):+.1f}</b> points (95% paired-bootstrap interval "
+                   f"[{100 * loose.diff_ci[0]:+.1f}, {100 * loose.diff_ci[1]:+.1f}]).</p>")
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
     for curve, label, ax in ((s.sft_curve, "SFT loss", a1), (s.dpo_curve, "DPO loss", a1),

@@ -445,7 +445,7 @@ def run_tune(cfg, ctx: StageContext) -> TuneSummary:
     if not cfg.enabled:
         return TuneSummary(skipped="off in this recipe ([tune] enabled = true turns it on; recipes/chat.toml does)",
                            model=None, conversations=None, pairs=None, sft_curve=None, dpo_curve=None,
-                           dpo_margin=None, rows=[], ifeval_diff=None, ifeval_ci=None, checkpoint=None, seconds={})
+                           dpo_margin=None, rows=[], checkpoint=None, seconds={})
     from primer.pipeline.chat import run_chat_tune
 
     # the curated documents are only the teacher's sources: with both data files given they are not read

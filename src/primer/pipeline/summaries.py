@@ -223,6 +223,11 @@ class TuneRow:
     n: int
     before: float | None
     after: float | None
+    before_ci: list[float] | None = None
+    """the task's own 95% interval of `before` where it gives one (XSTest's Wilson intervals)"""
+    after_ci: list[float] | None = None
+    diff_ci: list[float] | None = None
+    """95% paired-bootstrap interval of after - before on the same items"""
 
 
 @dataclass
@@ -237,10 +242,6 @@ class TuneSummary:
     dpo_margin: Curve | None
     """DPO's reward margin beta * (r_chosen - r_rejected) per step"""
     rows: list[TuneRow]
-    ifeval_diff: float | None
-    """IFEval prompt-level loose, after - before (paired items)"""
-    ifeval_ci: list[float] | None
-    """its 95% paired-bootstrap interval"""
     checkpoint: str | None
     seconds: dict[str, float]
 
