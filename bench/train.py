@@ -5,7 +5,10 @@ same random token shard, with the same global batch, micro-batch, precision, thr
 AdamW and gradient clipping. "Ours" is primer's `Trainer.train_step` (the code `primer train`
 runs: memory-mapped batches, lr schedule, accumulation, clipping, fused AdamW where available);
 "reference" is nanoGPT's model.py + train.py inner loop written out below (fused QKV, learned
-positions, `get_batch` with random offsets). Timed windows alternate ours / reference (`--repeats`),
+positions, `get_batch` with random offsets). For a Llama-block shape (tiny-8m, small-30m, smollm2-135m)
+the reference block is the same plain code with Llama's parts -- RMSNorm, rotary q/k instead of learned
+positions, a SwiGLU MLP (three matrices where GELU has two), no biases -- so both loops do the same FLOPs:
+against nanoGPT's GELU block ours would do ~1.5x the MLP work a token and lose for that alone. Timed windows alternate ours / reference (`--repeats`),
 each after warm-up steps (torch.compile included in warm-up); medians are reported. MFU uses the
 same FLOPs-per-token formula for both (primer.train.metrics) and the device's peak.
 
@@ -70,12 +73,14 @@ class NanoAttention(nn.Module):
         self.c_proj = nn.Linear(c.n_embd, c.n_embd, bias=c.bias)
         self.n_head, self.n_embd = c.n_head, c.n_embd
 
-    def forward(self, x):
+    def forward(self, x, rope=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
@@ -84,24 +89,47 @@ class NanoAttention(nn.Module):
 class NanoMLP(nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.c_fc = nn.Linear(c.n_embd, c.hidden, bias=c.bias)
+        self.swiglu = c.llama
+        self.c_fc = nn.Linear(c.n_embd, (2 if c.llama else 1) * c.hidden, bias=c.bias)  # SwiGLU: gate and up fused
         self.gelu = nn.GELU()
         self.c_proj = nn.Linear(c.hidden, c.n_embd, bias=c.bias)
 
     def forward(self, x):
+        if self.swiglu:
+            gate, up = self.c_fc(x).chunk(2, dim=-1)
+            return self.c_proj(F.silu(gate) * up)
         return self.c_proj(self.gelu(self.c_fc(x)))
+
+
+class NanoRMSNorm(nn.Module):
+    def __init__(self, ndim, eps):
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(ndim)), eps
+
+    def forward(self, x):
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+
+def rotate(x, cos, sin):
+    """Llama's rotary embedding (rotate-half form) on (B, H, T, D)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+def norm(c):
+    return NanoRMSNorm(c.n_embd, c.eps) if c.llama else NanoLayerNorm(c.n_embd, c.bias)
 
 
 class NanoBlock(nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.ln_1 = NanoLayerNorm(c.n_embd, c.bias)
+        self.ln_1 = norm(c)
         self.attn = NanoAttention(c)
-        self.ln_2 = NanoLayerNorm(c.n_embd, c.bias)
+        self.ln_2 = norm(c)
         self.mlp = NanoMLP(c)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x, rope=None):
+        x = x + self.attn(self.ln_1(x), rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -111,10 +139,18 @@ class NanoGPT(nn.Module):
         self.c = c
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(c.vocab_size, c.n_embd),
-            wpe=nn.Embedding(c.block_size, c.n_embd),
             h=nn.ModuleList([NanoBlock(c) for _ in range(c.n_layer)]),
-            ln_f=NanoLayerNorm(c.n_embd, c.bias),
+            ln_f=norm(c),
         ))
+        if c.llama:
+            hd = c.n_embd // c.n_head
+            inv = 1.0 / (c.rope_base ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+            ang = torch.outer(torch.arange(c.block_size, dtype=torch.float32), inv)
+            ang = torch.cat((ang, ang), dim=-1)
+            self.register_buffer("cos", ang.cos(), persistent=False)
+            self.register_buffer("sin", ang.sin(), persistent=False)
+        else:
+            self.transformer["wpe"] = nn.Embedding(c.block_size, c.n_embd)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight
         self.apply(self._init_weights)
@@ -132,10 +168,13 @@ class NanoGPT(nn.Module):
 
     def forward(self, idx, targets):
         b, t = idx.size()
-        pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        x, rope = self.transformer.wte(idx), None
+        if self.c.llama:
+            rope = (self.cos[:t], self.sin[:t])
+        else:
+            x = x + self.transformer.wpe(torch.arange(0, t, dtype=torch.long, device=idx.device))
         for block in self.transformer.h:
-            x = block(x)
+            x = block(x, rope)
         x = self.transformer.ln_f(x)
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
@@ -156,7 +195,10 @@ class RefLoop:
         from types import SimpleNamespace
 
         c = SimpleNamespace(vocab_size=mcfg.vocab_size, block_size=seq, n_layer=mcfg.n_layer, n_head=mcfg.n_head,
-                            n_embd=mcfg.n_embd, hidden=mcfg.intermediate_size, bias=True)
+                            n_embd=mcfg.n_embd, hidden=mcfg.intermediate_size, bias=mcfg.bias,
+                            llama=mcfg.mlp == "swiglu", eps=mcfg.norm_eps, rope_base=mcfg.rope_base)
+        if c.llama and (mcfg.n_kv_head != mcfg.n_head or mcfg.rotary_dim != mcfg.head_dim or mcfg.parallel_residual):
+            raise SystemExit(f"the reference has no grouped-query / partial-rotary / parallel Llama block: {mcfg}")
         torch.manual_seed(seed)
         self.device, self.seq, self.micro, self.accum = device, seq, micro, batch // micro
         self.model = NanoGPT(c).to(device)

@@ -4,7 +4,8 @@ Steps (each resumable: rerunning the stage continues where it stopped):
   1. conversations: the teacher turns the curated documents into chat data (`primer synth --kind conversations`);
   2. preference pairs: on-policy samples of the model being tuned, ranked by the verifiers, plus safety pairs
      written from XSTest-like prompt *types* (`primer synth --kind preference`, decontaminated against XSTest);
-  3. SFT of the model on (1), then DPO from its last checkpoint on (2) (`primer tune sft` / `dpo`);
+  3. SFT of the model on (1) and on the chosen answers of (2)'s safety pairs (phi-3 put its safety data in both
+     SFT and DPO), then DPO from its last checkpoint on (2) (`primer tune sft` / `dpo`);
   4. eval of the model before and after on the same items: IFEval (the four numbers, and the prompt-level loose
      difference with a paired bootstrap interval), XSTest (unsafe compliance, safe refusal) and multiple-choice
      tasks (ARC-Easy, PIQA) to show nothing was broken.
@@ -15,6 +16,7 @@ cores); on in recipes/chat.toml. `bench/chat.py` runs the same steps outside a r
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,9 @@ class ChatTuneConfig:
     """preference pairs from on-policy samples"""
     safety_per_type: int = 4
     """safety preference pairs per XSTest-like prompt type (0: none)"""
+    safety_sft: bool = True
+    """the safety pairs' chosen answers (refuse the unsafe prompt, answer its safe look-alike) also join the SFT data:
+    DPO alone, a few steps at a small learning rate, does not undo what SFT on helpful answers teaches"""
     samples: Count = 4
     """on-policy answers sampled per preference prompt"""
     synth_tokens: Count = 256
@@ -123,6 +128,11 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
         if not files:
             raise PrimerError(f"[tune] the teacher kept no {what} (see {out}/*/rejects.jsonl): raise [tune] "
                               f"conversations/pairs or give your own with [tune] sft_data/pairs_data")
+    n_safe = 0
+    if cfg.safety_sft:
+        n_safe = safety_conversations(pair_files, out / "safety-sft.jsonl")
+        log(f"  tune: {n_safe} safety pairs' chosen answers join the SFT data")
+        conv_files = conv_files + [str(out / "safety-sft.jsonl")] if n_safe else conv_files
     lap("data")
     loop = dict(batch_size=cfg.batch_size, device=device, max_seq_len=cfg.max_seq_len, progress=False)
     log(f"  tune: SFT {cfg.sft_steps} steps, then DPO {cfg.dpo_steps} steps")
@@ -160,7 +170,23 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
     sft_rows, dpo_rows = read_metrics(out / "sft" / "metrics.jsonl"), read_metrics(out / "dpo" / "metrics.jsonl")
     return TuneSummary(skipped=None, model=cfg.model, conversations=n_conv, pairs=n_pairs,
                        sft_curve=_curve(sft_rows, "loss"), dpo_curve=_curve(dpo_rows, "loss"),
-                       dpo_margin=_curve(dpo_rows, "reward_margin"), rows=rows, checkpoint=rel(tuned), seconds=times)
+                       dpo_margin=_curve(dpo_rows, "reward_margin"), rows=rows, checkpoint=rel(tuned), seconds=times,
+                       safety_sft=n_safe)
+
+
+def safety_conversations(pair_files: list[str], path: Path) -> int:
+    """Each safety pair's prompt and chosen answer as a one-turn conversation in `path` (rewritten from the pairs
+    each time, so a rerun neither duplicates nor loses one); returns how many. Pairs without a `safety` label
+    (on-policy instruction pairs, or your own pairs_data) are not demonstrations and stay DPO-only."""
+    from primer.common.jsonl import read_jsonl
+
+    rows = [{"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]}],
+             "source": r.get("prompt_id"), "safety": r["safety"], "safety_type": r.get("safety_type")}
+            for f in pair_files for r in read_jsonl(f) if r.get("safety") and r.get("chosen")]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
+    return len(rows)
 
 
 def _row(before, after, task: str, metric: str) -> TuneRow:

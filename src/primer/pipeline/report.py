@@ -457,7 +457,8 @@ def section_eval(s: EvalSummary) -> str:
 def section_tune(s: TuneSummary) -> str:
     if s.skipped:
         return f'<div class="missing">tuning skipped: {esc(s.skipped)}</div>'
-    out = [kv_table({"tuned model": s.model, "conversations": s.conversations, "preference pairs": s.pairs,
+    out = [kv_table({"tuned model": s.model, "conversations": s.conversations,
+                     "safety conversations (chosen answers of safety pairs)": s.safety_sft, "preference pairs": s.pairs,
                      "tuned checkpoint": s.checkpoint,
                      "time (s)": ", ".join(f"{k} {v}" for k, v in s.seconds.items())})]
     def pct(v, ci=None, sign=""):

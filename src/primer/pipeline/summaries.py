@@ -244,6 +244,8 @@ class TuneSummary:
     rows: list[TuneRow]
     checkpoint: str | None
     seconds: dict[str, float]
+    safety_sft: int = 0
+    """safety pairs whose chosen answer also joined the SFT data (beside `conversations`)"""
 
 
 @dataclass
