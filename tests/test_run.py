@@ -472,3 +472,36 @@ max_gen_tokens = 24
     assert (rd / s["checkpoint"]).is_dir()
     html = (rd / "report.html").read_text()
     assert "Chat tuning" in html and "IFEval prompt-level loose, after" in html
+
+    # a new dpo_steps starts over DPO only: the SFT checkpoint is kept as it was, not trained again
+    sft_files = {p: p.stat().st_mtime_ns for p in (rd / "tune" / "sft").rglob("*") if p.is_file()}
+    recipe.write_text(recipe.read_text().replace("dpo_steps = 2", "dpo_steps = 3"))
+    out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path, env={"PRIMER_DATA": str(data_dir)})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    assert "dpo: its settings changed since the last run, starting it over" in out.stdout + out.stderr
+    assert {p: p.stat().st_mtime_ns for p in (rd / "tune" / "sft").rglob("*") if p.is_file()} == sft_files
+    s = json.loads((rd / "tune" / "stage.json").read_text())["summary"]
+    assert len(s["dpo_margin"]["step"]) == 3 and len(s["sft_curve"]["step"]) == 2
+
+
+def test_tune_steps_start_over_only_what_their_settings_touch(tmp_path):
+    from primer.pipeline.chat import Steps
+
+    logs = []
+    for name in ("sft", "dpo"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_text(name)
+    steps = Steps(tmp_path, logs.append)
+    a = steps.enter("sft", lr=1e-5)
+    steps.enter("dpo", sft=a, lr=5e-7)
+    assert not (tmp_path / "sft").exists() and not (tmp_path / "dpo").exists()  # no fingerprint yet: not trusted
+    for name in ("sft", "dpo"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_text(name)
+    steps = Steps(tmp_path, logs.append)  # a rerun reads steps.json
+    assert steps.enter("sft", lr=1e-5) == a and (tmp_path / "sft" / "f").is_file()
+    steps.enter("dpo", sft=a, lr=1e-6)
+    assert not (tmp_path / "dpo").exists() and logs[-1].endswith("dpo: its settings changed since the last run, "
+                                                                 "starting it over")
+    b = Steps(tmp_path, logs.append).enter("sft", lr=2e-5)  # an upstream change reaches dpo through sft's fingerprint
+    assert b != a and not (tmp_path / "sft").exists()

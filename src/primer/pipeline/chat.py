@@ -1,6 +1,8 @@
 """The `[tune]` stage: a model made into a chat model the phi-3 way, evaluated before and after.
 
-Steps (each resumable: rerunning the stage continues where it stopped):
+Steps (each resumable: rerunning the stage continues where it stopped; each keeps a fingerprint of its settings
+and of its inputs' bytes in steps.json, so a change starts over only the steps it touches -- a new dpo_steps
+keeps the teacher's data and the SFT, a new sft_lr keeps the data):
   1. conversations: the teacher turns the curated documents into chat data (`primer synth --kind conversations`);
   2. preference pairs: on-policy samples of the model being tuned, ranked by the verifiers, plus safety pairs
      written from XSTest-like prompt *types* (`primer synth --kind preference`, decontaminated against XSTest);
@@ -16,7 +18,9 @@ cores); on in recipes/chat.toml. `bench/chat.py` runs the same steps outside a r
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +110,7 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
     def lap(name: str) -> None:
         times[name] = round(time.perf_counter() - t0 - sum(times.values()), 1)
 
+    steps = Steps(out, log)
     common = dict(teacher=cfg.teacher, device=device, max_tokens=cfg.synth_tokens, batch_size=cfg.synth_batch,
                   fsync=False, min_words=8, progress=False)
     srcs = [Path(s) for s in sources]
@@ -113,6 +118,8 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
         conv_files, n_conv = [str(p) for p in cfg.sft_data], sum(count_records(p) for p in cfg.sft_data)
     else:
         log(f"  tune: {cfg.conversations} conversations from {len(srcs)} curated file(s)")
+        steps.enter("conversations", teacher=cfg.teacher, sources=digest(srcs), n=cfg.conversations,
+                    tokens=cfg.synth_tokens, batch=cfg.synth_batch)
         n_conv = synth(SynthConfig(kind="conversations", sources=srcs, out=out / "conversations",
                                    n=cfg.conversations, **common)).documents
         conv_files = _files(out / "conversations")
@@ -120,6 +127,9 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
         pair_files, n_pairs = [str(p) for p in cfg.pairs_data], sum(count_records(p) for p in cfg.pairs_data)
     else:
         log(f"  tune: {cfg.pairs} preference pairs sampled from {cfg.model} (+ {cfg.safety_per_type} safety per type)")
+        steps.enter("pairs", teacher=cfg.teacher, policy=cfg.model, sources=digest(srcs), n=cfg.pairs,
+                    samples=cfg.samples, safety_per_type=cfg.safety_per_type, tokens=cfg.synth_tokens,
+                    batch=cfg.synth_batch, data_dir=str(cfg.data_dir))
         n_pairs = synth(SynthConfig(kind="preference", sources=srcs, out=out / "pairs", n=cfg.pairs, policy=cfg.model,
                                     samples=cfg.samples, safety_per_type=cfg.safety_per_type,
                                     data_dir=Path(cfg.data_dir), **common)).documents
@@ -136,10 +146,12 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
     lap("data")
     loop = dict(batch_size=cfg.batch_size, device=device, max_seq_len=cfg.max_seq_len, progress=False)
     log(f"  tune: SFT {cfg.sft_steps} steps, then DPO {cfg.dpo_steps} steps")
+    sft_fp = steps.enter("sft", model=cfg.model, data=digest(conv_files), steps=cfg.sft_steps, lr=cfg.sft_lr, **loop)
     sft(SFTConfig(model=cfg.model, data=conv_files, out_dir=str(out / "sft"),
                   max_steps=cfg.sft_steps, lr=cfg.sft_lr, warmup_steps=min(5, cfg.sft_steps - 1),
                   save_every=cfg.sft_steps, **loop))
     sft_ckpt = latest_checkpoint(out / "sft")
+    steps.enter("dpo", sft=sft_fp, data=digest(pair_files), steps=cfg.dpo_steps, lr=cfg.dpo_lr, beta=cfg.beta, **loop)
     dpo(DPOConfig(model=str(sft_ckpt), data=pair_files, out_dir=str(out / "dpo"),
                   max_steps=cfg.dpo_steps, lr=cfg.dpo_lr, beta=cfg.beta, save_every=cfg.dpo_steps, **loop))
     tuned = latest_checkpoint(out / "dpo")
@@ -172,6 +184,40 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
                        sft_curve=_curve(sft_rows, "loss"), dpo_curve=_curve(dpo_rows, "loss"),
                        dpo_margin=_curve(dpo_rows, "reward_margin"), rows=rows, checkpoint=rel(tuned), seconds=times,
                        safety_sft=n_safe)
+
+
+def digest(files) -> str:
+    """sha256 of the files' bytes, in order (what a step read, whatever its path or mtime)."""
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+class Steps:
+    """The fingerprint of each step's settings in out/steps.json. A step whose fingerprint changed starts over from
+    an empty directory (out/<step>); one whose did not keeps its files and resumes from them. A step's settings
+    name what it reads (the digest of its data, the fingerprint of the step before it), so a change flows down."""
+
+    def __init__(self, out: Path, log: Callable[[str], None]):
+        self.path, self.out, self.log = out / "steps.json", out, log
+        self.fps: dict[str, str] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def enter(self, name: str, **settings) -> str:
+        fp = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        if self.fps.get(name) != fp:
+            if (self.out / name).exists():
+                why = "its settings changed since the last run" if name in self.fps else "no record of its settings"
+                self.log(f"  tune: {name}: {why}, starting it over")
+                shutil.rmtree(self.out / name)
+            self.fps[name] = fp
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.fps, indent=1) + "\n")
+            tmp.replace(self.path)
+        return fp
 
 
 def safety_conversations(pair_files: list[str], path: Path) -> int:

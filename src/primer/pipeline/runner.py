@@ -306,12 +306,14 @@ class _Run:
 
     def _execute(self, spec: StageSpec, cfg: Any, fp: str, prev: StageRecord | None, tag: str) -> None:
         out = self.rd / spec.name
-        if prev and prev.fingerprint != fp and out.exists():
+        changed = bool(prev and prev.fingerprint != fp and out.exists())
+        if changed and not spec.keeps_valid:
             shutil.rmtree(out)  # config or inputs changed: outputs of the old config are stale
         out.mkdir(parents=True, exist_ok=True)
         resumed = bool(prev and prev.fingerprint == fp)
         how = " (asked for by --stages; it resumes from its own files)" if spec.name in self.force and resumed else (
-            " (resuming)" if resumed else "")
+            " (resuming)" if resumed else " (settings changed: it keeps the steps they do not touch)" if changed and
+            spec.keeps_valid else "")
         self.log(f"{tag}: running{how} -> {out}")
         rec = StageRecord(spec.name, fp, "running", inputs={n: self.fps[n] for n in spec.inputs}, config=to_dict(cfg),
                           primer_version=__version__, started=_now())

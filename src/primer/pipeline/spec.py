@@ -60,6 +60,9 @@ class StageSpec:
     """Environment variables the stage reads (their values join its fingerprint), e.g. PRIMER_DATA."""
     resolve: Callable[[Any], Any] | None = None
     """Fills defaults that depend on the machine (e.g. where benchmark data is) before fingerprinting."""
+    keeps_valid: bool = False
+    """The stage keeps what is still valid of an earlier config itself (per-step fingerprints, as [tune] does):
+    the orchestrator does not empty its directory when the stage's fingerprint changes."""
 
 
 @dataclass

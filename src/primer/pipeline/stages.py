@@ -472,5 +472,5 @@ STAGES: list[StageSpec] = [
     StageSpec("export", ("train",), _export_cfg, run_export, ExportSummary, "the trained model as a GGUF file llama.cpp runs"),
     StageSpec("tune", ("curate",), _tune_cfg, run_tune, TuneSummary,
               "chat data from the corpus, SFT + DPO of [tune] model, evals before/after (off by default)",
-              env=("PRIMER_DATA",), resolve=_with_data_dir),
+              env=("PRIMER_DATA",), resolve=_with_data_dir, keeps_valid=True),
 ]
