@@ -150,3 +150,34 @@ def test_bundled_cli_kill9_then_rerun(tmp_path):
     assert all(d["teacher"].startswith("bundled") and d["completion_tokens"] > 0 for d in docs)
     runs = list(read_jsonl(out / "runs.jsonl"))
     assert len(runs) == 2 and runs[1]["docs_before"] == killed_at
+
+
+class Recording(FakeTeacher):
+    """Remembers how many prompts each batch had."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.sizes = []
+
+    def _complete_batch(self, prompts, samplings):
+        self.sizes.append(len(prompts))
+        return super()._complete_batch(prompts, samplings)
+
+
+def test_a_low_yield_teacher_decodes_full_batches_to_the_end(tmp_path):
+    c = cfg(tmp_path, n=6, batch_size=8, formats=["textbook", "story", "dialogue"])
+    low = Recording(batch_size=8, bad={"short story": "Too short.", "conversation": "Too short."})  # keeps ~1/3
+    synth(c, teacher=low)
+    assert_prefix_of_plan(c, 6)  # exactly n, no duplicates, nothing skipped: the rest of the last wave is pending
+    # the first wave asks for the 6 documents; then twice what the keep rate says is needed, up to a batch (before:
+    # waves of 6 - kept prompts, down to 1 or 2 rows at the end)
+    assert low.sizes[0] == 6 and low.sizes[1] == 8
+    assert len(low.sizes) <= 4
+    # the same documents as waves of exactly what is missing (batch_size 1: the rate rule never asks for more)
+    c2 = cfg(tmp_path / "two", n=6, batch_size=1, formats=["textbook", "story", "dialogue"])
+    one = Recording(batch_size=1, bad={"short story": "Too short.", "conversation": "Too short."})
+    synth(c2, teacher=one)
+    assert ids(c2.out) == ids(c.out) and len(one.sizes) > len(low.sizes)
+    c.n = 9  # what was left pending is asked again, nothing lost or repeated
+    synth(c, teacher=FakeTeacher(batch_size=8, bad={"short story": "Too short.", "conversation": "Too short."}))
+    assert_prefix_of_plan(c, 9)
