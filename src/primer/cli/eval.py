@@ -27,6 +27,10 @@ def register(sub) -> None:
                    help="generative tasks: send each prompt as one user turn through the model's chat template")
     p.add_argument("--max-gen-tokens", type=int, default=None,
                    help="cap every generative task's token budget (shorter runs; changes scores, recorded in the JSON)")
+    p.add_argument("--judge", default=None,
+                   help="a teacher that also labels replies by the task's rubric (XSTest: the paper's three classes): "
+                   "'bundled', a .gguf, a model dir or an OpenAI-compatible base URL (with --judge-model)")
+    p.add_argument("--judge-model", default=None, help="the model name a served --judge is asked for")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
     p.add_argument("--max-length", type=int, default=2048, help="context window used for scoring, in tokens")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
@@ -79,7 +83,7 @@ def run(args) -> int:
         index=Path(args.index) if args.index else None, passages=args.passages,
         data_dir=Path(data_dir) if data_dir else None, samples=args.samples, temperature=args.temperature,
         seed=args.seed, log_samples=args.log_samples, cache=Path(args.cache) if args.cache else None,
-        chat=args.chat, max_gen_tokens=args.max_gen_tokens,
+        chat=args.chat, max_gen_tokens=args.max_gen_tokens, judge=args.judge, judge_model=args.judge_model,
         unsafe_code=args.unsafe_code,
     ))
     code_sandbox(tasks, cfg.unsafe_code)  # code tasks on a machine that cannot isolate them: before the model loads

@@ -67,6 +67,11 @@ class EvalConfig:
     template, as lm-eval's --apply_chat_template does; IFEval and XSTest always do."""
     max_gen_tokens: Count | None = None
     """Cap every generative task's token budget (a shorter CPU run; it changes scores, so it is recorded)."""
+    judge: str | None = None
+    """A teacher ('bundled', a .gguf, a model dir, an OpenAI-compatible base URL) that also labels the replies of
+    tasks with a rubric (XSTest: the paper's three classes), beside their own rule."""
+    judge_model: str | None = None
+    """the model name a served judge (http://...) is asked for"""
     unsafe_code: bool = False
     """Run code tasks' model-written code even where no sandbox isolation (bubblewrap, namespaces) works:
     resource limits only, the code can reach the network and your files. Off: such a run is refused."""
@@ -324,6 +329,7 @@ def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> EvalResult:
     cache = Cache.open(cfg.cache)
     results = EvalResult(samples={} if cfg.log_samples else None, sandbox=sandbox)
     indexes: dict[str, Any] = {}  # open-book tasks' search indexes, loaded once
+    judges: dict[str, Any] = {}  # the --judge teacher, loaded at the first task with a rubric
     for task in tasks:
         docs = task.docs(cfg.data_dir)
         if cfg.sample is not None and cfg.sample < len(docs):
@@ -347,24 +353,73 @@ def evaluate(lm, cfg: EvalConfig, progress: bool = True) -> EvalResult:
                                                  unsafe_code=cfg.unsafe_code)
         except NeedsPromptLogprobs as e:
             raise PrimerError(f"task {task.name} ({task.kind.replace('_', ' ')}) scores given text: {e}") from None
+        verdicts = None
+        if cfg.judge and task.judge is not None:
+            if "judge" not in judges:
+                judges["judge"] = load_judge(cfg)
+            verdicts = judge_docs(judges["judge"], task, docs, resps, scores, cache)
         secs = time.perf_counter() - t0
+        metrics = aggregate(task, scores)
+        if verdicts is not None:
+            metrics["judge_unparsable"] = float(sum(v["label"] is None for v in verdicts))
         results.tasks[task.name] = TaskResult(
-            version=task.version, n=len(docs), shots=shots, metrics=aggregate(task, scores), primary=task.metrics[0],
-            reported=list(task.metrics), group=task.group, computed=computed, seconds=round(secs, 3),
+            version=task.version, n=len(docs), shots=shots, metrics=metrics, primary=task.metrics[0],
+            reported=list(task.metrics) + ([f"judge_{m}" for m in task.metrics if f"judge_{m}" in metrics]
+                                           + ["judge_unparsable"] if verdicts is not None else []), group=task.group, computed=computed, seconds=round(secs, 3),
             items_per_s=round(computed / secs, 3) if computed and secs > 0 else None, notes=task.notes,
         )
         if results.samples is not None:
             results.samples[task.name] = [
                 {"doc_id": i, "requests": built[i][1], "responses": resps[i],
                  "target": _jsonable(task.doc_to_target(docs[i])), "scores": _jsonable(scores[i]),
+                 **({"judge": verdicts[i]} if verdicts is not None else {}),
                  **({"passages": [{k: h[k] for k in ("rank", "score", "doc_id", "title", "start", "end")}
                                   for h in docs[i]["passages"]]} if "passages" in docs[i] else {})}
                 for i in range(len(docs))]
+    for teacher in judges.values():
+        teacher.close()
     for group, members in GROUPS.items():
         done = [results.tasks[m] for m in members if m in results.tasks]
         if done:
             results.groups[group] = group_metrics(done)
     return results
+
+
+def load_judge(cfg: EvalConfig):
+    from primer.teachers import load_teacher
+
+    if cfg.judge.startswith(("http://", "https://")) and not cfg.judge_model:
+        raise PrimerError("a served judge needs the model to ask for: pass --judge-model NAME")
+    return load_teacher(cfg.judge, cfg.judge_model)
+
+
+def judge_docs(teacher, task: Task, docs: list[dict], resps: list, scores: list[dict], cache: Cache) -> list[dict]:
+    """The judge's label of each document's first reply (greedy, cached by judge and question), merged into
+    `scores` where it names one; returns {"label", "verdict"} per document (label None: unparsable, not scored)."""
+    from primer.teachers import Sampling
+
+    judge = task.judge
+    questions = [judge.prompt(d, r[0] if r else "") for d, r in zip(docs, resps)]
+    keys = [Cache.key(f"judge:{teacher.name}", "judge", q) for q in questions]
+    have = cache.get_many(keys)
+    todo = [i for i, k in enumerate(keys) if k not in have]
+    errors: dict[int, str] = {}
+    if todo:
+        got = teacher.complete([questions[i] for i in todo], Sampling(max_tokens=judge.max_tokens, temperature=0.0))
+        errors = {i: c.error for i, c in zip(todo, got) if c.error}  # a failed call is reported, never cached
+        new = {keys[i]: c.text for i, c in zip(todo, got) if not c.error}
+        cache.put_many(new)
+        have.update(new)
+    out = []
+    for i, (d, k, s) in enumerate(zip(docs, keys, scores)):
+        label = judge.parse(have[k]) if k in have else None
+        if label is not None:
+            s.update(judge.score(d, label))
+        out.append({"label": label, "verdict": have.get(k, ""), **({"error": errors[i]} if i in errors else {})})
+    if errors:
+        print(f"eval: the judge failed on {len(errors)} of {len(docs)} {task.name} replies (first: {next(iter(errors.values()))});"
+              " they are counted in judge_unparsable", file=sys.stderr)
+    return out
 
 
 def group_metrics(done: list[TaskResult]) -> dict[str, Any]:
@@ -425,6 +480,8 @@ def table(results: EvalResult) -> str:
     def fmt(name: str, v) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "-"
+        if name == "judge_unparsable":
+            return f"{v:.0f}"
         pct = not any(s in name for s in ("perplexity", "bits_per_byte"))
         return f"{100 * v:.2f}" if pct else f"{v:.4f}"
 

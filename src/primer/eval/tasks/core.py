@@ -28,6 +28,21 @@ FEWSHOT_SEED = 1234
 
 
 @dataclass(frozen=True)
+class Judge:
+    """A rubric a teacher model answers about each reply, beside the task's own rule (`primer eval --judge`)."""
+
+    prompt: Callable[[Doc, str], str]
+    """(document, reply) -> the question put to the judge"""
+    parse: Callable[[str], str | None]
+    """the judge's answer -> its label, or None when it gives no single label (counted, never guessed)"""
+    score: Callable[[Doc, str], dict[str, float]]
+    """(document, label) -> per-document metric values (named judge_...)"""
+    max_tokens: int = 16
+    rubric: str = ""
+    """where the rubric comes from (shown with the results)"""
+
+
+@dataclass(frozen=True)
 class Task:
     name: str
     """Registry name, e.g. 'arc_easy' or 'mmlu_anatomy'."""
@@ -87,6 +102,8 @@ class Task:
     """Generative tasks: (doc, responses) -> per-document metric values."""
     runs_code: bool = False
     """`score` executes model-written code (in `primer.sandbox`), so the run needs isolation or --unsafe-code."""
+    judge: Judge | None = None
+    """Generative tasks with a rubric: a teacher labels each reply with it when eval is given --judge."""
     group: str | None = None
     """Name of the group this task belongs to (e.g. 'mmlu'); the group reports micro and macro averages."""
     query: Callable[[Doc], str] | None = None
