@@ -63,6 +63,10 @@ class ChatTuneConfig:
     sft_steps: Count = 60
     dpo_steps: Count = 40
     batch_size: Count = 8
+    micro_batch: Count | None = None
+    """sequences per forward/backward (None: the whole batch at once; a DPO batch is 2 sequences a pair). The
+    activations kept for backward grow with it: set it on a machine with little memory (same gradient, by
+    accumulation)"""
     max_seq_len: Count = 768
     sft_lr: Positive = 2e-5
     dpo_lr: Positive = 5e-7
@@ -144,7 +148,8 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
         log(f"  tune: {n_safe} safety pairs' chosen answers join the SFT data")
         conv_files = conv_files + [str(out / "safety-sft.jsonl")] if n_safe else conv_files
     lap("data")
-    loop = dict(batch_size=cfg.batch_size, device=device, max_seq_len=cfg.max_seq_len, progress=False)
+    loop = dict(batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch, device=device,
+                max_seq_len=cfg.max_seq_len, progress=False)
     log(f"  tune: SFT {cfg.sft_steps} steps, then DPO {cfg.dpo_steps} steps")
     sft_fp = steps.enter("sft", model=cfg.model, data=digest(conv_files), steps=cfg.sft_steps, lr=cfg.sft_lr, **loop)
     sft(SFTConfig(model=cfg.model, data=conv_files, out_dir=str(out / "sft"),
