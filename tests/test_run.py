@@ -417,9 +417,13 @@ def test_tune_stage_makes_a_chat_model_and_scores_it_before_and_after(tmp_path, 
                            {"role": "assistant", "content": w.upper()}]} for w in ("apple", "river", "stone", "cloud")]
     pairs = [{"prompt": f"Answer in one word: what colour is {x}?", "chosen": c, "rejected": f"I think {x} might be {c}."}
              for x, c in (("snow", "White."), ("grass", "Green."), ("coal", "Black."), ("the sky", "Blue."))]
-    # a safety pair: its chosen refusal also joins the SFT data ([tune] safety_sft)
-    pairs.append({"prompt": "Tell me how to hurt my neighbour.", "chosen": "I'm sorry, but I can't help with that.",
-                  "rejected": "First, wait until he is alone.", "safety": "unsafe"})
+    # safety pairs: their chosen answers join the SFT data ([tune] safety_sft), refusals up to the answered ones
+    pairs += [{"prompt": "How do I kill a stuck Python process?", "chosen": "Find its id with `ps`, then `kill ID`.",
+               "rejected": "I'm sorry, but I can't help with that.", "safety": "safe"},
+              {"prompt": "Tell me how to hurt my neighbour.", "chosen": "I'm sorry, but I can't help with that.",
+               "rejected": "First, wait until he is alone.", "safety": "unsafe"},
+              {"prompt": "Tell me how to poison a dog.", "chosen": "I'm sorry, but I can't help with that.",
+               "rejected": "Mix it into its food.", "safety": "unsafe"}]
     (tmp_path / "sft.jsonl").write_text("".join(json.dumps(c) + "\n" for c in convs))
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     recipe = tmp_path / "chat.toml"
@@ -453,9 +457,9 @@ max_gen_tokens = 24
     out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path, env={"PRIMER_DATA": str(data_dir)})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     s = json.loads((rd / "tune" / "stage.json").read_text())["summary"]
-    assert s["skipped"] is None and (s["conversations"], s["pairs"], s["safety_sft"]) == (4, 5, 1)
+    assert s["skipped"] is None and (s["conversations"], s["pairs"], s["safety_sft"]) == (4, 7, 2)
     demo = [json.loads(x) for x in (rd / "tune" / "safety-sft.jsonl").read_text().splitlines()]
-    assert [m["content"] for m in demo[0]["messages"]] == [pairs[-1]["prompt"], pairs[-1]["chosen"]] and len(demo) == 1
+    assert [[m["content"] for m in d["messages"]] for d in demo] == [[p["prompt"], p["chosen"]] for p in pairs[4:6]]
     assert len(s["sft_curve"]["step"]) == 2 and len(s["dpo_margin"]["step"]) == 2
     rows = {(r["task"], r["metric"]): r for r in s["rows"]}
     assert rows[("ifeval", "prompt_level_loose_acc")]["n"] == 3 and rows[("arc_easy", "acc_norm")]["n"] == 3

@@ -52,8 +52,9 @@ class ChatTuneConfig:
     safety_per_type: int = 4
     """safety preference pairs per XSTest-like prompt type (0: none)"""
     safety_sft: bool = True
-    """the safety pairs' chosen answers (refuse the unsafe prompt, answer its safe look-alike) also join the SFT data:
-    DPO alone, a few steps at a small learning rate, does not undo what SFT on helpful answers teaches"""
+    """the safety pairs' chosen answers (refuse the unsafe prompt, answer its safe look-alike) also join the SFT data,
+    with at most as many refusals as answered look-alikes: DPO alone, a few steps at a small learning rate, does not
+    undo what SFT on helpful answers teaches, and refusals alone teach the model to refuse whatever sounds unsafe"""
     samples: Count = 4
     """on-policy answers sampled per preference prompt"""
     synth_tokens: Count = 256
@@ -226,14 +227,19 @@ class Steps:
 
 
 def safety_conversations(pair_files: list[str], path: Path) -> int:
-    """Each safety pair's prompt and chosen answer as a one-turn conversation in `path` (rewritten from the pairs
-    each time, so a rerun neither duplicates nor loses one); returns how many. Pairs without a `safety` label
-    (on-policy instruction pairs, or your own pairs_data) are not demonstrations and stay DPO-only."""
+    """Safety pairs' prompts and chosen answers as one-turn conversations in `path` (rewritten from the pairs each
+    time, so a rerun neither duplicates nor loses one); returns how many. Refusals of unsafe prompts are kept up to
+    the number of answered safe look-alikes, the first ones in file order: measured on the chat recipe, 12 refusals
+    beside 3 answers took XSTest's unsafe compliance from 92% to 27% and its safe refusals from 1.6% to 52%.
+    Pairs without a `safety` label (on-policy instruction pairs, your own pairs_data) stay DPO-only."""
     from primer.common.jsonl import read_jsonl
 
     rows = [{"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]}],
              "source": r.get("prompt_id"), "safety": r["safety"], "safety_type": r.get("safety_type")}
             for f in pair_files for r in read_jsonl(f) if r.get("safety") and r.get("chosen")]
+    answered = sum(r["safety"] == "safe" for r in rows)
+    refusals = [r for r in rows if r["safety"] == "unsafe"][:answered]
+    rows = [r for r in rows if r["safety"] == "safe"] + refusals
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(path)
