@@ -171,6 +171,9 @@ def main() -> int:
           + ", ".join(f"{r['name'].split('=')[1]}: {r['tok_s'] / base:.2f}x" for r in results[1:]))
     ratio = (ours["tok_s"] or 0) / (theirs["tok_s"] or 1)
     print(f"ours / theirs (in-process tok/s / best server tok/s, {theirs['name']}): {ratio:.2f}")
+    print(json.dumps({"bench": "synth", "n": args.n, "max_tokens": args.max_tokens, "threads": args.threads,
+                      "ours": ours["tok_s"], "ref": theirs["tok_s"], "ref_setting": theirs["name"],
+                      "ratio": round(ratio, 3), "unit": "generated tokens/s"}))
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "ratio": ratio, "teacher": teacher_name,
                                                "slots": scaling,
