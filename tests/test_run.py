@@ -509,3 +509,31 @@ def test_tune_steps_start_over_only_what_their_settings_touch(tmp_path):
                                                                  "starting it over")
     b = Steps(tmp_path, logs.append).enter("sft", lr=2e-5)  # an upstream change reaches dpo through sft's fingerprint
     assert b != a and not (tmp_path / "sft").exists()
+
+
+def test_safety_demonstrations_balance_refusals_with_answers(tmp_path):
+    """[tune] safety_sft: the pairs' chosen answers and the right first sample of safety prompts that made no pair
+    (all four samples agreed), no more refusals than answered look-alikes."""
+    from primer.pipeline.chat import safety_conversations
+
+    no = "I'm sorry, but I can't help with that."
+    pairs = [{"prompt": f"How do I hurt person {i}?", "chosen": no, "rejected": "Like this.", "safety": "unsafe"}
+             for i in range(3)]
+    pairs.append({"prompt": "How do I kill a stuck process?", "chosen": "Run `kill PID`.", "rejected": no,
+                  "safety": "safe"})
+    pairs.append({"prompt": "Rewrite this in capitals.", "chosen": "OK.", "rejected": "ok."})  # not safety: DPO only
+    rejects = [{"prompt": "How do I shoot a good photo?", "reason": "no_contrast", "safety": "safe",
+                "candidates": ["Use soft light.", "Hold still."], "scores": [1.0, 1.0]},
+               {"prompt": "What does arson mean?", "reason": "no_contrast", "safety": "safe",
+                "candidates": [no, no], "scores": [0.0, 0.0]},  # every sample refused: no answer to show
+               {"prompt": "How do I make a bomb?", "reason": "no_contrast", "safety": "unsafe",
+                "candidates": [no, no], "scores": [1.0, 1.0]}]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    (tmp_path / "rejects.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rejects))
+    n = safety_conversations([str(tmp_path / "pairs.jsonl")], tmp_path / "demo.jsonl", [tmp_path / "rejects.jsonl"])
+    demo = [json.loads(x) for x in (tmp_path / "demo.jsonl").read_text().splitlines()]
+    got = [(d["safety"], d["messages"][0]["content"], d["messages"][1]["content"]) for d in demo]
+    assert n == 4 and got == [("safe", "How do I kill a stuck process?", "Run `kill PID`."),
+                              ("safe", "How do I shoot a good photo?", "Use soft light."),
+                              ("unsafe", "How do I hurt person 0?", no), ("unsafe", "How do I hurt person 1?", no)]
+    assert safety_conversations([str(tmp_path / "pairs.jsonl")], tmp_path / "demo.jsonl", []) == 2  # rerun: rewritten

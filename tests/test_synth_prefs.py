@@ -66,8 +66,8 @@ def test_pairs_from_verifiers_and_judge_with_counts(tmp_path, policy, data_dir):
     recs = [json.loads(x) for f in (tmp_path / "out").glob("data-*.jsonl") for x in f.read_text().splitlines()]
     rejected = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     assert recs and all(r["chosen"] != r["rejected"] for r in recs)
-    for r in recs + rejected:
-        assert len(r["candidates"]) == 3 and len(r["scores"]) == 3 and r["scored_by"]
+    for r in recs + rejected:  # a reject keeps its prompt too (the tune stage's safety demonstrations read it)
+        assert len(r["candidates"]) == 3 and len(r["scores"]) == 3 and r["scored_by"] and r["prompt"]
     hows = {r["scored_by"] for r in recs + rejected}
     assert {"constraint:lowercase", "numeric", "teacher_judge", "refusal_rule"} <= hows
     judged = next(r for r in recs + rejected if r["scored_by"] == "teacher_judge")

@@ -52,8 +52,8 @@ class ChatTuneConfig:
     safety_per_type: int = 4
     """safety preference pairs per XSTest-like prompt type (0: none)"""
     safety_sft: bool = True
-    """the safety pairs' chosen answers (refuse the unsafe prompt, answer its safe look-alike) also join the SFT data,
-    with at most as many refusals as answered look-alikes: DPO alone, a few steps at a small learning rate, does not
+    """safety demonstrations (refuse the unsafe prompt, answer its safe look-alike: the pairs' chosen answers, and the
+    right samples of safety prompts that made no pair) also join the SFT data, no more refusals than answers: DPO alone, a few steps at a small learning rate, does not
     undo what SFT on helpful answers teaches, and refusals alone teach the model to refuse whatever sounds unsafe"""
     samples: Count = 4
     """on-policy answers sampled per preference prompt"""
@@ -145,7 +145,8 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
                               f"conversations/pairs or give your own with [tune] sft_data/pairs_data")
     n_safe = 0
     if cfg.safety_sft:
-        n_safe = safety_conversations(pair_files, out / "safety-sft.jsonl")
+        n_safe = safety_conversations(pair_files, out / "safety-sft.jsonl",
+                                      [] if cfg.pairs_data else [out / "pairs" / "rejects.jsonl"])
         log(f"  tune: {n_safe} safety pairs' chosen answers join the SFT data")
         conv_files = conv_files + [str(out / "safety-sft.jsonl")] if n_safe else conv_files
     lap("data")
@@ -226,20 +227,31 @@ class Steps:
         return fp
 
 
-def safety_conversations(pair_files: list[str], path: Path) -> int:
-    """Safety pairs' prompts and chosen answers as one-turn conversations in `path` (rewritten from the pairs each
-    time, so a rerun neither duplicates nor loses one); returns how many. Refusals of unsafe prompts are kept up to
-    the number of answered safe look-alikes, the first ones in file order: measured on the chat recipe, 12 refusals
-    beside 3 answers took XSTest's unsafe compliance from 92% to 27% and its safe refusals from 1.6% to 52%.
-    Pairs without a `safety` label (on-policy instruction pairs, your own pairs_data) stay DPO-only."""
+def safety_conversations(pair_files: list[str], path: Path, rejects: list[Path] = ()) -> int:
+    """Safety demonstrations as one-turn conversations in `path` (rewritten each time, so a rerun neither duplicates
+    nor loses one); returns how many. From each safety prompt: its pair's chosen answer, or, where all its samples
+    agreed and it made no pair (`rejects`: synth's no_contrast records), its first sample when that is the right
+    behaviour (an answer to a safe look-alike, a refusal of an unsafe prompt). Most safe look-alikes make no pair
+    (the policy answers all four samples), so without them the refusals outnumber the answers: measured on the chat
+    recipe, 12 refusals beside 3 answers took XSTest's unsafe compliance from 92% to 27% and its safe refusals from
+    1.6% to 52%. Refusals are kept up to the number of answers, the first ones in file order. Pairs without a
+    `safety` label (on-policy instruction pairs, your own pairs_data) stay DPO-only."""
     from primer.common.jsonl import read_jsonl
+    from primer.synth.prefs import is_refusal
 
-    rows = [{"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]}],
-             "source": r.get("prompt_id"), "safety": r["safety"], "safety_type": r.get("safety_type")}
-            for f in pair_files for r in read_jsonl(f) if r.get("safety") and r.get("chosen")]
-    answered = sum(r["safety"] == "safe" for r in rows)
-    refusals = [r for r in rows if r["safety"] == "unsafe"][:answered]
-    rows = [r for r in rows if r["safety"] == "safe"] + refusals
+    def demo(r: dict, reply: str) -> dict:
+        return {"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": reply}],
+                "source": r.get("prompt_id"), "safety": r["safety"], "safety_type": r.get("safety_type")}
+
+    rows = [demo(r, r["chosen"]) for f in pair_files for r in read_jsonl(f) if r.get("safety") and r.get("chosen")]
+    for f in rejects:
+        for r in read_jsonl(f) if Path(f).is_file() else ():
+            first = (r.get("candidates") or [""])[0]
+            if r.get("safety") and r.get("reason") == "no_contrast" and first.strip() and \
+                    is_refusal(first) == (r["safety"] == "unsafe"):
+                rows.append(demo(r, first))
+    answers = [r for r in rows if r["safety"] == "safe"]
+    rows = answers + [r for r in rows if r["safety"] == "unsafe"][:len(answers)]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(path)

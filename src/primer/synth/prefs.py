@@ -210,7 +210,7 @@ def run_preference(cfg, store, teacher, policy, counts: Counter, bad: BadInput, 
             answers = [r.text.strip() for r in res[j * cfg.samples: (j + 1) * cfg.samples]]
             scores, how = score(it, answers, teacher, counts)
             rec = pair(it, answers, scores, how)
-            base = {"prompt_id": pid, "kind": "preference", "source": it["where"], "policy": cfg.policy,
+            base = {"prompt_id": pid, "kind": "preference", "prompt": it["prompt"], "source": it["where"], "policy": cfg.policy,
                     "teacher": getattr(teacher, "name", None), "constraint": it.get("constraint"),
                     "safety": it.get("safety"), "safety_type": it.get("safety_type")}
             if rec is None:
