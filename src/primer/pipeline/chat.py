@@ -6,8 +6,8 @@ keeps the teacher's data and the SFT, a new sft_lr keeps the data):
   1. conversations: the teacher turns the curated documents into chat data (`primer synth --kind conversations`);
   2. preference pairs: on-policy samples of the model being tuned, ranked by the verifiers, plus safety pairs
      written from XSTest-like prompt *types* (`primer synth --kind preference`, decontaminated against XSTest);
-  3. SFT of the model on (1) and on the chosen answers of (2)'s safety pairs (phi-3 put its safety data in both
-     SFT and DPO), then DPO from its last checkpoint on (2) (`primer tune sft` / `dpo`);
+  3. SFT of the model on (1) and on safety demonstrations from (2) (phi-3 put its safety data in both SFT and
+     DPO), then DPO from its last checkpoint on (2) (`primer tune sft` / `dpo`);
   4. eval of the model before and after on the same items: IFEval (the four numbers, and the prompt-level loose
      difference with a paired bootstrap interval), XSTest (unsafe compliance, safe refusal) and multiple-choice
      tasks (ARC-Easy, PIQA) to show nothing was broken.
@@ -52,9 +52,9 @@ class ChatTuneConfig:
     safety_per_type: int = 4
     """safety preference pairs per XSTest-like prompt type (0: none)"""
     safety_sft: bool = True
-    """safety demonstrations (refuse the unsafe prompt, answer its safe look-alike: the pairs' chosen answers, and the
-    right samples of safety prompts that made no pair) also join the SFT data, no more refusals than answers: DPO alone, a few steps at a small learning rate, does not
-    undo what SFT on helpful answers teaches, and refusals alone teach the model to refuse whatever sounds unsafe"""
+    """safety demonstrations (refuse the unsafe prompt, answer its safe look-alike: `safety_conversations`) also join
+    the SFT data, no more refusals than answers: a few DPO steps at a small learning rate do not undo what SFT on
+    helpful answers teaches, and refusals alone teach the model to refuse whatever sounds unsafe"""
     samples: Count = 4
     """on-policy answers sampled per preference prompt"""
     synth_tokens: Count = 256
@@ -147,7 +147,7 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
     if cfg.safety_sft:
         n_safe = safety_conversations(pair_files, out / "safety-sft.jsonl",
                                       [] if cfg.pairs_data else [out / "pairs" / "rejects.jsonl"])
-        log(f"  tune: {n_safe} safety pairs' chosen answers join the SFT data")
+        log(f"  tune: {n_safe} safety demonstrations join the SFT data")
         conv_files = conv_files + [str(out / "safety-sft.jsonl")] if n_safe else conv_files
     lap("data")
     loop = dict(batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch, device=device,

@@ -245,7 +245,7 @@ class TuneSummary:
     checkpoint: str | None
     seconds: dict[str, float]
     safety_sft: int = 0
-    """safety pairs whose chosen answer also joined the SFT data (beside `conversations`)"""
+    """safety demonstrations that joined the SFT data (beside `conversations`)"""
 
 
 @dataclass
