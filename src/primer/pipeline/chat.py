@@ -65,9 +65,9 @@ class ChatTuneConfig:
     dpo_steps: Count = 40
     batch_size: Count = 8
     micro_batch: Count | None = None
-    """sequences per forward/backward (None: the whole batch at once; a DPO batch is 2 sequences a pair). The
-    activations kept for backward grow with it: set it on a machine with little memory (same gradient, by
-    accumulation)"""
+    """examples per forward/backward, conversations in SFT and pairs in DPO (None: the whole batch at once). The
+    activations kept for backward grow with it (the chat recipe's DPO step, 8 pairs, peaks at ~17.5 GB RSS): set it
+    on a machine with less memory; the step's gradient is the same, accumulated"""
     max_seq_len: Count = 768
     sft_lr: Positive = 2e-5
     dpo_lr: Positive = 5e-7
