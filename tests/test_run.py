@@ -477,13 +477,20 @@ max_gen_tokens = 24
     html = (rd / "report.html").read_text()
     assert "Chat tuning" in html and "IFEval prompt-level loose, after" in html
 
-    # a new dpo_steps starts over DPO only: the SFT checkpoint is kept as it was, not trained again
-    sft_files = {p: p.stat().st_mtime_ns for p in (rd / "tune" / "sft").rglob("*") if p.is_file()}
+    # a new dpo_steps starts over DPO only: the SFT checkpoint is kept as it was, not trained again (its run resumes
+    # at its last step: its checkpoint files untouched, its metrics the same lines)
+    def sft_files():
+        sft = rd / "tune" / "sft"
+        return ({p: p.stat().st_mtime_ns for p in sft.glob("checkpoints/**/*") if p.is_file()},
+                (sft / "metrics.jsonl").read_text())
+
+    kept = sft_files()
+    assert kept[0] and kept[1].count("\n") == 2
     recipe.write_text(recipe.read_text().replace("dpo_steps = 2", "dpo_steps = 3"))
     out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path, env={"PRIMER_DATA": str(data_dir)})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     assert "dpo: its settings changed since the last run, starting it over" in out.stdout + out.stderr
-    assert {p: p.stat().st_mtime_ns for p in (rd / "tune" / "sft").rglob("*") if p.is_file()} == sft_files
+    assert sft_files() == kept
     s = json.loads((rd / "tune" / "stage.json").read_text())["summary"]
     assert len(s["dpo_margin"]["step"]) == 3 and len(s["sft_curve"]["step"]) == 2
 
