@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from primer.benchmarks import manifest as MF
+from primer.common.files import sha256_file
 from primer.errors import PrimerError
 
 NOT_DATA = {MF.MANIFEST, "README.md", ".lock"}
@@ -66,7 +67,7 @@ def check_folder(folder: Path, res: CheckResult, label: str) -> None:
         size = p.stat().st_size
         if size != f.bytes:
             res.problems.append(f"{where}: {size} bytes, {MF.MANIFEST} says {f.bytes} (changed or truncated)")
-        elif (digest := MF.sha256_file(p)) != f.sha256:
+        elif (digest := sha256_file(p)) != f.sha256:
             res.problems.append(f"{where}: sha256 {digest[:12]}..., {MF.MANIFEST} says {f.sha256[:12]}... (content changed)")
         try:
             n = MF.count_records(p, f.unit)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from primer.common.files import sha256_file
 
 MANIFEST = "MANIFEST.md"
 # the unit may itself hold a "|" (TinyStories: stories separated by "<|endoftext|>")
@@ -46,14 +47,6 @@ class Manifest:
     files: list[FileEntry]
     fields: dict[str, tuple[list[str], bool]] = field(default_factory=dict)
     """file -> (fields each record has, applies to every file like it: same folder and suffix)"""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def parse(text: str) -> Manifest:

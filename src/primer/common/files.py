@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import sys
@@ -142,6 +143,15 @@ def _read_holder(fd: int) -> str:
         return f" (pid {info['pid']}: {info['command']}, since {info['started']})"
     except (OSError, ValueError, KeyError, TypeError):
         return ""
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes, read a MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

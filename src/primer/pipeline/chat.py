@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from primer.common.files import atomic_write_bytes, atomic_write_json
 from primer.config import Count, Positive
 from primer.errors import PrimerError
 from primer.pipeline.summaries import Curve, TuneRow, TuneSummary
@@ -194,14 +195,10 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
 
 
 def digest(files) -> str:
-    """sha256 of the files' bytes, in order (what a step read, whatever its path or mtime)."""
-    h = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        h.update(b"\0")
-    return h.hexdigest()[:16]
+    """One fingerprint of the files' bytes, in order (what a step read, whatever its path or mtime)."""
+    from primer.common.files import sha256_file
+
+    return hashlib.sha256(" ".join(sha256_file(f) for f in files).encode()).hexdigest()[:16]
 
 
 class Steps:
@@ -221,9 +218,7 @@ class Steps:
                 self.log(f"  tune: {name}: {why}, starting it over")
                 shutil.rmtree(self.out / name)
             self.fps[name] = fp
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.fps, indent=1) + "\n")
-            tmp.replace(self.path)
+            atomic_write_json(self.path, self.fps)
         return fp
 
 
@@ -252,9 +247,7 @@ def safety_conversations(pair_files: list[str], path: Path, rejects: list[Path] 
                 rows.append(demo(r, first))
     answers = [r for r in rows if r["safety"] == "safe"]
     rows = answers + [r for r in rows if r["safety"] == "unsafe"][:len(answers)]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
     return len(rows)
 
 
