@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -276,3 +278,12 @@ def test_api_key_and_sigterm_drain(bundled_gguf, tmp_path):
             pieces.append(chunk.choices[0].text)
         assert chunk.choices[0].finish_reason == "length" and "".join(pieces).startswith(" 7, 8, 9,")
         assert s.proc.wait(timeout=60) == 0
+
+
+def test_a_port_in_use_is_a_clear_error(server):
+    """A second server on a taken port says so and exits 2 (the model loads first: ~5 s)."""
+    r = subprocess.run([sys.executable, "-m", "primer", "serve", "bundled", "--port", str(server.port)],
+                       env=server.env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "address already in use" in r.stderr and f"could not start on 127.0.0.1:{server.port}" in r.stderr
+    assert _in_flight(server) == 0  # the first server serves on

@@ -1,7 +1,9 @@
 """`serve(ServeConfig)`: load a model, start the engine loop, run uvicorn until SIGINT/SIGTERM.
 
-On SIGTERM uvicorn stops accepting connections and waits for the requests in flight (streams
-included) to finish, up to `drain_seconds`; then the engine loop stops.
+The engine loop runs on the main thread (the one that loaded the model, see `primer.serve.worker`
+for why) and uvicorn on a second one. On SIGTERM or Ctrl-C uvicorn stops accepting connections and
+waits for the requests in flight (streams included) to finish, up to `drain_seconds`; then the
+engine loop stops. A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +60,8 @@ def model_names(spec: str, name: str | None) -> tuple[str, ...]:
 
 
 def build(cfg: ServeConfig):
-    """The FastAPI app for `cfg` (model loaded, engine thread not yet started: the app's lifespan starts it)."""
+    """The FastAPI app for `cfg` and the engine loop behind it (model loaded; the loop not running:
+    `Worker.run` steps it, and the app's shutdown ends it)."""
     try:
         from primer.serve.app import Served, create_app
         from primer.serve.metrics import Metrics
@@ -83,31 +87,34 @@ def build(cfg: ServeConfig):
 
     @asynccontextmanager
     async def lifespan(_app):
-        worker.start()
         try:
             yield
-        finally:
-            worker.close(cfg.drain_seconds)
+        finally:  # uvicorn has drained the requests in flight (or given up on them)
+            worker.close()
 
     app.router.lifespan_context = lifespan
-    return app
+    return app, worker
 
 
 def serve(cfg: ServeConfig) -> None:
-    app = build(cfg)
+    app, worker = build(cfg)
     import uvicorn
 
     logging.getLogger("primer.serve").setLevel(logging.INFO)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
+                                           timeout_graceful_shutdown=int(cfg.drain_seconds) or None))
+    http = threading.Thread(target=server.run, name="primer-http", daemon=True)
+    # uvicorn listens for signals only on the main thread, which steps the engine here: its own handler
+    # (the first SIGTERM/SIGINT drains, a second SIGINT stops at once) is installed for it.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, server.handle_exit)
+    http.start()
+    while not server.started and http.is_alive():
+        http.join(0.05)
+    if not server.started:
+        raise PrimerError(f"primer serve could not start on {cfg.host}:{cfg.port} (uvicorn's message is above; "
+                          "is the port in use? pick another with --port)")
     print(f"primer serve: {cfg.model} on http://{cfg.host}:{cfg.port}/ (chat page), "
           f"OpenAI API at http://{cfg.host}:{cfg.port}/v1", flush=True)
-    # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal: SIGTERM then exits 0, Ctrl-C quietly
-    signal.signal(signal.SIGTERM, _exit_ok)
-    try:
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning",
-                    timeout_graceful_shutdown=int(cfg.drain_seconds) or None)
-    except KeyboardInterrupt:
-        pass
-
-
-def _exit_ok(_sig, _frame) -> None:
-    raise SystemExit(0)
+    worker.run(cfg.drain_seconds, alive=http.is_alive)
+    http.join(cfg.drain_seconds)

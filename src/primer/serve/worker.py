@@ -1,12 +1,19 @@
 """The engine loop: one thread owns the model and steps the continuous-batching engine.
 
 HTTP handlers run on the asyncio event loop and never touch the model. `Worker.submit` hands a
-request to the loop thread through a command queue and returns a `Ticket`, whose asyncio queue
-receives the engine's events for that request (`loop.call_soon_threadsafe`). The thread takes
+request to the engine loop through a command queue and returns a `Ticket`, whose asyncio queue
+receives the engine's events for that request (`loop.call_soon_threadsafe`). The loop takes
 every pending command, runs one `Engine.step()` (a decode for all running requests, then the
 admission of waiting ones into free slots), delivers the events, and blocks only when there is
 no work. So a request that arrives while others decode joins the batch at the next step, and
 `Worker.cancel` (a client that went away) frees its slot at the next step.
+
+`Worker.run()` is the loop; `primer serve` runs it on the main thread, the one that loaded the
+model, and HTTP on a second thread. Why not the other way round: OpenMP (torch's and primer's
+kernels') keeps a pool of spinning worker threads per thread that runs parallel regions; a second
+thread stepping the model starts a second pool, libgomp then counts more threads than cores and
+its workers go to sleep between regions, and a decode step of ~150 small regions pays a wake-up in
+each: 150 -> 45 tokens/s single-stream on 2 cores (see the README's serving section).
 
 Admission control: at most `max_batch` requests decode and `max_queue` wait; beyond that
 `submit` raises `QueueFull` (HTTP 429 with Retry-After).
@@ -67,15 +74,10 @@ class Worker:
         self._inflight = 0  # submitted and not yet finished (running + waiting)
         self._closing = False
         self._by_rid: dict[int, Ticket] = {}
-        self._thread = threading.Thread(target=self._run, name="primer-engine", daemon=True)
 
     @property
     def capacity(self) -> int:
         return self.engine.max_batch + self.max_queue
-
-    def start(self) -> Worker:
-        self._thread.start()
-        return self
 
     # -- called on the event loop ---------------------------------------------------------------
     def submit(self, ids: list[int], params: SamplingParams) -> Ticket:
@@ -98,28 +100,28 @@ class Worker:
         """Requests submitted and not finished (decoding or waiting)."""
         return self._inflight
 
-    def close(self, timeout: float = 60.0) -> None:
-        """Stop taking requests, finish the ones in flight (up to `timeout` s), stop the thread."""
+    def close(self) -> None:
+        """Stop taking requests; `run` returns once the ones in flight have finished."""
         with self._lock:
             self._closing = True
         self._cmds.put(("stop", None))
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
-    # -- the loop thread ------------------------------------------------------------------------
-    def _run(self) -> None:
-        stopping = False
-        while True:
+    # -- the engine loop ------------------------------------------------------------------------
+    def run(self, drain_seconds: float = 60.0, alive=lambda: True) -> None:
+        """Step the engine on this thread until `close()` and the requests in flight have finished
+        (at most `drain_seconds` after it), or until `alive()` turns false."""
+        deadline = None
+        while alive():
             idle = not self.engine.has_work()
-            if stopping and idle:
+            if deadline is not None and (idle or time.monotonic() > deadline):
                 return
-            try:
-                cmd = self._cmds.get(block=idle)  # wait for work only when there is none
+            try:  # wait for work only when there is none, and look at alive() now and then
+                cmd = self._cmds.get(timeout=0.2) if idle else self._cmds.get_nowait()
             except queue.Empty:
                 cmd = None
             while cmd is not None:
                 if cmd[0] == "stop":
-                    stopping = True
+                    deadline = time.monotonic() + drain_seconds
                 else:
                     self._command(*cmd)
                 try:
