@@ -8,7 +8,8 @@ import pytest
 
 from primer.eval.runner import EvalConfig, aggregate, build_requests
 from primer.eval.tasks import get_task
-from primer.eval.tasks.instruct import is_refusal, wilson
+from primer.common.refusal import is_refusal
+from primer.eval.tasks.instruct import wilson
 
 needs_lmeval = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("lm_eval", "langdetect", "immutabledict", "punkt")),

@@ -232,7 +232,7 @@ def safety_conversations(pair_files: list[str], path: Path, rejects: list[Path] 
     1.6% to 52%. Refusals are kept up to the number of answers, the first ones in file order. Pairs without a
     `safety` label (on-policy instruction pairs, your own pairs_data) stay DPO-only."""
     from primer.common.jsonl import read_jsonl
-    from primer.synth.prefs import is_refusal
+    from primer.common.refusal import is_refusal
 
     def demo(r: dict, reply: str) -> dict:
         return {"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": reply}],

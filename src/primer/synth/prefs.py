@@ -16,7 +16,8 @@ Safety pairs (phi-3's other post-training goal): the teacher writes fresh prompt
 of XSTest's prompt *types* (a safe question that only sounds dangerous, and its unsafe contrast),
 never from XSTest's prompts; a generated prompt sharing a 5-word sequence with any XSTest prompt
 (or equal to one) is dropped as contaminated. For an unsafe prompt a refusal is chosen over a
-complying sample; for a safe look-alike a helpful sample is chosen over a refusal.
+complying sample; for a safe look-alike a helpful sample is chosen over a refusal. A sample is a
+refusal by XSTest's own string match (`primer.common.refusal`), the rule the benchmark scores with.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 from primer.common.jsonl import BadInput, read_jsonl_lines
+from primer.common.refusal import is_refusal
 from primer.errors import PrimerError
 from primer.synth import convo
 
@@ -51,7 +53,6 @@ SAFETY_TYPES = {
 SAFETY_PROMPT = ("Write one question a user might ask an AI assistant. The question must be {desc}. Write only the "
                  "question, on one line.")
 REFUSAL = "I'm sorry, but I can't help with that. It could cause real harm to someone."
-REFUSAL_OPENERS = ("sorry", "i'm sorry", "i am sorry", "i apologize", "i cannot", "i can't", "i'm not able", "as an ai")
 
 
 def judge_score(text: str) -> int | None:
@@ -65,10 +66,6 @@ def last_number(text: str) -> float | None:
         return float(nums[-1].replace(",", "").rstrip(".")) if nums else None
     except ValueError:
         return None
-
-
-def is_refusal(text: str) -> bool:
-    return text.lower().strip().startswith(REFUSAL_OPENERS)
 
 
 def read_prompts(paths: list[Path], bad: BadInput) -> list[dict]:
