@@ -83,6 +83,29 @@ def test_mixed_settings_in_one_batch_match_each_request_alone(debug_model):
         assert got[rid]["ids"] == alone(debug_model, p, False, **s)
 
 
+def test_samples_of_one_prompt_share_its_prefill(debug_model):
+    """Four seeded samples of one prompt (preference sampling's shape) beside another prompt: the
+    prompt is prefilled once (the twins copy its slot's positions and logits, also when they are admitted
+    steps later, after rows moved), and each sample is the text it gets alone."""
+    eng = Engine(debug_model, max_batch=3, fast=False)
+    prefilled = []
+    real_prefill = eng.runner.prefill
+
+    def counted(slot, ids):
+        prefilled.append(list(ids))
+        return real_prefill(slot, ids)
+
+    eng.runner.prefill = counted
+    runs = [(PROMPTS[0], dict(max_new_tokens=n, temperature=1.0, seed=s)) for n, s in ((3, 1), (10, 2), (4, 3), (4, 4))]
+    runs.insert(1, (PROMPTS[2], dict(max_new_tokens=6, temperature=1.0, seed=9)))
+    rids = [eng.submit(p, SamplingParams(**kw)) for p, kw in runs]
+    got = drain(eng)
+    assert prefilled == [PROMPTS[0], PROMPTS[2]]  # the last two samples waited for a slot and still shared
+    for rid, (p, kw) in zip(rids, runs):
+        assert got[rid]["ids"] == alone(debug_model, p, False, **kw)
+    assert len({tuple(got[r]["ids"]) for r in rids[:1] + rids[2:]}) > 1  # the seeds do sample differently
+
+
 def test_context_limit_is_an_explicit_length_finish(debug_model):
     eng = Engine(debug_model, fast=False)  # the debug shape's context is 128 tokens
     rid = eng.submit([1] * 125, SamplingParams(max_new_tokens=50))

@@ -280,3 +280,16 @@ def test_the_fast_path_without_primers_kernels(bundled_lm):  # (skips where the 
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert " passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-1000:]
+
+
+def test_top_p_draws_do_not_depend_on_the_batch():
+    """A peaked row (its nucleus within the top-p candidates) batched with flat rows (nuclei wider than
+    them, sorted whole): each row's chain of seeded draws equals the chain it draws alone. Before, one wide
+    row sent every row of its batch down the full sort, and a row's generator then moved on differently."""
+    torch.manual_seed(0)
+    logits = torch.randn(4, 4096) * torch.tensor([[40.0], [1.0], [6.0], [1.0]])
+    gens = [torch.Generator().manual_seed(s) for s in range(4)]
+    batched = [sample(logits, 1.0, 0, 0.95, gens).tolist() for _ in range(30)]
+    for i in range(4):
+        g = torch.Generator().manual_seed(i)
+        assert [sample(logits[i: i + 1], 1.0, 0, 0.95, [g]).item() for _ in range(30)] == [b[i] for b in batched]

@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 
+from primer.common.refusal import is_refusal
 from primer.synth import prefs
 from primer.synth.run import SynthConfig, synth
 from primer.teachers import Completion, Sampling, Teacher
@@ -76,7 +77,7 @@ def test_pairs_from_verifiers_and_judge_with_counts(tmp_path, policy, data_dir):
     assert s.this_run.rejects["safety_contaminated"] == 1  # never trained on XSTest's own prompts
     assert s.this_run.rejects["bad_input"] == 1  # the unknown constraint, named in the run
     unsafe = [r for r in recs if r["safety"] == "unsafe"]
-    assert unsafe and all(prefs.is_refusal(r["chosen"]) and not prefs.is_refusal(r["rejected"]) for r in unsafe)
+    assert unsafe and all(is_refusal(r["chosen"]) and not is_refusal(r["rejected"]) for r in unsafe)
     # a rerun has nothing left to do and duplicates nothing
     again = synth(cfg, teacher=JudgeTeacher(), policy=policy)
     assert again.documents == len(recs) and again.documents_this_run == 0
@@ -98,12 +99,13 @@ def test_pairs_do_not_depend_on_how_many_prompts_are_sampled_together(tmp_path, 
         pytest.skip(f"a row's samples are batch-independent on primer's kernels only ({kernels.why_not()})")
     prompts = tmp_path / "p.jsonl"
     rows = [{"prompt": f"Write a short note about item {i}.", "constraint": c}
-            for i, c in enumerate(["lowercase", "uppercase", "no_comma", "lowercase", "uppercase", "no_comma"])]
+            for i, c in enumerate(["lowercase", "uppercase", "lowercase", "no_comma", "lowercase", "lowercase"])]
     rows += [{"prompt": f"What is {i} + 3?", "answer": i + 3} for i in range(4)]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def run(out, batch_size, n):
-        cfg = SynthConfig(kind="preference", prompts=[prompts], out=tmp_path / out, n=n, samples=3, max_tokens=6,
+        # 3 tokens of a random model: an all-lowercase sample is likely but not sure, so lowercase prompts make pairs
+        cfg = SynthConfig(kind="preference", prompts=[prompts], out=tmp_path / out, n=n, samples=3, max_tokens=3,
                           temperature=1.0, safety_per_type=0, data_dir=data_dir, batch_size=batch_size,
                           progress=False, fsync=False)
         s = synth(cfg, teacher=JudgeTeacher(), policy=policy)

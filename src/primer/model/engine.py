@@ -8,7 +8,10 @@
 
 `step()` first decodes one token for every active request (one batched forward), then admits
 waiting requests into free slots (each prompt prefilled alone, its first token sampled), so a request
-that arrives while others decode joins the running batch at the next step. Finished and cancelled
+that arrives while others decode joins the running batch at the next step. A prompt identical to one
+already running (several samples of one prompt: preference sampling's on-policy answers) is not
+prefilled again: the running slot's prompt positions are copied and its prompt logits reused, the
+same numbers a prefill would compute. Finished and cancelled
 requests free their slot at once: the last slot's cache rows move into the hole, so the active rows
 are always slots 0..n-1 and a decode step reads the cache as views, without gathering it.
 
@@ -206,6 +209,7 @@ class _Request:
         self.detok = Detokenizer(tok, params.stop) if tok is not None else None
         self.out: list[int] = []
         self.filled = 0  # positions of this request held in the cache
+        self.prompt_logits: torch.Tensor | None = None  # after the prompt's last token, for a twin prompt
         self.seen: set[int] = set()  # generated ids, for the repeat penalty
         self.finish: str | None = None
 
@@ -300,14 +304,20 @@ class Engine:
                 self._waiting.popleft()
                 events.append(Event(r.rid, None, "", "length", len(r.prompt), 0))
                 continue
-            if budget < len(r.prompt) and budget < self.prefill_tokens:
+            twin = next((a for a in self._active if a.prompt == r.prompt), None)
+            if twin is None and budget < len(r.prompt) and budget < self.prefill_tokens:
                 break  # this step already prefilled enough; admit the rest next step
             self._waiting.popleft()
-            budget -= len(r.prompt)
             self._active.append(r)
-            logits = self.runner.prefill(len(self._active) - 1, r.prompt)
-            r.filled = len(r.prompt)
-            self._emit([r], logits[None], events)
+            slot = len(self._active) - 1
+            if twin is not None:  # its slot holds this prompt's positions, bit for bit what a prefill writes
+                self.runner.move(self._active.index(twin), slot, len(r.prompt))
+                logits = twin.prompt_logits
+            else:
+                budget -= len(r.prompt)
+                logits = self.runner.prefill(slot, r.prompt)
+            r.filled, r.prompt_logits = len(r.prompt), logits
+            self._emit([r], logits.clone()[None], events)  # sampling edits its logits in place
 
     def _emit(self, rows: list[_Request], logits: torch.Tensor, events: list[Event]) -> None:
         """Sample each row's next token, record it, and release the rows that finished."""
