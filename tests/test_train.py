@@ -77,6 +77,31 @@ def test_golden_loss_curve(token_dir, tmp_path):
     assert dict(s.val_curve) == pytest.approx(GOLDEN_VAL, abs=2e-4)
 
 
+def test_bf16_autocast_on_cpu_tracks_the_fp32_curve(token_dir, tmp_path):
+    # On a CPU with AMX tiles this is the fast setting (bench/train.py); on any CPU it must train the same
+    # model: weights and optimizer in fp32, only the matmuls in bf16.
+    train(cfg_for(token_dir, tmp_path / "run", dtype="bf16"))
+    got = losses(tmp_path / "run")
+    assert got.keys() == GOLDEN.keys()
+    for step, want in GOLDEN.items():
+        assert got[step] == pytest.approx(want, abs=0.01), f"step {step}: bf16 {got[step]} vs fp32 {want}"
+    assert got != pytest.approx(GOLDEN, abs=1e-5)  # it did run in bf16
+
+
+def test_cpu_peak_counts_the_units_of_the_compute_dtype(monkeypatch):
+    # Fake CPU flags: this is about our own accounting (MFU above 100% came from counting bf16 as fp32 FMAs).
+    from primer.train import metrics
+
+    flags = {"avx512f", "avx2", "fma", "amx_bf16", "amx_tile", "avx512_bf16"}
+    monkeypatch.setattr(metrics, "cpu_flags", lambda: flags)
+    fp32 = metrics.cpu_peak_flops(2, torch.float32)
+    assert metrics.cpu_matrix_units(torch.bfloat16) == "amx" and metrics.cpu_matrix_units(torch.float16) is None
+    assert metrics.cpu_peak_flops(2, torch.bfloat16) == 16 * fp32  # 1,024 vs 64 FLOPs a cycle
+    assert metrics.cpu_peak_flops(2, torch.float16) == fp32  # no fp16 unit: autocast runs at the fp32 rate
+    flags.discard("amx_bf16")
+    assert metrics.cpu_peak_flops(2, torch.bfloat16) == 2 * fp32
+
+
 def test_run_dir_contents(token_dir, tmp_path):
     s = train(cfg_for(token_dir, tmp_path / "run", max_steps=4, save_every=2, keep_checkpoints=1, samples=2,
                       sample_tokens=12))

@@ -34,7 +34,7 @@ from primer.train.checkpoints import latest_checkpoint, load_trainer_state, load
 from primer.train.config import TrainConfig, build_model_config
 from primer.train.data import TrainBatches, ValBatches
 from primer.train.distributed import Dist
-from primer.train.metrics import MetricsLog, device_peak_flops, flops_per_token
+from primer.train.metrics import MetricsLog, cpu_matrix_units, device_peak_flops, flops_per_token
 from primer.train.schedule import schedule_of
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -373,6 +373,13 @@ class Trainer:
 
         bar = tqdm(total=self.max_steps, initial=self.step, unit="step", disable=not (main and cfg.progress),
                    dynamic_ncols=True)
+        if main and cfg.progress and cfg.dtype == "auto" and self.device.type == "cpu" and (
+            cpu_matrix_units(torch.bfloat16) == "amx"
+        ):
+            # fp32 stays the CPU default (the ecosystem's, and the numbers users compare against);
+            # the AMX tiles are worth saying out loud: ~1.7x a step on the small shapes (bench/train.py).
+            bar.write("this CPU has AMX bf16 tiles: dtype = \"bf16\" (autocast; weights and optimizer stay fp32) "
+                      "trains ~1.7x faster than fp32 here")
         start_step = self.step
         t0 = time.perf_counter()
         last_t, last_step = t0, self.step

@@ -7,8 +7,10 @@ discounted). Recomputation for activation checkpointing is not counted (model FL
 FLOPs), as MFU is defined.
 
 Peaks: dense bf16/fp16 tensor-core numbers from the vendors' datasheets for common GPUs (TF32 for
-fp32 runs); for CPUs an estimate, cores x clock x fp32 FLOPs per cycle (AVX-512: 64, AVX2+FMA: 32),
-which is the ceiling of the SIMD units, so CPU MFU is a rough gauge. `peak_tflops` overrides.
+fp32 runs); for CPUs an estimate, cores x clock x FLOPs per cycle of the units that run the compute
+dtype: fp32 FMAs (AVX-512: 64, AVX2+FMA: 32), and for bf16/fp16 autocast the AMX tiles (1,024: a
+16x32 by 32x16 tile product a cycle) or AVX-512 dot products (128) where the CPU has them. These are
+the units' ceilings, so CPU MFU is a rough gauge. `peak_tflops` overrides.
 """
 
 from __future__ import annotations
@@ -53,15 +55,36 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     return 6.0 * matmul_params(cfg) + 12.0 * cfg.n_layer * cfg.n_head * cfg.head_dim * seq_len
 
 
-def cpu_peak_flops(threads: int | None = None) -> float:
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        m = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        return set()
+    return set(m.group(1).split()) if m else set()
+
+
+def cpu_matrix_units(dtype: torch.dtype) -> str | None:
+    """The CPU's native unit for `dtype` matmuls beyond fp32 FMAs ("amx" or "avx512"), or None."""
+    half = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype)
+    if half is None:
+        return None
+    flags = cpu_flags()
+    if f"amx_{half}" in flags:
+        return "amx"
+    return "avx512" if f"avx512_{half}" in flags else None
+
+
+def cpu_peak_flops(threads: int | None = None, dtype: torch.dtype = torch.float32) -> float:
     threads = threads or torch.get_num_threads()
+    flags = cpu_flags()
+    per_cycle = {"amx": 1024, "avx512": 128}.get(cpu_matrix_units(dtype) or "")
+    if per_cycle is None:
+        per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 16 if "avx" in flags else 8
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         info = ""
-    flags = set(re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split()) if "flags" in info else set()
-    per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 16 if "avx" in flags else 8
-    ghz = None
     m = re.search(r"@ *([\d.]+) *GHz", info)
     if m:
         ghz = float(m.group(1))
@@ -81,7 +104,7 @@ def device_peak_flops(device: torch.device, dtype: torch.dtype, override_tflops:
             if frag in name:
                 return (half if dtype in (torch.bfloat16, torch.float16) else tf32) * 1e12
         return float("nan")
-    return cpu_peak_flops()
+    return cpu_peak_flops(dtype=dtype)
 
 
 class MetricsLog:
