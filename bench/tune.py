@@ -9,6 +9,7 @@ no weight decay), gradient clipping at 1.0, no packing:
 
     python bench/tune.py parity --model tiny --steps 20            # per-step loss / reward margin, ours vs TRL
     python bench/tune.py speed --model bundled --steps 6 --repeats 3   # SFT tokens/s + peak RSS, DPO s/step
+    python bench/tune.py speed --model bundled --dtype bf16            # both sides in bf16 autocast (AMX CPUs)
 
 Speed runs each side in its own process (peak RSS is the process's), median of --repeats, and ends
 with one JSON line {"ours": ..., "ref": ..., "ratio": ...} per measured quantity.
@@ -76,19 +77,20 @@ COMMON = dict(lr=1e-4, schedule="constant", warmup_steps=0, weight_decay=0.0, be
               resume=False, seed=0)
 
 
-def ours(task: str, model_dir: Path, data: Path, out: Path, steps: int, batch: int) -> list[dict]:
+def ours(task: str, model_dir: Path, data: Path, out: Path, steps: int, batch: int, dtype: str = "fp32") -> list[dict]:
     from primer.tune import DPOConfig, SFTConfig, dpo, sft
 
+    common = {**COMMON, "dtype": dtype}
     if task == "sft":
         sft(SFTConfig(model=str(model_dir), data=[str(data)], out_dir=str(out), max_steps=steps, batch_size=batch,
-                      max_seq_len=512, **COMMON))
+                      max_seq_len=512, **common))
     else:
         dpo(DPOConfig(model=str(model_dir), data=[str(data)], out_dir=str(out), max_steps=steps, batch_size=batch,
-                      max_seq_len=512, beta=0.1, loss="sigmoid", ref_batch_size=batch, **COMMON))
+                      max_seq_len=512, beta=0.1, loss="sigmoid", ref_batch_size=batch, **common))
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def trl(task: str, model_dir: Path, rows: list[dict], out: Path, steps: int, batch: int) -> list[dict]:
+def trl(task: str, model_dir: Path, rows: list[dict], out: Path, steps: int, batch: int, dtype: str = "fp32") -> list[dict]:
     import torch
     from datasets import Dataset
     from torch.utils.data import SequentialSampler
@@ -102,7 +104,7 @@ def trl(task: str, model_dir: Path, rows: list[dict], out: Path, steps: int, bat
                   adam_epsilon=1e-8, max_grad_norm=1.0, logging_steps=1, report_to=[], seed=0,
                   # a checkpoint (weights + optimizer) at the last step, as primer writes one: same work, same memory
                   save_strategy="steps", save_steps=steps,
-                  bf16=False, fp16=False, use_cpu=True, dataloader_drop_last=False, disable_tqdm=True)
+                  bf16=dtype == "bf16", fp16=False, use_cpu=True, dataloader_drop_last=False, disable_tqdm=True)
     ds = Dataset.from_list(rows)
     if task == "sft":
         from trl import SFTConfig, SFTTrainer
@@ -183,9 +185,9 @@ def worker(args) -> int:
     out = work / f"{args.side}-{args.task}-{os.getpid()}"
     data = work / f"{args.task}.jsonl"
     if args.side == "ours":
-        h = ours(args.task, Path(args.model_dir), data, out, args.steps, args.batch)
+        h = ours(args.task, Path(args.model_dir), data, out, args.steps, args.batch, args.dtype)
     else:
-        h = trl(args.task, Path(args.model_dir), rows, out, args.steps, args.batch)
+        h = trl(args.task, Path(args.model_dir), rows, out, args.steps, args.batch, args.dtype)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     shutil.rmtree(out, ignore_errors=True)  # its checkpoint (weights + AdamW moments: 1.6 GB for the bundled model)
     print(json.dumps({"history": h, "peak_rss_mb": rss}))
@@ -198,12 +200,12 @@ def step_seconds(history: list[dict]) -> list[float]:
     return [b - a for a, b in zip(t, t[1:])]
 
 
-def speed(model: str, steps: int, repeats: int, batch: int, threads: int) -> list[dict]:
+def speed(model: str, steps: int, repeats: int, batch: int, threads: int, dtype: str = "fp32") -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="primer-bench-tune-") as tmp:
-        return _speed(Path(tmp), model, steps, repeats, batch, threads)
+        return _speed(Path(tmp), model, steps, repeats, batch, threads, dtype)
 
 
-def _speed(work: Path, model: str, steps: int, repeats: int, batch: int, threads: int) -> list[dict]:
+def _speed(work: Path, model: str, steps: int, repeats: int, batch: int, threads: int, dtype: str) -> list[dict]:
     mdir = export_model(model, work / "hf")
     (work / "sft.jsonl").write_text("".join(json.dumps({"messages": c["prompt"] + c["completion"]}) + "\n"
                                             for c in conversations(32)))
@@ -221,7 +223,7 @@ def _speed(work: Path, model: str, steps: int, repeats: int, batch: int, threads
                 t0 = time.perf_counter()
                 p = subprocess.run([sys.executable, __file__, "worker", "--side", side, "--task", task, "--model-dir",
                                     str(mdir), "--work", str(work), "--steps", str(steps), "--batch", str(batch),
-                                    "--threads", str(threads)], capture_output=True, text=True)
+                                    "--threads", str(threads), "--dtype", dtype], capture_output=True, text=True)
                 if p.returncode:
                     raise SystemExit(f"{side} {task} failed:\n{p.stderr[-3000:]}")
                 r = json.loads(p.stdout.strip().splitlines()[-1])
@@ -250,7 +252,7 @@ def _speed(work: Path, model: str, steps: int, repeats: int, batch: int, threads
             out.append({"bench": "tune", "what": "dpo peak RSS MB", "model": model,
                         "ours": round(med["ours"]["peak_rss_mb"]), "ref": round(med["trl"]["peak_rss_mb"]),
                         "ratio": round(med["ours"]["peak_rss_mb"] / med["trl"]["peak_rss_mb"], 3)})
-    return out
+    return [{**o, "dtype": dtype} for o in out]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="speed: compute precision of both sides")
     ap.add_argument("--output", default=None)
     ap.add_argument("--side"), ap.add_argument("--task"), ap.add_argument("--model-dir"), ap.add_argument("--work")
     args = ap.parse_args(argv)
@@ -275,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.output).write_text(json.dumps(res, indent=1) + "\n")
         print(json.dumps({"bench": "tune-parity", **res["max_rel_diff"]}))
         return 0
-    for line in speed(args.model, args.steps, args.repeats, args.batch, args.threads):
+    for line in speed(args.model, args.steps, args.repeats, args.batch, args.threads, args.dtype):
         print(json.dumps(line))
     return 0
 
