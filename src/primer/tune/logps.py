@@ -25,7 +25,10 @@ def _dtype(h: torch.Tensor) -> torch.dtype:
 
 def _logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     dt = _dtype(h)
-    z = h.to(dt) @ weight.to(dt).t()
+    # Under autocast the matmul runs in its dtype (bf16 logits, as the plain head gives); the log-softmax
+    # must not: autocast leaves z and logsumexp in bf16 (~0.06 at a logsumexp of 10), which summed over a
+    # reply moved DPO's sequence log-probs by nats. So z is fp32 from here on, as `logits.float()` is.
+    z = (h.to(dt) @ weight.to(dt).t()).to(dt)
     return z if bias is None else z + bias.to(dt)
 
 
@@ -38,10 +41,20 @@ class _TokenLogps(torch.autograd.Function):
             z = _logits(h[i: i + rows], weight, bias)
             out[i: i + rows] = z.gather(1, y[i: i + rows, None]).squeeze(1) - torch.logsumexp(z, dim=-1)
         ctx.save_for_backward(h, weight, bias, y)
+        # backward runs outside the caller's autocast: it redoes the head under the same one (bf16 matmuls
+        # where the forward had them, instead of three fp32 matmuls of the head's size)
+        kind = h.device.type
+        ctx.autocast = (torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))
         return out
 
     @staticmethod
     def backward(ctx, g):
+        on, dtype = ctx.autocast
+        with torch.autocast(g.device.type, dtype=dtype, enabled=on):
+            return _TokenLogps._backward(ctx, g)
+
+    @staticmethod
+    def _backward(ctx, g):
         h, weight, bias, y = ctx.saved_tensors
         n, rows = h.shape[0], max(1, CHUNK_ELEMS // weight.shape[0])
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
@@ -57,7 +70,10 @@ class _TokenLogps(torch.autograd.Function):
             if need_h:
                 gh[i: i + rows] = (dz @ weight.to(dt)).to(h.dtype)
             if need_w:
-                gw.addmm_(dz.t(), hc)
+                if torch.is_autocast_enabled(h.device.type):
+                    gw += dz.t() @ hc  # a bf16 matmul: addmm_, in place, would stay outside autocast
+                else:
+                    gw.addmm_(dz.t(), hc)  # no (vocab, dim) temporary
             if need_b:
                 gb += dz.sum(0)
         return (gh, None if gw is None else gw.to(weight.dtype), None if gb is None else gb.to(bias.dtype), None)
