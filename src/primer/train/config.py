@@ -48,7 +48,7 @@ class LoopConfig:
     """Clip the global gradient norm to this (0: no clipping)."""
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """Compute precision: auto = bf16 autocast on a GPU that has it, fp32 on CPU. Weights and optimizer stay fp32.
-    On a CPU with AMX tiles (Xeon 4th gen and later) bf16 trains 1.6-2.2x faster than fp32 (README: DPO excepted)."""
+    On a CPU with AMX tiles (Xeon 4th gen and later) bf16 trains up to ~2x faster than fp32 (README; not DPO)."""
     compile: bool = False
     """torch.compile the model (faster on GPU after a compile pause)."""
     activation_checkpointing: bool = False

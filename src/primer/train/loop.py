@@ -379,9 +379,9 @@ class Trainer:
             cpu_matrix_units(torch.bfloat16) == "amx"
         ):
             # fp32 stays the CPU default (the ecosystem's, and the numbers users compare against);
-            # the AMX tiles are worth saying out loud: 1.6-2.2x a step (bench/train.py, README).
+            # the AMX tiles are worth saying out loud: up to ~2x a step (bench/train.py, README).
             bar.write("this CPU has AMX bf16 tiles: dtype = \"bf16\" (autocast; weights and optimizer stay fp32) "
-                      "trains 1.6-2.2x faster than fp32 here")
+                      "trains up to ~2x faster than fp32 here, the more tokens a step the more")
         start_step = self.step
         t0 = time.perf_counter()
         last_t, last_step = t0, self.step
