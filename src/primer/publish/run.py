@@ -19,9 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from primer.common.files import DirLock, atomic_write_bytes
 from primer.common.jsonl import BadInput, read_jsonl
 from primer.common.paths import EMBEDDED, benchmark_dir, pull_hint
@@ -32,24 +29,25 @@ from primer.pipeline.stages import source_of
 from primer.pipeline.summaries import CurateSummary, SynthSummary, read_summary
 
 # column -> (type, what it holds); the card's column table is written from this
-COLUMNS: dict[str, tuple[pa.DataType, str]] = {
-    "id": (pa.string(), "document id (the record's id field, else input file:line)"),
-    "text": (pa.string(), "the document"),
-    "source": (pa.string(), "synth (written by the teacher) or web (the web sample)"),
-    "teacher": (pa.string(), "the teacher model that wrote it (synth)"),
-    "prompt_id": (pa.string(), "the prompt grid cell it was written for (synth)"),
-    "topic": (pa.string(), "topic of the prompt (synth)"),
-    "subject": (pa.string(), "subject of the topic (synth)"),
-    "format": (pa.string(), "textbook, exercises, story... (synth)"),
-    "audience": (pa.string(), "audience of the prompt (synth)"),
-    "sampling": (pa.string(), "the teacher's sampling settings, JSON (temperature, top_p, seed, max_tokens...)"),
-    "edu_score": (pa.float64(), "curate's educational-value score (when the edu filter ran)"),
-    "curation_scores": (pa.string(), "every score curate attached to the document, JSON (edu, quality...)"),
-    "verification_status": (pa.string(), "synth's exercise check: verified, failed, unverifiable, timeout"),
-    "verification_reason": (pa.string(), "why, for that check"),
-    "metadata": (pa.string(), "every other field of the record, JSON (prompt, style, token counts, created...)"),
+# column -> (Arrow type name, what it holds); pyarrow is imported only to write (the CLI imports this
+# module to build its parser, and pyarrow would add ~30 MB to every primer process)
+COLUMNS: dict[str, tuple[str, str]] = {
+    "id": ("string", "document id (the record's id field, else input file:line)"),
+    "text": ("string", "the document"),
+    "source": ("string", "synth (written by the teacher) or web (the web sample)"),
+    "teacher": ("string", "the teacher model that wrote it (synth)"),
+    "prompt_id": ("string", "the prompt grid cell it was written for (synth)"),
+    "topic": ("string", "topic of the prompt (synth)"),
+    "subject": ("string", "subject of the topic (synth)"),
+    "format": ("string", "textbook, exercises, story... (synth)"),
+    "audience": ("string", "audience of the prompt (synth)"),
+    "sampling": ("string", "the teacher's sampling settings, JSON (temperature, top_p, seed, max_tokens...)"),
+    "edu_score": ("float64", "curate's educational-value score (when the edu filter ran)"),
+    "curation_scores": ("string", "every score curate attached to the document, JSON (edu, quality...)"),
+    "verification_status": ("string", "synth's exercise check: verified, failed, unverifiable, timeout"),
+    "verification_reason": ("string", "why, for that check"),
+    "metadata": ("string", "every other field of the record, JSON (prompt, style, token counts, created...)"),
 }
-SCHEMA = pa.schema([(k, t) for k, (t, _) in COLUMNS.items()])
 _PLAIN = ("teacher", "prompt_id", "topic", "subject", "format", "audience")
 
 
@@ -154,12 +152,16 @@ def publish(cfg: PublishConfig, log=print) -> PublishResult:
         if data.exists():
             shutil.rmtree(data)
         data.mkdir(parents=True)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([(k, getattr(pa, t)()) for k, (t, _) in COLUMNS.items()])
         n_shards = max(1, -(-len(rows) // cfg.shard_docs))
         shards = []
         for s in range(n_shards):
             part = rows[s * cfg.shard_docs : (s + 1) * cfg.shard_docs]
             path = data / f"train-{s:05d}-of-{n_shards:05d}.parquet"
-            pq.write_table(pa.Table.from_pylist(part, schema=SCHEMA), path)
+            pq.write_table(pa.Table.from_pylist(part, schema=schema), path)
             shards.append(str(path))
         log(f"publish: {len(rows)} documents -> {n_shards} Parquet shard(s) in {data}")
         cert = certify(((r["id"], r["text"]) for r in rows), data_dir, cfg.ngram, log=log)

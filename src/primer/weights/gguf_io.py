@@ -542,8 +542,9 @@ def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32, decode_only:
         return load_gguf_model(path, dtype=dtype, reader=reader), Tokenizer.from_gguf(reader)
     from primer.model.quant import FastDecoder
 
-    model = FastDecoder(GGUFWeights(reader, config_from_gguf(reader, path), path))
+    # the tokenizer first: its transient Python vocabulary (~30 MB) then peaks before the packed blocks are resident
     tok = Tokenizer.from_gguf(reader)
+    model = FastDecoder(GGUFWeights(reader, config_from_gguf(reader, path), path))
     _trim_heap()
     return model, tok
 
