@@ -17,7 +17,8 @@ same FLOPs-per-token formula for both (primer.train.metrics) and the device's pe
     python bench/train.py --shape phi-1.5 --device cuda --dtype bf16 --compile --seq 2048 --batch 8
 
 Prints one line per window, then one JSON line: "ours" and "ref" training tokens/s (medians), their
-"ratio" (ours ÷ ref, higher is better), both MFUs and every window.
+"ratio" (ours ÷ ref, higher is better), both MFUs, every window and each loop's peak memory in GiB
+("peak_mem_gib": the allocator's peak on a GPU, the process's peak resident set on a CPU).
 
 "Ours" also carries what `primer train` does process-wide on CPU (glibc keeps freed memory instead of
 unmapping it every step: `primer.train.loop.keep_freed_memory`); the reference process runs with
@@ -30,6 +31,7 @@ import argparse
 import inspect
 import json
 import math
+import resource
 import statistics
 import sys
 import tempfile
@@ -280,7 +282,10 @@ def worker(which: str, a: dict, conn) -> None:
         while True:
             msg = conn.recv()
             if msg[0] == "stop":
-                mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+                if device.type == "cuda":
+                    mem = torch.cuda.max_memory_allocated() / 2**30
+                else:  # the process's peak resident set (KiB): weights, optimizer, activations, allocator
+                    mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
                 conn.send(("ok", mem))
                 return
             n = msg[1]
@@ -381,7 +386,7 @@ def main(argv=None) -> int:
     def stop(r: Remote):
         m = r.stop()
         if m is not None:
-            mem[r.which] = round(m, 1)
+            mem[r.which] = round(m, 2)
 
     if a.sequential:
         for which in ("ours", "reference"):

@@ -58,7 +58,7 @@ def _train(texts: list[str], tok, snapshot_at: int | None = None) -> tuple[Trans
         ix = torch.randint(0, len(data) - SEQ - 1, (BATCH,), generator=g)
         x = torch.stack([data[i: i + SEQ] for i in ix])
         y = torch.stack([data[i + 1: i + SEQ + 1] for i in ix])
-        _, loss = model(x, y)
+        loss = model(x, y)
         opt.zero_grad()
         loss.backward()
         opt.step()

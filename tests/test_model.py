@@ -47,3 +47,54 @@ def test_every_shape_builds_on_meta_device():
     for name in SHAPES:
         with torch.device("meta"):
             Transformer(ModelConfig.from_name(name))
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_blockwise_cross_entropy_is_the_plain_loss_and_its_gradients(monkeypatch, bias, bf16):
+    """primer.model.loss: loss and gradients of h, the head's weight and bias as F.cross_entropy of the head's
+    fp32 logits gives them, over several blocks of rows (a small block forced), with ignored targets; and
+    under bf16 autocast as the plain autocast head gives them."""
+    import torch.nn.functional as F
+
+    from primer.model import loss as L
+
+    monkeypatch.setattr(L, "CPU_CHUNK_ELEMS", 7 * 50)  # 7 rows a block: 3 blocks of 20 rows, the last short
+    monkeypatch.setattr(L, "CPU_MIN_ROWS", 1)
+    torch.manual_seed(0)
+    h0, w0 = torch.randn(20, 16), torch.randn(50, 16) * 0.3
+    b0 = torch.randn(50) if bias else None
+    y = torch.randint(0, 50, (20,))
+    y[[3, 11]] = -100
+
+    def run(fused: bool):
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        b = None if b0 is None else b0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            if fused:
+                loss = L.cross_entropy(h, w, b, y)
+            else:
+                loss = F.cross_entropy(F.linear(h, w, b).float(), y, ignore_index=-100)
+        (loss * 3).backward()  # an upstream gradient other than 1
+        return [loss.detach()] + [t.grad for t in (h, w, b) if t is not None]
+
+    tol = 5e-3 if bf16 else 1e-5  # bf16: the gradients' matmuls round to bf16 (measured max 0.003 on ~0.5)
+    plain = run(False)
+    for got, want in zip(run(True), plain):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # no gradients worked out
+        assert float(L.cross_entropy(h0, w0, b0, y)) == pytest.approx(float(plain[0]), abs=tol)
+
+
+def test_training_loss_is_the_plain_head_loss():
+    """Transformer(x, targets) is the blockwise loss; the same number as cross-entropy of its logits."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig.from_name("debug"))
+    x = torch.randint(0, m.cfg.vocab_size, (2, 12))
+    y = torch.randint(0, m.cfg.vocab_size, (2, 12))
+    with torch.no_grad():
+        want = F.cross_entropy(m(x).flatten(0, 1), y.flatten())
+    assert float(m(x, targets=y).detach()) == pytest.approx(float(want), abs=1e-5)

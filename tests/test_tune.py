@@ -141,6 +141,7 @@ def test_logits_at_trained_positions_only_are_the_full_ones(base):
 def test_chunked_log_probs_have_the_plain_gradients(base, monkeypatch):
     """`target_logps` applies the head a few rows at a time and again in backward: the same log-probs and the
     same gradients (weights, tied head included) as the one-piece logits."""
+    import primer.model.loss
     import primer.tune.logps as L
 
     ck = load_checkpoint(base)
@@ -148,7 +149,8 @@ def test_chunked_log_probs_have_the_plain_gradients(base, monkeypatch):
     model.double()
     x, y, pos, mask, _, _ = SFTBatches([encode_chat(tok, c["messages"]) for c in chats(4)], seq_len=64, batch_size=4,
                                        micro_batch_size=4, packing=False, shuffle=False).micro_batches(0)[0]
-    monkeypatch.setattr(L, "CHUNK_ELEMS", 7 * model.cfg.vocab_size)  # several chunks, the last one short
+    monkeypatch.setattr(primer.model.loss, "CPU_CHUNK_ELEMS", 7 * model.cfg.vocab_size)  # several chunks, the last short
+    monkeypatch.setattr(primer.model.loss, "CPU_MIN_ROWS", 1)
     got = {}
     for fused in (True, False):
         model.zero_grad()

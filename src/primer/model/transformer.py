@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from primer.config import Count, Positive, check_config
 from primer.errors import PrimerError
+from primer.model.loss import cross_entropy
 
 
 @dataclass
@@ -327,7 +328,8 @@ class Transformer(nn.Module):
         pos: (B, T) rotary positions (default: cache.length + arange(T)); left-padded batches pass
              their own so every row starts at position 0.
         attn_mask: bool (B, 1, T, S) True = may attend; None = causal.
-        targets: (B, T) ids, -100 ignored; returns (logits, loss) when given, else logits.
+        targets: (B, T) ids, -100 ignored; returns the mean cross-entropy instead of logits when given (the
+                 head applied a block of rows at a time, no (B, T, vocab) logits: `primer.model.loss`).
         last_only: compute logits for the last position only (decoding).
         select: bool (B, T): logits for these positions only, as (N, vocab) in row-major order. Fine-tuning
                 trains on a subset of tokens (the assistant replies); never building the (B, T, vocab) logits
@@ -360,8 +362,7 @@ class Transformer(nn.Module):
             x = x[select]  # (N, C)
         if not head:
             return self.norm(x)
-        logits = self.lm_head(self.norm(x))  # (B, T, vocab), or (N, vocab) with select
-        if targets is None:
-            return logits
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-100)
-        return logits, loss
+        if targets is not None:
+            h = self.norm(x)
+            return cross_entropy(h.reshape(-1, h.size(-1)), self.lm_head.weight, self.lm_head.bias, targets.reshape(-1))
+        return self.lm_head(self.norm(x))  # (B, T, vocab), or (N, vocab) with select

@@ -212,7 +212,7 @@ class Trainer:
         x, y = batch
         nonblock = self.device.type == "cuda"
         with self.autocast:
-            _, loss = self.wrapped(x.to(self.device, non_blocking=nonblock), y.to(self.device, non_blocking=nonblock))
+            loss = self.wrapped(x.to(self.device, non_blocking=nonblock), y.to(self.device, non_blocking=nonblock))
         return loss / self.accum, {}
 
     def prepare_step(self, micro: list) -> list:
@@ -337,7 +337,7 @@ class Trainer:
         acc = torch.zeros(2, dtype=torch.float64, device=self.device)
         for x, y in self.val:
             with self.autocast:
-                _, loss = self.wrapped(x.to(self.device), y.to(self.device))
+                loss = self.wrapped(x.to(self.device), y.to(self.device))
             acc[0] += loss.double() * x.shape[0]
             acc[1] += x.shape[0]
         self.wrapped.train()

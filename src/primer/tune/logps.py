@@ -4,7 +4,8 @@ SFT's loss and DPO's sequence log-probs need log p(y_i) at the trained tokens on
 builds their (N, vocab) logits, keeps the log-softmax for backward and builds the same-size gradient at
 the start of backward, on top of every layer's activations. `token_logps` is the fused linear
 cross-entropy idea (Liger-Kernel's): the head's matmul is done CHUNK rows at a time in forward and done
-again in backward, so at most one (CHUNK, vocab) block is alive. Same numbers as
+again in backward (the upstream gradient is per token here, unlike pretraining's scalar loss in
+`primer.model.loss`, whose block size this shares), so at most one (rows, vocab) block is alive. Same numbers as
 `log_softmax(h @ W.T + b)[y]` (tests/test_tune.py), for one more head matmul over the trained tokens.
 """
 
@@ -13,18 +14,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from primer.model.loss import chunk_rows, compute_dtype
 from primer.weights.checkpoint import unwrap
 
-CHUNK_ELEMS = 1 << 23
-"""floats in one block of logits (32 MB in fp32): CHUNK = CHUNK_ELEMS // vocab rows"""
-
-
-def _dtype(h: torch.Tensor) -> torch.dtype:
-    return torch.promote_types(h.dtype, torch.float32)  # fp32 (bf16 activations included), fp64 stays fp64
-
-
 def _logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    dt = _dtype(h)
+    dt = compute_dtype(h)
     # Under autocast the matmul runs in its dtype (bf16 logits, as the plain head gives); the log-softmax
     # must not: autocast leaves z and logsumexp in bf16 (~0.06 at a logsumexp of 10), which summed over a
     # reply moved DPO's sequence log-probs by nats. So z is fp32 from here on, as `logits.float()` is.
@@ -35,8 +29,8 @@ def _logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
 class _TokenLogps(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, bias, y):
-        n, rows = h.shape[0], max(1, CHUNK_ELEMS // weight.shape[0])
-        out = torch.empty(n, dtype=_dtype(h), device=h.device)
+        n, rows = h.shape[0], chunk_rows(h.shape[0], weight.shape[0], h.shape[1], h.device)
+        out = torch.empty(n, dtype=compute_dtype(h), device=h.device)
         for i in range(0, n, rows):
             z = _logits(h[i: i + rows], weight, bias)
             out[i: i + rows] = z.gather(1, y[i: i + rows, None]).squeeze(1) - torch.logsumexp(z, dim=-1)
@@ -56,10 +50,10 @@ class _TokenLogps(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, g):
         h, weight, bias, y = ctx.saved_tensors
-        n, rows = h.shape[0], max(1, CHUNK_ELEMS // weight.shape[0])
+        n, rows = h.shape[0], chunk_rows(h.shape[0], weight.shape[0], h.shape[1], h.device)
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         gh = torch.empty_like(h) if need_h else None
-        dt = _dtype(h)
+        dt = compute_dtype(h)
         gw = torch.zeros(weight.shape, dtype=dt, device=weight.device) if need_w else None
         gb = torch.zeros(weight.shape[0], dtype=dt, device=weight.device) if need_b else None
         for i in range(0, n, rows):
@@ -89,6 +83,6 @@ def target_logps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, fu
     sel = y != -100
     if not fused:
         logits = model(x, select=sel, **kw)
-        return -F.cross_entropy(logits.to(_dtype(logits)), y[sel], reduction="none"), sel
+        return -F.cross_entropy(logits.to(compute_dtype(logits)), y[sel], reduction="none"), sel
     head = unwrap(model).lm_head
     return _TokenLogps.apply(model(x, select=sel, head=False, **kw), head.weight, head.bias, y[sel]), sel
