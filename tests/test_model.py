@@ -98,3 +98,14 @@ def test_training_loss_is_the_plain_head_loss():
     with torch.no_grad():
         want = F.cross_entropy(m(x).flatten(0, 1), y.flatten())
     assert float(m(x, targets=y).detach()) == pytest.approx(float(want), abs=1e-5)
+
+
+def test_head_blocks_are_wide_enough():
+    """primer.model.loss.chunk_rows: a CPU block holds ~4M floats but never fewer than 256 rows; a GPU block
+    follows Liger-Kernel's rule (phi-1.5, a micro-batch of 8 x 2,048: 1,024 rows of its 51,200-token vocabulary)."""
+    from primer.model.loss import chunk_rows
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # only the device's type is read: no GPU needed
+    assert chunk_rows(2048, 16384, 384, cpu) == 256 and chunk_rows(2048, 8192, 256, cpu) == 512
+    assert chunk_rows(4096, 50304, 768, cpu) == 256
+    assert chunk_rows(16384, 51200, 2048, gpu) == 1024 and chunk_rows(3, 51200, 2048, gpu) == 1
