@@ -65,7 +65,9 @@ class _CrossEntropy(torch.autograd.Function):
             valid = targets != -100
             count = valid.sum()
             total = torch.zeros((), dtype=dt, device=h.device)
-            gh = torch.empty_like(h) if need else None
+            # gh stays fp32 until backward scales it: 1/tokens-sized fp16 values would underflow before a loss
+            # scaler's factor reaches them, as it does in the plain backward
+            gh = torch.empty(h.shape, dtype=dt, device=h.device) if need else None
             gw = torch.zeros(weight.shape, dtype=dt, device=h.device) if need else None
             gb = torch.zeros(V, dtype=dt, device=h.device) if need and bias is not None else None
             for i in range(0, n, rows):
@@ -84,7 +86,7 @@ class _CrossEntropy(torch.autograd.Function):
                 dz[at, y] -= 1
                 vm = v.to(dt)[:, None]
                 dzm = dz.to(md)
-                gh[i: i + rows] = (dzm @ w).to(dt).mul_(vm).to(h.dtype)
+                gh[i: i + rows] = (dzm @ w).to(dt).mul_(vm)
                 if md == dt:
                     gw.addmm_(dzm.t(), hc * vm.to(md))  # no (vocab, C) temporary
                 else:
@@ -93,16 +95,16 @@ class _CrossEntropy(torch.autograd.Function):
                     gb += dz.t() @ vm[:, 0]
             if need:
                 scale = 1.0 / count.to(dt)  # the mean; 0 trained tokens gives inf/nan, as F.cross_entropy's
-                gh.mul_(scale.to(gh.dtype))
+                gh.mul_(scale)
                 gw.mul_(scale)
                 if gb is not None:
                     gb.mul_(scale)
         ctx.save_for_backward(gh, gw, gb)
-        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
         return total / count
 
     @staticmethod
     def backward(ctx, g):
         gh, gw, gb = ctx.saved_tensors
-        wdt, bdt = ctx.dtypes
-        return (gh * g.to(gh.dtype), (gw * g).to(wdt), None if gb is None else (gb * g).to(bdt), None, None)
+        hdt, wdt, bdt = ctx.dtypes
+        return (gh * g).to(hdt), (gw * g).to(wdt), None if gb is None else (gb * g).to(bdt), None, None
