@@ -2,6 +2,7 @@
 that span tokens, and the context limit as an explicit finish reason."""
 
 import pytest
+import torch
 
 from primer.errors import PrimerError
 from primer.model.engine import Engine
@@ -91,9 +92,9 @@ def test_samples_of_one_prompt_share_its_prefill(debug_model):
     prefilled = []
     real_prefill = eng.runner.prefill
 
-    def counted(slot, ids):
+    def counted(slot, ids, *rest):
         prefilled.append(list(ids))
-        return real_prefill(slot, ids)
+        return real_prefill(slot, ids, *rest)
 
     eng.runner.prefill = counted
     runs = [(PROMPTS[0], dict(max_new_tokens=n, temperature=1.0, seed=s)) for n, s in ((3, 1), (10, 2), (4, 3), (4, 4))]
@@ -152,3 +153,26 @@ def test_stop_string_across_token_boundaries_is_never_streamed(bundled_lm):
                 break
         assert d.hit and "".join(pieces) == text[: text.index(stop)]
         assert all("\ufffd" not in p for p in pieces)  # a character split over tokens is held back whole
+
+
+def test_cache_grows_to_the_requests_horizon_and_keeps_its_positions(debug_model):
+    """SlotCache: doubling, but never past the horizon the engine gives (prompt + new tokens of its running
+    requests), one layer at a time with every position kept."""
+    from primer.model.engine import SlotCache
+
+    c = SlotCache(debug_model.cfg, 2, 128, torch.float32, torch.device("cpu"))
+    c.reserve(10, horizon=40)
+    assert c.capacity == 40  # not the 64 a first reservation takes
+    marks = [torch.randn_like(t) for t in c.k + c.v]
+    for t, m in zip(c.k + c.v, marks):
+        t.copy_(m)
+    c.reserve(41, horizon=50)
+    assert c.capacity == 50 and all(t.shape[2] == 50 for t in c.k + c.v)
+    assert all(torch.equal(t[:, :, :40], m) for t, m in zip(c.k + c.v, marks))
+    c.reserve(60)
+    assert c.capacity == 100  # no horizon: doubling
+    eng = Engine(debug_model, max_batch=4, fast=False)
+    for p in PROMPTS[:3]:
+        eng.submit(p, SamplingParams(max_new_tokens=7))
+    drain(eng)
+    assert eng.runner.cache.capacity == max(len(p) for p in PROMPTS[:3]) + 7

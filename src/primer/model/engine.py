@@ -93,7 +93,8 @@ class SlotCache:
     """Keys/values per layer (slots, n_kv_head, capacity, head_dim), written in place.
 
     The capacity (positions) grows by doubling up to `max_len` as rows need it, so a cache sized
-    for the model's whole context is only paid for when a request uses it.
+    for the model's whole context is only paid for when a request uses it, and never past the
+    horizon the engine gives (the most positions its running requests can still reach).
     """
 
     def __init__(self, cfg, slots: int, max_len: int, dtype, device):
@@ -102,16 +103,27 @@ class SlotCache:
         self.v: list[torch.Tensor] = []
         self.capacity = 0
 
-    def reserve(self, positions: int) -> None:
+    def reserve(self, positions: int, horizon: int | None = None) -> None:
         if positions <= self.capacity:
             return
-        cap = min(self.max_len, max(positions, 2 * self.capacity, 64))
+        cap = max(positions, 2 * self.capacity, 64)
+        if horizon is not None:  # 64 rows of 76 positions need 76, not the 128 a doubling gives
+            cap = min(cap, max(positions, horizon))
+        cap = min(self.max_len, cap)
         shape = (self.slots, self.cfg.n_kv_head, cap, self.cfg.head_dim)
-        grown = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(2 * self.cfg.n_layer)]
-        for new, old in zip(grown, self.k + self.v):
-            new[:, :, : self.capacity] = old
-        n = self.cfg.n_layer
-        self.k, self.v, self.capacity = grown[:n], grown[n:], cap
+        if not self.k:
+            self.k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.cfg.n_layer)]
+            self.v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.cfg.n_layer)]
+        else:
+            # one layer at a time, the old one freed as its copy is made: the old and the grown cache are
+            # never both whole (growing a batch-64 cache from 64 to 128 positions had peaked at 1.5x the new one)
+            for cache in (self.k, self.v):
+                for i, old in enumerate(cache):
+                    new = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                    new[:, :, : self.capacity] = old
+                    cache[i] = new
+                    del old
+        self.capacity = cap
 
     def move(self, src: int, dst: int, length: int) -> None:
         """Copy slot src's first `length` positions into slot dst."""
@@ -170,9 +182,10 @@ class Runner:
         self.fast = bool(fast)
         self.cache = SlotCache(model.cfg, slots, max_len, dtype, self.device)
 
-    def prefill(self, slot: int, ids: list[int]) -> torch.Tensor:
-        """Run a prompt alone into `slot`; the logits (V,) after its last token."""
-        self.cache.reserve(len(ids) + 1)
+    def prefill(self, slot: int, ids: list[int], horizon: int | None = None) -> torch.Tensor:
+        """Run a prompt alone into `slot`; the logits (V,) after its last token. `horizon`: the most
+        positions any running request can reach (the cache grows no further for now)."""
+        self.cache.reserve(len(ids) + 1, horizon)
         view = self.cache.slot(slot, 0)
         x = torch.tensor([ids], device=self.device)
         # Prompts keep fp32 activations: with int8 rows the bundled model's first reply token to "What is
@@ -182,10 +195,10 @@ class Runner:
             logits = self.forward(x[:, s: s + PREFILL_CHUNK], cache=view, last_only=True, **kw)
         return logits[0, -1].float().cpu()
 
-    def decode(self, tokens: list[int], pos: list[int]) -> torch.Tensor:
+    def decode(self, tokens: list[int], pos: list[int], horizon: int | None = None) -> torch.Tensor:
         """Feed token i to slot i at position pos[i] (rows 0..n-1); logits (n, V)."""
         n, S = len(tokens), max(pos) + 1
-        self.cache.reserve(S)
+        self.cache.reserve(S, horizon)
         if self.step is not None:
             return self.step(torch.tensor(tokens), torch.tensor(pos), self.cache.k, self.cache.v)
         p = torch.tensor(pos, device=self.device)
@@ -289,7 +302,7 @@ class Engine:
         events: list[Event] = []
         if self._active:
             rows = list(self._active)
-            logits = self.runner.decode([r.out[-1] for r in rows], [r.filled for r in rows])
+            logits = self.runner.decode([r.out[-1] for r in rows], [r.filled for r in rows], self._horizon())
             for r in rows:
                 r.filled += 1
             self._emit(rows, logits, events)
@@ -315,9 +328,13 @@ class Engine:
                 logits = twin.prompt_logits
             else:
                 budget -= len(r.prompt)
-                logits = self.runner.prefill(slot, r.prompt)
+                logits = self.runner.prefill(slot, r.prompt, self._horizon())
             r.filled, r.prompt_logits = len(r.prompt), logits
             self._emit([r], logits.clone()[None], events)  # sampling edits its logits in place
+
+    def _horizon(self) -> int:
+        """Cache positions the running requests can still reach: prompt + new tokens (the last one is not fed)."""
+        return max(len(r.prompt) + r.limit for r in self._active)
 
     def _emit(self, rows: list[_Request], logits: torch.Tensor, events: list[Event]) -> None:
         """Sample each row's next token, record it, and release the rows that finished."""
