@@ -87,6 +87,16 @@ def test_blockwise_cross_entropy_is_the_plain_loss_and_its_gradients(monkeypatch
         assert float(L.cross_entropy(h0, w0, b0, y)) == pytest.approx(float(plain[0]), abs=tol)
 
 
+def test_blockwise_cross_entropy_of_no_trained_token_is_zero():
+    """A fine-tuning micro-batch whose targets are all ignored adds 0 and no gradient (not F.cross_entropy's nan)."""
+    from primer.model.loss import cross_entropy
+
+    h, w = torch.randn(5, 8, requires_grad=True), torch.randn(30, 8, requires_grad=True)
+    loss = cross_entropy(h, w, None, torch.full((5,), -100))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and not h.grad.any() and not w.grad.any()
+
+
 def test_training_loss_is_the_plain_head_loss():
     """Transformer(x, targets) is the blockwise loss; the same number as cross-entropy of its logits."""
     import torch.nn.functional as F

@@ -63,7 +63,9 @@ class _CrossEntropy(torch.autograd.Function):
             w = weight.to(md)  # one cast for every block
             b = None if bias is None else bias.to(dt)
             valid = targets != -100
-            count = valid.sum()
+            # no trained target (a fine-tuning micro-batch of prompts only): 0 and no gradient, where
+            # F.cross_entropy would give nan
+            count = valid.sum().clamp_min(1)
             total = torch.zeros((), dtype=dt, device=h.device)
             # gh stays fp32 until backward scales it: 1/tokens-sized fp16 values would underflow before a loss
             # scaler's factor reaches them, as it does in the plain backward
@@ -94,7 +96,7 @@ class _CrossEntropy(torch.autograd.Function):
                 if gb is not None:
                     gb += dz.t() @ vm[:, 0]
             if need:
-                scale = 1.0 / count.to(dt)  # the mean; 0 trained tokens gives inf/nan, as F.cross_entropy's
+                scale = 1.0 / count.to(dt)
                 gh.mul_(scale)
                 gw.mul_(scale)
                 if gb is not None:

@@ -22,7 +22,6 @@ from primer.train.loop import Trainer, TrainResult
 from primer.tune.chat import BadRecord, Encoded, Stats, conversation, encode_chat, ensure_chat_template, fit, read_records
 from primer.tune.config import SFTConfig, TuneConfig
 from primer.tune.data import SFTBatches, fingerprint
-from primer.tune.logps import target_logps
 from primer.tune.lora import add_lora, is_lora, merged_state_dict
 from primer.weights.checkpoint import read_safetensors
 
@@ -56,7 +55,7 @@ class TuneTrainer(Trainer):
         if tok is None:
             raise PrimerError(f"{cfg.model} has no tokenizer; tune needs one to render conversations")
         self.base, self.tokenizer, self.mcfg = model, tok, model.cfg
-        self.fused_head = self.dist.parallel != "fsdp"  # see primer.tune.logps.target_logps
+        self.fused_head = self.dist.parallel != "fsdp"  # DPO's log-probs: see primer.tune.logps.target_logps
         self.seq_len = min(cfg.max_seq_len, self.mcfg.block_size)
         self.max_steps = cfg.max_steps
         self.stats = Stats()
@@ -182,9 +181,12 @@ class SFTTrainer(TuneTrainer):
     def forward_loss(self, batch):
         x, y, pos, mask, _, step_tokens = batch
         dev = self.device
-        with self.autocast:  # log-probs at the assistant tokens only: the (B, T, vocab) logits are never built
-            lp, sel = target_logps(self.wrapped, x.to(dev), y.to(dev), fused=self.fused_head,
-                                   pos=None if pos is None else pos.to(dev),
-                                   attn_mask=None if mask is None else mask.to(dev))
-        # a sum over this micro-batch's trained tokens, divided by the step's: the step loss is their token mean
-        return -lp.sum() / step_tokens, {"trained_tokens": sel.sum().float()}
+        y = y.to(dev)
+        sel = y != -100
+        with self.autocast:  # the head runs at the assistant tokens only, a block of rows at a time, inside the
+            # model's forward (where FSDP has the head's weight whole): primer.model.loss
+            loss = self.wrapped(x.to(dev), select=sel, targets=y[sel], pos=None if pos is None else pos.to(dev),
+                                attn_mask=None if mask is None else mask.to(dev))
+        # this micro-batch's token mean times its tokens, divided by the step's: the step loss is their token mean
+        n = sel.sum()
+        return loss * n / step_tokens, {"trained_tokens": n.float()}
