@@ -28,9 +28,8 @@ from primer.pipeline.records import read_run, read_stage
 from primer.pipeline.stages import source_of
 from primer.pipeline.summaries import CurateSummary, SynthSummary, read_summary
 
-# column -> (type, what it holds); the card's column table is written from this
-# column -> (Arrow type name, what it holds); pyarrow is imported only to write (the CLI imports this
-# module to build its parser, and pyarrow would add ~30 MB to every primer process)
+# column -> (Arrow type name, what it holds); the card's column table is written from this. pyarrow is imported
+# only to write (the CLI imports this module to build its parser, and pyarrow added ~30 MB to every primer process)
 COLUMNS: dict[str, tuple[str, str]] = {
     "id": ("string", "document id (the record's id field, else input file:line)"),
     "text": ("string", "the document"),

@@ -1,6 +1,6 @@
 """Log-probs of the target tokens from the final hidden states, the vocabulary a chunk of rows at a time.
 
-SFT's loss and DPO's sequence log-probs need log p(y_i) at the trained tokens only, but the plain way
+DPO's sequence log-probs (and its cached reference ones) need log p(y_i) at the trained tokens only, but the plain way
 builds their (N, vocab) logits, keeps the log-softmax for backward and builds the same-size gradient at
 the start of backward, on top of every layer's activations. `token_logps` is the fused linear
 cross-entropy idea (Liger-Kernel's): the head's matmul is done CHUNK rows at a time in forward and done
