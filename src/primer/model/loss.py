@@ -8,8 +8,9 @@ head's matmul CHUNK rows at a time and, because the loss is a scalar whose upstr
 works out the gradients of the hidden states and of the head in the same pass, so backward only scales them.
 The same FLOPs as the plain loss (three head matmuls) with at most one (rows, vocab) block alive. What it buys is
 memory: the peak of a forward + backward on 2 CPU cores went from ~2.1 to 1.5 GB (small-30m, 8 x 256 tokens),
-~9 to ~6 GB (gpt2-124m, 4 x 1,024) and ~14 to ~10.4 GB (smollm2-135m, 4 x 1,024), at the same speed within
-noise (`primer train` already reuses freed memory, which took the plain loss's page faults away).
+~9 to ~6 GB (gpt2-124m, 4 x 1,024) and ~14 to ~10.4 GB (smollm2-135m, 4 x 1,024). Speed: the same within noise
+at vocabularies of 8-16k (`primer train` already reuses freed memory, which took the plain loss's page faults away),
+~10% faster `primer train` steps at gpt2-124m's 50k (bench/train.py).
 `chunk_rows` is also the block size of `primer.tune.logps`.
 """
 
