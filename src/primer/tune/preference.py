@@ -56,6 +56,11 @@ class DPOTrainer(TuneTrainer):
     kind = "dpo"
     bf16_hint = False  # at DPO's learning rates bf16 rounding moves the reward margins more than the steps do (README)
 
+    @property
+    def fused_head(self) -> bool:
+        """Log-probs with the head a block at a time outside the forward: not under FSDP (primer.tune.logps)."""
+        return self.dist.parallel != "fsdp"
+
     def read_examples(self) -> list:
         out = []
         for where, rec in read_records(self.cfg.data, self.stats):

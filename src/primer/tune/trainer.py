@@ -55,7 +55,6 @@ class TuneTrainer(Trainer):
         if tok is None:
             raise PrimerError(f"{cfg.model} has no tokenizer; tune needs one to render conversations")
         self.base, self.tokenizer, self.mcfg = model, tok, model.cfg
-        self.fused_head = self.dist.parallel != "fsdp"  # DPO's log-probs: see primer.tune.logps.target_logps
         self.seq_len = min(cfg.max_seq_len, self.mcfg.block_size)
         self.max_steps = cfg.max_steps
         self.stats = Stats()
