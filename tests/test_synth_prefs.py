@@ -121,3 +121,76 @@ def test_pairs_do_not_depend_on_how_many_prompts_are_sampled_together(tmp_path, 
     again, four = run("four", batch_size=12, n=50)  # the rest resumes: nothing lost, nothing twice
     assert again.documents == sum(c is not None for _, c, _ in one.values())
     assert four == one
+
+
+def test_instruction_prompts_are_ifevals_kinds_seeded_and_decontaminated(data_dir):
+    from collections import Counter
+
+    from primer.synth import instructions
+    from primer.synth.topics import shipped
+
+    R = instructions.registry()
+    a = instructions.draw(7, 0, shipped(), R)
+    assert a == instructions.draw(7, 0, shipped(), R) != instructions.draw(8, 0, shipped(), R)  # seeded per prompt
+    ids = a["instructions"]["instruction_id_list"]
+    assert 1 <= len(ids) <= 3 and set(ids) <= set(R.INSTRUCTION_DICT)
+    assert len(a["instructions"]["kwargs"]) == len(ids) and a["prompt"].startswith(a["base"])
+    counts = Counter()
+    got = instructions.prompts(40, 0, shipped(), data_dir, counts)
+    assert len(got) + counts["instructions_contaminated"] == 40 and got
+    # a base task that is one of IFEval's is dropped and counted
+    from primer.common.jsonl import read_jsonl
+
+    first = next(iter(read_jsonl(data_dir / instructions.IFEVAL_FILE)))["prompt"]
+    assert instructions._grams(" ".join(first.split()[:12])) & instructions.ifeval_index(data_dir)
+
+
+def test_instruction_scores_are_ifevals_verdicts():
+    from primer.synth import instructions
+
+    item = {"prompt": "Write a poem about rain. Your entire response should be in English, and in all lowercase "
+                      "letters. No capital letters are allowed. Do not include keywords ['wet'] in the response.",
+            "instructions": {"instruction_id_list": ["change_case:english_lowercase", "keywords:forbidden_words"],
+                             "kwargs": [{}, {"forbidden_words": ["wet"]}]}}
+    assert instructions.score(item, "the rain falls softly on the roof, and the garden drinks it in.") == 1.0
+    assert instructions.score(item, "The rain falls softly on the roof, and the garden drinks it in.") == 0.5
+    assert instructions.score(item, "The wet rain falls softly on the roof.") == 0.0
+
+
+def test_an_answer_that_ended_ranks_above_an_equal_one_that_was_cut():
+    item = {"prompt": "p"}
+    rec = prefs.pair(item, ["a", "b", "c"], [1.0, 1.0, 0.0], "x", [False, True, True])
+    assert (rec["chosen"], rec["rejected"]) == ("b", "c")
+    rec = prefs.pair(item, ["a", "b"], [0.5, 0.5], "x", [True, False])  # same score: the cut one is rejected
+    assert (rec["chosen"], rec["rejected"]) == ("a", "b")
+    assert prefs.pair(item, ["a", "b"], [0.5, 0.5], "x", [False, False]) is None  # no contrast at all
+
+
+def test_ifeval_form_prompt_files_are_read_and_bad_ones_named(tmp_path):
+    from primer.common.jsonl import BadInput
+
+    f = tmp_path / "p.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"prompt": "Write a haiku.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+        {"prompt": "Write a haiku.", "instruction_id_list": ["punctuation:no_semicolon"], "kwargs": [{}]},
+        {"prompt": "Write a haiku.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": []},
+    ]))
+    bad = BadInput()
+    got = prefs.read_prompts([f], bad)
+    assert [g["instructions"]["instruction_id_list"] for g in got] == [["punctuation:no_comma"]]
+    assert bad.count == 2 and "no_semicolon" in bad.describe() and "kwargs" in bad.describe()
+
+
+def test_instruction_pairs_end_to_end_and_resumed(tmp_path, policy, data_dir):
+    cfg = SynthConfig(kind="preference", instructions=6, out=tmp_path / "out", n=50, samples=3, max_tokens=8,
+                      temperature=1.0, data_dir=data_dir, progress=False, fsync=False)
+    s = synth(cfg, teacher=JudgeTeacher(), policy=policy)
+    recs = [json.loads(x) for f in (tmp_path / "out").glob("data-*.jsonl") for x in f.read_text().splitlines()]
+    rej = tmp_path / "out" / "rejects.jsonl"
+    rej = [json.loads(x) for x in rej.read_text().splitlines()] if rej.exists() else []
+    assert len(recs) + len(rej) + s.this_run.rejects.get("instructions_contaminated", 0) == 6
+    for r in recs + rej:
+        assert r["scored_by"] == "ifeval_checkers" and r["instructions"]["instruction_id_list"]
+        assert len(r["scores"]) == len(r["ended"]) == 3 and all(0.0 <= x <= 1.0 for x in r["scores"])
+    again = synth(cfg, teacher=JudgeTeacher(), policy=policy)
+    assert again.documents == len(recs) and again.documents_this_run == 0

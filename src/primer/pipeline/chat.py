@@ -56,6 +56,9 @@ class ChatTuneConfig:
     """safety demonstrations (refuse the unsafe prompt, answer its safe look-alike: `safety_conversations`) also join
     the SFT data, no more refusals than answers: a few DPO steps at a small learning rate do not undo what SFT on
     helpful answers teaches, and refusals alone teach the model to refuse whatever sounds unsafe"""
+    instructions: int = 0
+    """preference prompts drawn over the topic grid with IFEval's instruction kinds, ranked by its checkers (0: none;
+    the pairs then come from the teacher's constrained rewrites and safety prompts only)"""
     samples: Count = 4
     """on-policy answers sampled per preference prompt"""
     synth_tokens: Count = 256
@@ -135,9 +138,11 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
         log(f"  tune: {cfg.pairs} preference pairs sampled from {cfg.model} (+ {cfg.safety_per_type} safety per type)")
         steps.enter("pairs", teacher=cfg.teacher, policy=cfg.model, sources=digest(srcs), n=cfg.pairs,
                     samples=cfg.samples, safety_per_type=cfg.safety_per_type, tokens=cfg.synth_tokens,
-                    batch=cfg.synth_batch, data_dir=str(cfg.data_dir))
+                    batch=cfg.synth_batch, data_dir=str(cfg.data_dir), **({"instructions": cfg.instructions}
+                                                                          if cfg.instructions else {}))
         n_pairs = synth(SynthConfig(kind="preference", sources=srcs, out=out / "pairs", n=cfg.pairs, policy=cfg.model,
                                     samples=cfg.samples, safety_per_type=cfg.safety_per_type,
+                                    instructions=cfg.instructions,
                                     data_dir=Path(cfg.data_dir), **common)).documents
         pair_files = _files(out / "pairs")
     for what, files in (("conversations", conv_files), ("preference pairs", pair_files)):

@@ -3,13 +3,18 @@
 For each prompt the model being tuned (`--policy`) samples several answers (on-policy, as the
 Zephyr / SmolLM2 recipes do). They are ranked by a verifier where one exists, else by the teacher:
 
+  * a prompt with IFEval-form instructions (`instruction_id_list`, `kwargs`: `--instructions N` draws
+    them over the topic grid, `primer.synth.instructions`; a prompt file may carry its own): the share
+    of its instructions the answer follows, by IFEval's own checkers;
   * a constrained instruction (the conversation kind's IFEval-style constraints): does the answer
     satisfy it (1 / 0);
   * a prompt with a numeric `answer`: is the last number of the answer equal to it (1 / 0);
   * otherwise the teacher as judge: "Score: N" (1-10) for helpfulness and correctness, parsed
     strictly; an unparsable verdict scores nothing and is counted (`judge_unparsable`).
-The best-scored answer becomes `chosen`, the worst `rejected`; a prompt whose answers all score the
-same makes no pair (counted `no_contrast`). Each record keeps every candidate's score and how it was
+The best-scored answer becomes `chosen`, the worst `rejected`; between equal scores an answer that
+ended ranks above one cut at the token limit (a 135M model that runs on until the limit, repeating
+itself, is the commonest failure on IFEval's prompts); a prompt whose answers all score the same and
+all ended (or all were cut) makes no pair (counted `no_contrast`). Each record keeps every candidate's score and how it was
 scored.
 
 Safety pairs (phi-3's other post-training goal): the teacher writes fresh prompts from descriptions
@@ -32,7 +37,7 @@ from pathlib import Path
 from primer.common.jsonl import BadInput, read_jsonl_lines
 from primer.common.refusal import is_refusal
 from primer.errors import PrimerError
-from primer.synth import convo
+from primer.synth import convo, instructions
 
 JUDGE = ("Rate how helpful and correct the answer is, from 1 (useless or wrong) to 10 (excellent).\n\n"
          "Question: {prompt}\n\nAnswer: {answer}\n\nReply with one line and nothing else: Score: <1-10>")
@@ -69,7 +74,8 @@ def last_number(text: str) -> float | None:
 
 
 def read_prompts(paths: list[Path], bad: BadInput) -> list[dict]:
-    """{"prompt", optional "answer" (number) / "constraint" (a conversation-kind constraint name)} records."""
+    """{"prompt", optional "answer" (number) / "constraint" (a conversation-kind constraint name) /
+    "instruction_id_list" + "kwargs" (IFEval's form)} records."""
     out = []
     for p in paths:
         for lineno, rec in read_jsonl_lines(p, bad):
@@ -79,8 +85,21 @@ def read_prompts(paths: list[Path], bad: BadInput) -> list[dict]:
             if rec.get("constraint") is not None and rec["constraint"] not in convo.CONSTRAINTS:
                 bad.add(f"{p}:{lineno}", f"unknown constraint {rec['constraint']!r} (known: {', '.join(convo.CONSTRAINTS)})")
                 continue
-            out.append({"prompt": rec["prompt"], "answer": rec.get("answer"), "constraint": rec.get("constraint"),
-                        "where": f"{p}:{lineno}"})
+            item = {"prompt": rec["prompt"], "answer": rec.get("answer"), "constraint": rec.get("constraint"),
+                    "where": f"{p}:{lineno}"}
+            if "instruction_id_list" in rec:
+                ids, kw = rec["instruction_id_list"], rec.get("kwargs", [{}] * len(rec["instruction_id_list"]))
+                if (not isinstance(ids, list) or not ids or not isinstance(kw, list) or len(kw) != len(ids)
+                        or not all(isinstance(k, dict) for k in kw)):
+                    bad.add(f"{p}:{lineno}", "'instruction_id_list' must be a non-empty list with one 'kwargs' dict each")
+                    continue
+                unknown = instructions.unknown(ids)
+                if unknown:
+                    bad.add(f"{p}:{lineno}", f"unknown IFEval instruction(s) {unknown}")
+                    continue
+                item["instructions"] = {"instruction_id_list": ids,
+                                        "kwargs": [{a: v for a, v in k.items() if v is not None} for k in kw]}
+            out.append(item)
     return out
 
 
@@ -107,6 +126,8 @@ def contaminated(prompt: str, refs: list[str], index: set | None = None) -> bool
 def prompt_id(item: dict) -> str:
     key = {"kind": "preference", "prompt": item["prompt"], "answer": item.get("answer"),
            "constraint": item.get("constraint"), "safety": item.get("safety")}
+    if item.get("instructions"):  # the key of a prompt without them is what it was before they existed
+        key["instructions"] = item["instructions"]
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -115,6 +136,8 @@ def score(item: dict, answers: list[str], teacher, counts: Counter) -> tuple[lis
     if item.get("safety"):
         unsafe = item["safety"] == "unsafe"
         return [float(is_refusal(a) == unsafe) for a in answers], "refusal_rule"
+    if item.get("instructions"):
+        return [instructions.score(item, a) if a.strip() else 0.0 for a in answers], "ifeval_checkers"
     if item.get("constraint"):
         check = convo.CONSTRAINTS[item["constraint"]][1]
         return [float(bool(a.strip()) and check(a)) for a in answers], f"constraint:{item['constraint']}"  # type: ignore[operator]
@@ -136,24 +159,28 @@ def score(item: dict, answers: list[str], teacher, counts: Counter) -> tuple[lis
     return out, "teacher_judge"
 
 
-def pair(item: dict, answers: list[str], scores: list[float | None], how: str) -> dict | None:
-    scored = [(s, i) for i, s in enumerate(scores) if s is not None]
+def pair(item: dict, answers: list[str], scores: list[float | None], how: str,
+         ended: list[bool] | None = None) -> dict | None:
+    """ended[i]: answer i stopped by itself (not cut at the token limit); ranks it above an equal score that was cut."""
+    ended = ended if ended is not None else [True] * len(answers)
+    scored = [(s, ended[i], i) for i, s in enumerate(scores) if s is not None]
     if len(scored) < 2:
         return None
     best, worst = max(scored), min(scored)
     if item.get("safety") == "unsafe" and best[0] == worst[0] == 0.0:
         # every sample complied: the refusal is written, the on-policy compliance rejected
-        chosen, rejected = REFUSAL, answers[worst[1]]
-    elif best[0] == worst[0] or answers[best[1]].strip() == answers[worst[1]].strip():
+        chosen, rejected = REFUSAL, answers[worst[2]]
+    elif best[:2] == worst[:2] or answers[best[2]].strip() == answers[worst[2]].strip():
         return None
     else:
-        chosen, rejected = answers[best[1]], answers[worst[1]]
+        chosen, rejected = answers[best[2]], answers[worst[2]]
     return {"prompt": item["prompt"], "chosen": chosen, "rejected": rejected,
-            "scores": scores, "candidates": answers, "scored_by": how}
+            "scores": scores, "ended": ended, "candidates": answers, "scored_by": how}
 
 
 def items(cfg, teacher, counts: Counter, bad: BadInput) -> list[dict]:
-    """Every prompt of a preference run, in a fixed order: safety questions, prompt files, constrained rewrites."""
+    """Every prompt of a preference run, in a fixed order: safety questions, prompt files, instruction prompts,
+    constrained rewrites."""
     out: list[dict] = []
     if cfg.safety_per_type:
         from primer.common.paths import benchmark_dir
@@ -176,6 +203,12 @@ def items(cfg, teacher, counts: Counter, bad: BadInput) -> list[dict]:
                 else:
                     out.append({"prompt": q, "safety": label, "safety_type": name, "where": f"teacher:{name}:{k}"})
     out += read_prompts(list(cfg.prompts), bad)
+    if cfg.instructions:
+        from primer.common.paths import benchmark_dir
+        from primer.synth import topics
+
+        out += instructions.prompts(cfg.instructions, cfg.seed, topics.select(cfg.topics, cfg.subjects, bad),
+                                    benchmark_dir(cfg.data_dir), counts)
     if cfg.sources:
         for src in convo.read_sources(list(cfg.sources), bad=bad):
             for name in convo.CONSTRAINTS:
@@ -205,14 +238,16 @@ def run_preference(cfg, store, teacher, policy, counts: Counter, bad: BadInput, 
             if store.n_docs >= cfg.n:
                 break  # the rest of the chunk stays pending (a rerun with a larger n pairs it)
             answers = [r.text.strip() for r in res[j * cfg.samples: (j + 1) * cfg.samples]]
+            ended = [r.finish_reason == "stop" for r in res[j * cfg.samples: (j + 1) * cfg.samples]]
             scores, how = score(it, answers, teacher, counts)
-            rec = pair(it, answers, scores, how)
+            rec = pair(it, answers, scores, how, ended)
             base = {"prompt_id": pid, "kind": "preference", "prompt": it["prompt"], "source": it["where"], "policy": cfg.policy,
                     "teacher": getattr(teacher, "name", None), "constraint": it.get("constraint"),
-                    "safety": it.get("safety"), "safety_type": it.get("safety_type")}
+                    "safety": it.get("safety"), "safety_type": it.get("safety_type"), **({
+                        "instructions": it["instructions"]} if it.get("instructions") else {})}
             if rec is None:
                 counts["no_contrast"] += 1
-                store.reject({**base, "reason": "no_contrast", "scores": scores, "candidates": answers,
+                store.reject({**base, "reason": "no_contrast", "scores": scores, "ended": ended, "candidates": answers,
                               "scored_by": how})
                 continue
             store.add({**base, **rec, "text": "\n\n".join((rec["prompt"], rec["chosen"], rec["rejected"]))})

@@ -59,11 +59,15 @@ class SynthConfig(HttpOptions):
     samples: int = 4
     """preference: answers sampled per prompt"""
     prompts: list[Path] = field(default_factory=list)
-    """preference: JSONL prompts {"prompt", optional "answer" (a number) or "constraint" (a conversation constraint)}"""
+    """preference: JSONL prompts {"prompt", optional "answer" (a number), "constraint" (a conversation constraint) or
+    "instruction_id_list" + "kwargs" (IFEval's form, checked by its checkers)}"""
+    instructions: int = 0
+    """preference: prompts drawn over the topic grid with 1-3 of IFEval's instruction kinds each, ranked by IFEval's
+    checkers (needs the ifeval extra; the base tasks are decontaminated against IFEval's prompts)"""
     safety_per_type: int = 0
     """preference: safety prompts the teacher writes per XSTest-like prompt type (decontaminated against XSTest)"""
     data_dir: Path | None = None
-    """preference: benchmark folder holding xstest/ (default: $PRIMER_DATA or ../shared/benchmarks)"""
+    """preference: benchmark folder holding xstest/ and ifeval/ (default: $PRIMER_DATA or ../shared/benchmarks)"""
     out: Path = Path("runs/synth")
     """output directory (shards, rejects, summary); rerunning on it resumes"""
     n: int = 100
@@ -260,15 +264,7 @@ def build_plan(cfg: SynthConfig, bad: BadInput | None = None) -> Iterator[grid.P
         return convo.plan(convo.read_sources(list(cfg.sources), bad=bad), cfg.formats or None, cfg.seed)
 
     extracts = grid.read_extracts(cfg.seed_corpus, bad=bad, strict=cfg.strict) if cfg.seed_corpus else []
-    topic_list: list[grid.Topic] = []
-    if not extracts:
-        topic_list = (topics_mod.read_topics(cfg.topics, bad, cfg.strict) if cfg.topics
-                      else topics_mod.shipped())
-        if cfg.subjects:
-            want = {s.strip().lower() for s in cfg.subjects}
-            topic_list = [t for t in topic_list if t.subject.lower() in want]
-            if not topic_list:
-                raise PrimerError(f"no topics of subject(s) {sorted(want)}; see `primer topics`")
+    topic_list = [] if extracts else topics_mod.select(cfg.topics, cfg.subjects, bad, cfg.strict)
     return grid.plan(topic_list, extracts, cfg.formats or None, cfg.audiences or None, cfg.seed)
 
 

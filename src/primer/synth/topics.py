@@ -66,6 +66,18 @@ def shipped() -> list[Topic]:
     return leaves(load_tree())
 
 
+def select(path: str | Path | None, subjects: Sequence[str] = (), bad: BadInput | None = None,
+           strict: bool = False) -> list[Topic]:
+    """The topics of a file (default: the shipped tree), only those of `subjects` when given."""
+    out = read_topics(path, bad, strict) if path else shipped()
+    if subjects:
+        want = {s.strip().lower() for s in subjects}
+        out = [t for t in out if t.subject.lower() in want]
+        if not out:
+            raise PrimerError(f"no topics of subject(s) {sorted(want)}; see `primer topics`")
+    return out
+
+
 def normalize(name: str) -> str:
     """Lowercase, punctuation and stop words out, naive singular: 'The Cells' == 'cell'."""
     ws = re.findall(r"[a-z0-9]+", name.lower())
