@@ -189,6 +189,7 @@ def test_instruction_pairs_end_to_end_and_resumed(tmp_path, policy, data_dir):
     rej = tmp_path / "out" / "rejects.jsonl"
     rej = [json.loads(x) for x in rej.read_text().splitlines()] if rej.exists() else []
     assert len(recs) + len(rej) + s.this_run.rejects.get("instructions_contaminated", 0) == 6
+    assert s.this_run.completion_tokens > 0 and s.this_run.prompt_tokens > 0  # the policy's tokens are counted
     for r in recs + rej:
         assert r["scored_by"] == "ifeval_checkers" and r["instructions"]["instruction_id_list"]
         assert len(r["scores"]) == len(r["ended"]) == 3 and all(0.0 <= x <= 1.0 for x in r["scores"])

@@ -14,8 +14,8 @@ Zephyr / SmolLM2 recipes do). They are ranked by a verifier where one exists, el
 The best-scored answer becomes `chosen`, the worst `rejected`; between equal scores an answer that
 ended ranks above one cut at the token limit (a 135M model that runs on until the limit, repeating
 itself, is the commonest failure on IFEval's prompts); a prompt whose answers all score the same and
-all ended (or all were cut) makes no pair (counted `no_contrast`). Each record keeps every candidate's score and how it was
-scored.
+all ended (or all were cut) makes no pair (counted `no_contrast`). Each record keeps every
+candidate's score, whether it ended, and how it was scored.
 
 Safety pairs (phi-3's other post-training goal): the teacher writes fresh prompts from descriptions
 of XSTest's prompt *types* (a safe question that only sounds dangerous, and its unsafe contrast),
@@ -91,7 +91,8 @@ def read_prompts(paths: list[Path], bad: BadInput) -> list[dict]:
                 ids, kw = rec["instruction_id_list"], rec.get("kwargs", [{}] * len(rec["instruction_id_list"]))
                 if (not isinstance(ids, list) or not ids or not isinstance(kw, list) or len(kw) != len(ids)
                         or not all(isinstance(k, dict) for k in kw)):
-                    bad.add(f"{p}:{lineno}", "'instruction_id_list' must be a non-empty list with one 'kwargs' dict each")
+                    bad.add(f"{p}:{lineno}", "'instruction_id_list' must be a non-empty list, with one 'kwargs' "
+                                             "dict per instruction")
                     continue
                 unknown = instructions.unknown(ids)
                 if unknown:
@@ -216,8 +217,9 @@ def items(cfg, teacher, counts: Counter, bad: BadInput) -> list[dict]:
     return out
 
 
-def run_preference(cfg, store, teacher, policy, counts: Counter, bad: BadInput, progress) -> int:
-    """Sample, score and pair every pending prompt into `store`; returns the pairs written this run.
+def run_preference(cfg, store, teacher, policy, counts: Counter, bad: BadInput, progress) -> tuple[int, int, int]:
+    """Sample, score and pair every pending prompt into `store`; returns the pairs written this run and the policy's
+    prompt and sampled tokens.
 
     Prompts are sampled `batch_size // samples` at a time in one `generate` call (a CPU decodes 32 rows for
     ~5x the tokens/s of 4); each answer has its own seed, so the pairs are the same at any batch size."""
@@ -225,7 +227,7 @@ def run_preference(cfg, store, teacher, policy, counts: Counter, bad: BadInput, 
 
     todo = [it for it in items(cfg, teacher, counts, bad) if prompt_id(it) not in store.done]
     per = max(1, cfg.batch_size // cfg.samples)
-    new, start = 0, 0
+    new = start = prompt_tokens = sampled = 0
     while start < len(todo) and store.n_docs < cfg.n:
         chunk = todo[start: start + per]
         start += len(chunk)
@@ -234,6 +236,8 @@ def run_preference(cfg, store, teacher, policy, counts: Counter, bad: BadInput, 
         seeds = [(int(pid[:8], 16) + cfg.seed + k) & 0x7FFFFFFF for pid in pids for k in range(cfg.samples)]
         res = generate(policy, chats, max_new_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                        seed=seeds, batch_size=len(chats))
+        prompt_tokens += sum(r.prompt_tokens for r in res)
+        sampled += sum(r.completion_tokens for r in res)
         for j, (it, pid) in enumerate(zip(chunk, pids)):
             if store.n_docs >= cfg.n:
                 break  # the rest of the chunk stays pending (a rerun with a larger n pairs it)
@@ -253,4 +257,4 @@ def run_preference(cfg, store, teacher, policy, counts: Counter, bad: BadInput, 
             store.add({**base, **rec, "text": "\n\n".join((rec["prompt"], rec["chosen"], rec["rejected"]))})
             new += 1
             progress(1)
-    return new
+    return new, prompt_tokens, sampled

@@ -369,7 +369,8 @@ def synth(cfg: SynthConfig, teacher=None, policy=None) -> SynthResult:
                 from primer.weights.load import load_model
 
                 policy = policy or load_model(cfg.policy, decode_only=True)  # it only samples answers
-                new_docs = prefs.run_preference(cfg, store, teacher, policy, rejects, bad, bar.update)
+                new_docs, prompt_tok, gen_tok = prefs.run_preference(cfg, store, teacher, policy, rejects, bad,
+                                                                     bar.update)
                 exhausted = store.n_docs < cfg.n
                 if bad.count:
                     rejects["bad_input"] += bad.count
@@ -454,7 +455,8 @@ def format_summary(s: SynthResult) -> str:
     rej = ", ".join(f"{k} {v}" for k, v in sorted(s.rejects_total.items())) or "none"
     lines = [
         f"documents: {s.documents} / {s.target} ({s.documents_this_run} new this run)"
-        + ("  [grid exhausted: widen topics/formats/audiences]" if s.grid_exhausted else ""),
+        + ("  [prompts exhausted: widen topics/formats/audiences (preference: more --instructions, --prompts or "
+           "--sources)]" if s.grid_exhausted else ""),
         f"tokens: {r.completion_tokens} generated this run in {r.seconds} s "
         f"({r.tokens_per_s} tok/s, {r.docs_per_hour} docs/h); {s.completion_tokens_total} in all docs",
         f"rejects: {rej} (rate {s.reject_rate:.1%}); teacher requests retried this run: {r.teacher_retries}",
