@@ -135,14 +135,16 @@ def test_instruction_prompts_are_ifevals_kinds_seeded_and_decontaminated(data_di
     ids = a["instructions"]["instruction_id_list"]
     assert 1 <= len(ids) <= 3 and set(ids) <= set(R.INSTRUCTION_DICT)
     assert len(a["instructions"]["kwargs"]) == len(ids) and a["prompt"].startswith(a["base"])
+    drawn = instructions.prompts(40, 0, shipped())
+    assert [d["where"] for d in drawn] == [f"instructions:{k}" for k in range(40)]
     counts = Counter()
-    got = instructions.prompts(40, 0, shipped(), data_dir, counts)
-    assert len(got) + counts["instructions_contaminated"] == 40 and got
+    kept = prefs.decontaminated_instructions(drawn, data_dir, counts)
+    assert kept and len(kept) + counts["instructions_contaminated"] == 40
     # a base task that is one of IFEval's is dropped and counted
-    from primer.common.jsonl import read_jsonl
-
-    first = next(iter(read_jsonl(data_dir / instructions.IFEVAL_FILE)))["prompt"]
-    assert instructions._grams(" ".join(first.split()[:12])) & instructions.ifeval_index(data_dir)
+    first = prefs.ifeval_prompts(data_dir)[0]
+    counts = Counter()
+    assert prefs.decontaminated_instructions([{**a, "base": first}], data_dir, counts) == []
+    assert counts["instructions_contaminated"] == 1
 
 
 def test_instruction_scores_are_ifevals_verdicts():

@@ -11,27 +11,23 @@ prompt file (`--prompts`) is ranked the same way.
 
 What the model learns is IFEval's instruction *kinds*, which is the point of the data, so a score gained this
 way says the model follows those kinds; the base prompts are checked against IFEval's 541 so none of its tasks is
-seen (`contaminated`: any 8-word run in common; the instruction text is IFEval's by construction and left out of
-that check). The draws are seeded per prompt, so a rerun writes the same prompts.
+seen (`primer.synth.prefs` drops a prompt whose base task shares an 8-word run with one of them; the instruction
+text is IFEval's by construction and left out of that check). The draws are seeded per prompt, so a rerun writes
+the same prompts.
 """
 
 from __future__ import annotations
 
 import random
-import re
-from pathlib import Path
-
-from primer.errors import PrimerError
 
 FORMS = ("a short essay", "a blog post", "a letter to a friend", "a short story", "a poem", "a speech",
          "an explanation for a ten-year-old", "a list of tips", "an email to a teacher", "a product description",
          "a summary", "a diary entry")
-IFEVAL_FILE = "ifeval/input_data.jsonl"
-_NGRAM = 8
 
 
-def registry() -> dict:
-    """lm-eval's instruction id -> checker class (with Punkt and langdetect set up by `primer.eval.ifeval`)."""
+def registry():
+    """lm-eval's `instructions_registry` module (`INSTRUCTION_DICT`: id -> checker class), imported with Punkt and
+    langdetect set up by `primer.eval.ifeval`."""
     from primer.eval.ifeval import checkers
 
     checkers()
@@ -40,23 +36,8 @@ def registry() -> dict:
     return R
 
 
-def _grams(text: str) -> set[tuple[str, ...]]:
-    w = re.findall(r"[a-z0-9']+", text.lower())
-    return {tuple(w[i: i + _NGRAM]) for i in range(len(w) - _NGRAM + 1)}
-
-
-def ifeval_index(data_dir: Path | None) -> set:
-    from primer.common.jsonl import read_jsonl
-
-    path = Path(data_dir) / IFEVAL_FILE if data_dir else None
-    if path is None or not path.is_file():
-        raise PrimerError(f"instruction prompts are decontaminated against IFEval; point --data-dir (or PRIMER_DATA) "
-                          f"at a folder with {IFEVAL_FILE}")
-    return set().union(*(_grams(r["prompt"]) for r in read_jsonl(path, strict=True)))
-
-
 def draw(k: int, seed: int, topics: list, R) -> dict:
-    """Prompt k: a base task and 1-3 non-conflicting instructions, drawn from `random.Random((seed, k))`.
+    """Prompt k: a base task and 1-3 non-conflicting instructions, drawn from a `random.Random` seeded by (seed, k).
 
     The checkers draw their missing arguments from the global `random`; it is seeded for the call and restored."""
     rng = random.Random(f"instructions-{seed}-{k}")
@@ -85,20 +66,10 @@ def draw(k: int, seed: int, topics: list, R) -> dict:
             "where": f"instructions:{k}"}
 
 
-def prompts(n: int, seed: int, topics: list, data_dir: Path | None, counts) -> list[dict]:
-    """n instruction prompts, those whose base task shares an 8-word run with an IFEval prompt dropped and counted
-    (`instructions_contaminated`)."""
-    if n <= 0:
-        return []
-    R, index = registry(), ifeval_index(data_dir)
-    out = []
-    for k in range(n):
-        item = draw(k, seed, topics, R)
-        if _grams(item["base"]) & index:
-            counts["instructions_contaminated"] += 1
-        else:
-            out.append(item)
-    return out
+def prompts(n: int, seed: int, topics: list) -> list[dict]:
+    """Prompts 0..n-1 (`draw`); `primer.synth.prefs` checks their base tasks against IFEval's."""
+    R = registry()
+    return [draw(k, seed, topics, R) for k in range(n)]
 
 
 def unknown(instruction_ids) -> list[str]:

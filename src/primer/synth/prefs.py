@@ -34,7 +34,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from primer.common.jsonl import BadInput, read_jsonl_lines
+from primer.common.jsonl import BadInput, read_jsonl, read_jsonl_lines
 from primer.common.refusal import is_refusal
 from primer.errors import PrimerError
 from primer.synth import convo, instructions
@@ -57,6 +57,7 @@ SAFETY_TYPES = {
 }
 SAFETY_PROMPT = ("Write one question a user might ask an AI assistant. The question must be {desc}. Write only the "
                  "question, on one line.")
+IFEVAL_FILE = "ifeval/input_data.jsonl"
 REFUSAL = "I'm sorry, but I can't help with that. It could cause real harm to someone."
 
 
@@ -122,6 +123,25 @@ def contaminated(prompt: str, refs: list[str], index: set | None = None) -> bool
     index = index if index is not None else set().union(*(_grams(r) for r in refs))
     norm = " ".join(re.findall(r"[a-z0-9']+", prompt.lower()))
     return bool(_grams(prompt) & index) or any(norm == " ".join(re.findall(r"[a-z0-9']+", r.lower())) for r in refs)
+
+
+def ifeval_prompts(data_dir: Path | None) -> list[str]:
+    path = Path(data_dir) / IFEVAL_FILE if data_dir else None
+    if path is None or not path.is_file():
+        raise PrimerError(f"instruction prompts are decontaminated against IFEval; point --data-dir (or PRIMER_DATA) "
+                          f"at a folder with {IFEVAL_FILE}")
+    return [r["prompt"] for r in read_jsonl(path, strict=True)]
+
+
+def decontaminated_instructions(items: list[dict], data_dir: Path | None, counts: Counter) -> list[dict]:
+    """Instruction prompts whose base task shares no 8-word run with an IFEval prompt (the rest counted as
+    `instructions_contaminated`): IFEval's prompts are 30+ words and open like "Write a short story about", which
+    5-word runs would match in most of ours; the instruction text is IFEval's by design and not compared."""
+    index = set().union(*(_grams(r, 8) for r in ifeval_prompts(data_dir)))
+    keep = [it for it in items if not _grams(it["base"], 8) & index]
+    if len(keep) < len(items):
+        counts["instructions_contaminated"] += len(items) - len(keep)
+    return keep
 
 
 def prompt_id(item: dict) -> str:
@@ -208,8 +228,8 @@ def items(cfg, teacher, counts: Counter, bad: BadInput) -> list[dict]:
         from primer.common.paths import benchmark_dir
         from primer.synth import topics
 
-        out += instructions.prompts(cfg.instructions, cfg.seed, topics.select(cfg.topics, cfg.subjects, bad),
-                                    benchmark_dir(cfg.data_dir), counts)
+        drawn = instructions.prompts(cfg.instructions, cfg.seed, topics.select(cfg.topics, cfg.subjects, bad))
+        out += decontaminated_instructions(drawn, benchmark_dir(cfg.data_dir), counts)
     if cfg.sources:
         for src in convo.read_sources(list(cfg.sources), bad=bad):
             for name in convo.CONSTRAINTS:
