@@ -267,8 +267,8 @@ def run_preference(cfg, store, teacher, policy, counts: Counter, bad: BadInput, 
             rec = pair(it, answers, scores, how, ended)
             base = {"prompt_id": pid, "kind": "preference", "prompt": it["prompt"], "source": it["where"], "policy": cfg.policy,
                     "teacher": getattr(teacher, "name", None), "constraint": it.get("constraint"),
-                    "safety": it.get("safety"), "safety_type": it.get("safety_type"), **({
-                        "instructions": it["instructions"]} if it.get("instructions") else {})}
+                    "safety": it.get("safety"), "safety_type": it.get("safety_type"),
+                    "instructions": it.get("instructions")}
             if rec is None:
                 counts["no_contrast"] += 1
                 store.reject({**base, "reason": "no_contrast", "scores": scores, "ended": ended, "candidates": answers,
