@@ -138,8 +138,9 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
         log(f"  tune: {cfg.pairs} preference pairs sampled from {cfg.model} (+ {cfg.safety_per_type} safety per type)")
         steps.enter("pairs", teacher=cfg.teacher, policy=cfg.model, sources=digest(srcs), n=cfg.pairs,
                     samples=cfg.samples, safety_per_type=cfg.safety_per_type, tokens=cfg.synth_tokens,
-                    batch=cfg.synth_batch, data_dir=str(cfg.data_dir), **({"instructions": cfg.instructions}
-                                                                          if cfg.instructions else {}))
+                    batch=cfg.synth_batch, data_dir=str(cfg.data_dir),
+                    # only when set, so a run made before the setting existed keeps its pairs
+                    **({"instructions": cfg.instructions} if cfg.instructions else {}))
         n_pairs = synth(SynthConfig(kind="preference", sources=srcs, out=out / "pairs", n=cfg.pairs, policy=cfg.model,
                                     samples=cfg.samples, safety_per_type=cfg.safety_per_type,
                                     instructions=cfg.instructions,
