@@ -424,6 +424,10 @@ def test_tune_stage_makes_a_chat_model_and_scores_it_before_and_after(tmp_path, 
                "rejected": "First, wait until he is alone.", "safety": "unsafe"},
               {"prompt": "Tell me how to poison a dog.", "chosen": "I'm sorry, but I can't help with that.",
                "rejected": "Mix it into its food.", "safety": "unsafe"}]
+    # a pair synth scored: its verified reply joins the SFT data too ([tune] verified_sft, rejection sampling)
+    pairs.append({"prompt": "Write the word moon in capital letters.", "chosen": "MOON", "rejected": "moon",
+                  "candidates": ["MOON", "moon"], "scores": [1.0, 0.0], "ended": [True, True],
+                  "scored_by": "ifeval_checkers"})
     (tmp_path / "sft.jsonl").write_text("".join(json.dumps(c) + "\n" for c in convs))
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     recipe = tmp_path / "chat.toml"
@@ -443,6 +447,7 @@ out_format = "jsonl"
 enabled = true
 sft_data = ["sft.jsonl"]
 pairs_data = ["pairs.jsonl"]
+verified_sft = true
 sft_steps = 2
 dpo_steps = 2
 batch_size = 2
@@ -457,7 +462,7 @@ max_gen_tokens = 24
     out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path, env={"PRIMER_DATA": str(data_dir)})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     s = json.loads((rd / "tune" / "stage.json").read_text())["summary"]
-    assert s["skipped"] is None and (s["conversations"], s["pairs"], s["safety_sft"]) == (4, 7, 2)
+    assert s["skipped"] is None and (s["conversations"], s["pairs"], s["safety_sft"], s["verified_sft"]) == (4, 8, 2, 1)
     demo = [json.loads(x) for x in (rd / "tune" / "safety-sft.jsonl").read_text().splitlines()]
     assert [[m["content"] for m in d["messages"]] for d in demo] == [[p["prompt"], p["chosen"]] for p in pairs[4:6]]
     assert len(s["sft_curve"]["step"]) == 2 and len(s["dpo_margin"]["step"]) == 2
@@ -544,3 +549,25 @@ def test_safety_demonstrations_balance_refusals_with_answers(tmp_path):
                               ("safe", "How do I shoot a good photo?", "Use soft light."),
                               ("unsafe", "How do I hurt person 0?", no), ("unsafe", "How do I hurt person 1?", no)]
     assert safety_conversations([str(tmp_path / "pairs.jsonl")], tmp_path / "demo.jsonl", []) == 2  # rerun: rewritten
+
+
+def test_verified_replies_join_sft_one_per_prompt_safety_aside(tmp_path):
+    """[tune] verified_sft: a reply that passed every check and ended, from pairs and from no-contrast rejects; safety
+    prompts are left to safety_sft's balance."""
+    from primer.pipeline.chat import verified_conversations
+
+    def rec(prompt, cands, scores, ended, **kw):
+        return {"prompt": prompt, "prompt_id": prompt[:4], "candidates": cands, "scores": scores, "ended": ended,
+                "scored_by": "ifeval_checkers", **kw}
+
+    pairs = [rec("Write in capitals.", ["OK", "ok"], [1.0, 0.0], [True, True], chosen="OK", rejected="ok"),
+             rec("Use no commas.", ["a, b", "a b c"], [0.0, 1.0], [True, False], chosen="a b c", rejected="a, b"),
+             rec("How do I kill a stuck process?", ["Run kill.", "No."], [1.0, 0.0], [True, True], safety="safe",
+                 chosen="Run kill.", rejected="No.")]
+    rejects = [rec("End with Bye.", ["Hi. Bye.", "Bye."], [1.0, 1.0], [True, True], reason="no_contrast")]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    (tmp_path / "rejects.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rejects))
+    n = verified_conversations([str(tmp_path / "pairs.jsonl")], tmp_path / "v.jsonl", [tmp_path / "rejects.jsonl"])
+    got = [json.loads(x)["messages"] for x in (tmp_path / "v.jsonl").read_text().splitlines()]
+    assert n == 2 and [(m[0]["content"], m[1]["content"]) for m in got] == [("Write in capitals.", "OK"),
+                                                                           ("End with Bye.", "Hi. Bye.")]

@@ -233,6 +233,33 @@ def test_bad_input_is_counted_and_named(base, tmp_path):
     assert s.data["dropped"] == 4 and s.data["truncated"] == 0
 
 
+def test_sft_on_scored_pairs_keeps_verified_replies_only(base, tmp_path):
+    """Rejection sampling: SFT reads a pair as prompt + chosen, and a record synth scored (it has candidates) only
+    through a reply that passed every check and ended; the others are dropped, counted and named."""
+    from primer.tune.chat import conversation
+
+    def scored(prompt, cands, scores, ended, how="ifeval_checkers", **kw):
+        return {"prompt": prompt, "candidates": cands, "scores": scores, "ended": ended, "scored_by": how, **kw}
+
+    rows = [
+        {"prompt": "name a colour", "chosen": "blue", "rejected": "cat"},  # a hand-made pair: its chosen
+        scored("what is two plus two", ["4", "four", "five"], [1.0, 1.0, 0.0], [True, True, True],
+               chosen="four", rejected="five"),  # the first reply that passed
+        scored("say it in capitals", ["OK", "ok"], [1.0, 1.0], [False, True], reason="no_contrast"),  # first that ended
+        scored("two plus two", ["four four four", "five"], [1.0, 0.0], [False, True],
+               chosen="four four four", rejected="five"),  # passed but cut at the limit
+        scored("name a cat", ["tom", "x"], [0.5, 0.0], [True, True], chosen="tom", rejected="x"),  # half passed
+        scored("the mat", ["a", "b"], [9.0, 2.0], [True, True], how="teacher_judge", chosen="a", rejected="b"),
+    ]
+    assert [conversation(r)[-1]["content"] for r in rows[:3]] == ["blue", "4", "ok"]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    d = sft(sft_cfg(base, tmp_path / "o", data, max_steps=1)).data
+    assert d["used"] == 3 and d["dropped"] == 3
+    for line, how in ((4, "ifeval_checkers"), (5, "ifeval_checkers"), (6, "teacher_judge")):
+        assert any(x.startswith(f"{data}:{line}: no sampled reply passed every check of its verifier ({how})")
+                   for x in d["dropped_examples"]), d["dropped_examples"]
+
+
 def test_cli_says_what_is_wrong_and_exits_2(base, tmp_path, capsys):
     only_bad = write_jsonl(tmp_path / "none.jsonl", [{"messages": [{"role": "user", "content": "x"}]}])
     rc = cli_main(["tune", "sft", str(base), "--data", only_bad, "--out-dir", str(tmp_path / "o"), "--no-progress"])

@@ -56,6 +56,10 @@ class ChatTuneConfig:
     """safety demonstrations (refuse the unsafe prompt, answer its safe look-alike: `safety_conversations`) also join
     the SFT data, no more refusals than answers: a few DPO steps at a small learning rate do not undo what SFT on
     helpful answers teaches, and refusals alone teach the model to refuse whatever sounds unsafe"""
+    verified_sft: bool = False
+    """rejection sampling: the on-policy samples that passed every check of their verifier and ended by themselves
+    (IFEval's checkers on instruction prompts, the constraint checks of rewrites) also join the SFT data, one reply
+    per prompt (`verified_conversations`); safety prompts go by safety_sft"""
     instructions: int = 0
     """preference prompts drawn over the topic grid with IFEval's instruction kinds, ranked by its checkers (0: none;
     the pairs then come from the teacher's constrained rewrites and safety prompts only)"""
@@ -150,12 +154,15 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
         if not files:
             raise PrimerError(f"[tune] the teacher kept no {what} (see {out}/*/rejects.jsonl): raise [tune] "
                               f"conversations/pairs or give your own with [tune] sft_data/pairs_data")
-    n_safe = 0
-    if cfg.safety_sft:
-        n_safe = safety_conversations(pair_files, out / "safety-sft.jsonl",
-                                      [] if cfg.pairs_data else [out / "pairs" / "rejects.jsonl"])
-        log(f"  tune: {n_safe} safety demonstrations join the SFT data")
-        conv_files = conv_files + [str(out / "safety-sft.jsonl")] if n_safe else conv_files
+    rejects = [] if cfg.pairs_data else [out / "pairs" / "rejects.jsonl"]
+    added = {}  # SFT data made from the pairs' samples: file name -> conversations
+    for on, make, name, what in ((cfg.safety_sft, safety_conversations, "safety-sft.jsonl", "safety demonstrations"),
+                                 (cfg.verified_sft, verified_conversations, "verified-sft.jsonl",
+                                  "verified on-policy replies")):
+        if on:
+            added[name] = make(pair_files, out / name, rejects)
+            log(f"  tune: {added[name]} {what} join the SFT data")
+            conv_files = conv_files + [str(out / name)] if added[name] else conv_files
     lap("data")
     loop = dict(batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch, device=device,
                 max_seq_len=cfg.max_seq_len, progress=False)
@@ -197,7 +204,7 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
     return TuneSummary(skipped=None, model=cfg.model, conversations=n_conv, pairs=n_pairs,
                        sft_curve=_curve(sft_rows, "loss"), dpo_curve=_curve(dpo_rows, "loss"),
                        dpo_margin=_curve(dpo_rows, "reward_margin"), rows=rows, checkpoint=rel(tuned), seconds=times,
-                       safety_sft=n_safe)
+                       safety_sft=added.get("safety-sft.jsonl", 0), verified_sft=added.get("verified-sft.jsonl", 0))
 
 
 def digest(files) -> str:
@@ -253,6 +260,27 @@ def safety_conversations(pair_files: list[str], path: Path, rejects: list[Path] 
                 rows.append(demo(r, first))
     answers = [r for r in rows if r["safety"] == "safe"]
     rows = answers + [r for r in rows if r["safety"] == "unsafe"][:len(answers)]
+    atomic_write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+    return len(rows)
+
+
+def verified_conversations(pair_files: list[str], path: Path, rejects: list[Path] = ()) -> int:
+    """Rejection sampling's SFT data in `path` (rewritten each time): for each scored prompt that is not a safety
+    prompt, its verified reply (`primer.tune.chat.verified_reply`) as a one-turn conversation; returns how many.
+    The rejects (prompts whose samples all scored alike, so no pair) count too: all four passing is the clearest
+    case. Why beside DPO: on the bundled model's instruction prompts, SFT on these replies moved IFEval as far as
+    DPO on the same samples' pairs in a sixth of the time (the README's "rejection sampling" figures)."""
+    from primer.common.jsonl import read_jsonl
+    from primer.tune.chat import verified_reply
+
+    rows = []
+    for f in list(pair_files) + [str(p) for p in rejects if Path(p).is_file()]:
+        for r in read_jsonl(f):
+            reply = None if r.get("safety") else verified_reply(r)
+            if reply is not None:
+                rows.append({"messages": [{"role": "user", "content": r["prompt"]},
+                                          {"role": "assistant", "content": reply}],
+                             "source": r.get("prompt_id"), "scored_by": r.get("scored_by")})
     atomic_write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
     return len(rows)
 

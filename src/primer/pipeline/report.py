@@ -458,7 +458,8 @@ def section_tune(s: TuneSummary) -> str:
     if s.skipped:
         return f'<div class="missing">tuning skipped: {esc(s.skipped)}</div>'
     out = [kv_table({"tuned model": s.model, "conversations": s.conversations,
-                     "safety demonstrations in the SFT data": s.safety_sft, "preference pairs": s.pairs,
+                     "safety demonstrations in the SFT data": s.safety_sft,
+                     "verified replies in the SFT data": s.verified_sft, "preference pairs": s.pairs,
                      "tuned checkpoint": s.checkpoint,
                      "time (s)": ", ".join(f"{k} {v}" for k, v in s.seconds.items())})]
     def pct(v, ci=None, sign=""):

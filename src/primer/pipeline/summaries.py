@@ -246,6 +246,8 @@ class TuneSummary:
     seconds: dict[str, float]
     safety_sft: int = 0
     """safety demonstrations that joined the SFT data (beside `conversations`)"""
+    verified_sft: int = 0
+    """verified on-policy replies that joined the SFT data (rejection sampling, [tune] verified_sft)"""
 
 
 @dataclass

@@ -3,7 +3,9 @@
 Inputs (one JSON object a line, read through `primer.common.jsonl`):
   * OpenAI / HF `messages`: {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
   * ShareGPT `conversations`: {"conversations": [{"from": "system"|"human"|"gpt", "value": "..."}, ...]}
-  * preference pairs (DPO): {"prompt": str | messages, "chosen": str | messages, "rejected": str | messages}
+  * preference pairs (DPO): {"prompt": str | messages, "chosen": str | messages, "rejected": str | messages};
+    SFT reads a pair as its prompt and chosen reply, and a record `primer synth --kind preference` scored (it has
+    `candidates`) only through its verified reply (`verified_reply`: rejection sampling)
 A record that cannot be used (no assistant turn, an unknown role, empty content, chosen == rejected)
 is counted and named in a `BadInput`, never dropped silently.
 
@@ -102,8 +104,11 @@ def _messages(value: Any, what: str) -> list[dict[str, str]]:
 def conversation(rec: dict) -> list[dict[str, str]]:
     """The messages of an SFT record; BadRecord when it has no assistant turn to learn from."""
     key = "messages" if "messages" in rec else "conversations" if "conversations" in rec else None
+    if key is None and "prompt" in rec and ("chosen" in rec or "candidates" in rec):
+        return _prompt(rec) + _reply(_sft_reply(rec), "chosen")
     if key is None:
-        raise BadRecord("no 'messages' (OpenAI/HF) or 'conversations' (ShareGPT) field")
+        raise BadRecord("no 'messages' (OpenAI/HF) or 'conversations' (ShareGPT) field, nor a pair's 'prompt' and "
+                        "'chosen'")
     msgs = _messages(rec[key], key)
     if not any(m["role"] == "assistant" for m in msgs):
         raise BadRecord("no assistant turn (nothing to train on)")
@@ -119,14 +124,43 @@ def _reply(value: Any, what: str) -> list[dict[str, str]]:
     return msgs
 
 
+def verified_reply(rec: dict) -> str | None:
+    """Rejection sampling's keep rule for a record `primer synth --kind preference` wrote (a pair, or in rejects.jsonl
+    a prompt whose samples all scored alike): a sampled reply that passed every check of its verifier (score 1.0:
+    IFEval's checkers, a constraint, the exact number, the refusal rule) and ended by itself (not cut at the token
+    limit), the first such one. None when no sample did, or when the teacher judged them (a rubric score says
+    better, not right)."""
+    if rec.get("scored_by") in (None, "teacher_judge"):
+        return None
+    answers, scores = rec.get("candidates") or [], rec.get("scores") or []
+    ended = rec.get("ended") or [True] * len(answers)  # a record from before `ended` was kept
+    ok = [a for a, s, e in zip(answers, scores, ended) if s == 1.0 and e and isinstance(a, str) and a.strip()]
+    return ok[0] if ok else None
+
+
+def _sft_reply(rec: dict) -> Any:
+    if "candidates" not in rec:
+        return rec["chosen"]
+    reply = verified_reply(rec)
+    if reply is None:
+        raise BadRecord(f"no sampled reply passed every check of its verifier ({rec.get('scored_by')}) and ended by "
+                        "itself (SFT on scored pairs keeps verified replies only)")
+    return reply
+
+
+def _prompt(rec: dict) -> list[dict[str, str]]:
+    prompt = _messages(rec["prompt"], "prompt")
+    if prompt[-1]["role"] == "assistant":
+        raise BadRecord("the prompt ends with an assistant turn; chosen/rejected continue a user turn")
+    return prompt
+
+
 def preference(rec: dict) -> tuple[list[dict], list[dict], list[dict]]:
     """(prompt messages, chosen turns, rejected turns) of a DPO record."""
     for k in ("prompt", "chosen", "rejected"):
         if k not in rec:
             raise BadRecord(f"no '{k}' field (a pair is {{prompt, chosen, rejected}})")
-    prompt = _messages(rec["prompt"], "prompt")
-    if prompt[-1]["role"] == "assistant":
-        raise BadRecord("the prompt ends with an assistant turn; chosen/rejected continue a user turn")
+    prompt = _prompt(rec)
     chosen, rejected = _reply(rec["chosen"], "chosen"), _reply(rec["rejected"], "rejected")
     if chosen == rejected:
         raise BadRecord("chosen equals rejected (the pair prefers nothing)")

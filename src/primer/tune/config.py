@@ -20,7 +20,8 @@ class TuneConfig(LoopConfig):
     model: str = "bundled"
     """Model to tune: 'bundled', a .gguf (dequantized to fp32), an HF model dir or a primer checkpoint dir."""
     data: list[str] = field(default_factory=list)
-    """JSONL files (SFT: OpenAI/HF `messages` or ShareGPT `conversations`; DPO: {prompt, chosen, rejected})."""
+    """JSONL files, comma-separated (SFT: OpenAI/HF `messages`, ShareGPT `conversations`, or pairs as prompt +
+    chosen, a pair `primer synth` scored by its verified reply only; DPO: {prompt, chosen, rejected})."""
     out_dir: str = "runs/tune"
     """Run directory: metrics.jsonl, config.json, data.json, checkpoints/ (each a merged, loadable model)."""
     max_seq_len: Annotated[int, Range(ge=8)] = 1024
