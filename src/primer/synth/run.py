@@ -104,7 +104,7 @@ class SynthConfig(HttpOptions):
     threads: Count | None = None
     """CPU threads for an in-process teacher (default: the backend's choice)"""
     device: str = "cpu"
-    """device for the in-process teacher (cpu, cuda)"""
+    """device for the in-process teacher and for the preference kind's policy (cpu, cuda)"""
     min_words: int = 50
     """reject documents with fewer words"""
     reject_truncated: bool = False
@@ -368,7 +368,8 @@ def synth(cfg: SynthConfig, teacher=None, policy=None) -> SynthResult:
                 from primer.synth import prefs
                 from primer.weights.load import load_model
 
-                policy = policy or load_model(cfg.policy, decode_only=True)  # it only samples answers
+                # it only samples answers: the packed decoder on a CPU, the model itself on a GPU
+                policy = policy or load_model(cfg.policy, device=cfg.device, decode_only=True)
                 new_docs, prompt_tok, gen_tok = prefs.run_preference(cfg, store, teacher, policy, rejects, bad,
                                                                      bar.update)
                 exhausted = store.n_docs < cfg.n
