@@ -260,6 +260,23 @@ def test_sft_on_scored_pairs_keeps_verified_replies_only(base, tmp_path):
                    for x in d["dropped_examples"]), d["dropped_examples"]
 
 
+def test_epochs_decide_the_steps(base, tmp_path):
+    """--epochs replaces --max-steps: ceil(epochs x rows of an epoch / batch size); an SFT row is a conversation
+    (with packing, a packed row: fewer of them), a DPO row a pair."""
+    data = write_jsonl(tmp_path / "c.jsonl", chats(12))
+    s = sft(sft_cfg(base, tmp_path / "a", data, epochs=2.0, max_steps=1, save_every=100))
+    assert s.steps == 6 and (tmp_path / "a" / "checkpoints" / "step_0000006").is_dir()
+    rows = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rows["step"] == 6 and rows["epoch"] == pytest.approx(2.0)
+    packed = sft(sft_cfg(base, tmp_path / "p", data, epochs=1.0, packing=True, max_seq_len=128))
+    # 12 conversations pack into 8 rows of 128 tokens: 2 steps of 4 rows (not 3), the 733 tokens of one epoch
+    assert packed.steps == 2 and packed.tokens == 733
+    pairs = [{"prompt": f"what is {i} plus {i}", "chosen": f"{2 * i}", "rejected": f"{2 * i + 1}"} for i in range(10)]
+    d = dpo(DPOConfig(model=str(base), data=[write_jsonl(tmp_path / "p.jsonl", pairs)], out_dir=str(tmp_path / "d"),
+                      epochs=1.5, batch_size=4, progress=False, device="cpu"))
+    assert d.steps == 4  # 15 pairs' worth in steps of 4
+
+
 def test_cli_says_what_is_wrong_and_exits_2(base, tmp_path, capsys):
     only_bad = write_jsonl(tmp_path / "none.jsonl", [{"messages": [{"role": "user", "content": "x"}]}])
     rc = cli_main(["tune", "sft", str(base), "--data", only_bad, "--out-dir", str(tmp_path / "o"), "--no-progress"])

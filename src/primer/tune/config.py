@@ -43,6 +43,9 @@ class TuneConfig(LoopConfig):
     """Sequences (SFT) or pairs (DPO) per optimizer step over all processes."""
     max_steps: Count = 100
     """Optimizer steps (the data repeats in reshuffled epochs when it is shorter)."""
+    epochs: Positive | None = None
+    """Passes over the data instead of max_steps (TRL's num_train_epochs): the steps are ceil(epochs x rows of an
+    epoch / batch_size), an SFT row being a conversation (with packing, a packed row) and a DPO row a pair."""
     lr: Positive = 2e-5
     """Peak learning rate."""
     schedule: Literal["constant", "cosine", "wsd"] = "cosine"

@@ -161,4 +161,4 @@ class PairBatches:
         return x, y, torch.tensor(idx), sum(len(r[0][0]) for r in rows)
 
     def epoch_of(self, step: int) -> float:
-        return step * self.batch_size / len(self.pairs)
+        return step * self.batch_size / self.plan.rows_per_epoch()

@@ -10,6 +10,7 @@ checkpoints (`primer eval`, `primer chat` and `primer tune dpo` load them), and 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +57,6 @@ class TuneTrainer(Trainer):
             raise PrimerError(f"{cfg.model} has no tokenizer; tune needs one to render conversations")
         self.base, self.tokenizer, self.mcfg = model, tok, model.cfg
         self.seq_len = min(cfg.max_seq_len, self.mcfg.block_size)
-        self.max_steps = cfg.max_steps
         self.stats = Stats()
         self.examples = self.read_examples()
         if not self.examples:
@@ -64,6 +64,9 @@ class TuneTrainer(Trainer):
         self.data_hash = fingerprint(self.examples)
         self.val = None
         self.batches = self.make_batches()
+        # round() first: 3 epochs of 96 rows in steps of 8 is 36 steps, not the 37 a float's last digit would give
+        self.max_steps = (math.ceil(round(cfg.epochs * self.batches.plan.rows_per_epoch(), 6) / cfg.batch_size)
+                          if cfg.epochs else cfg.max_steps)
 
     def read_examples(self) -> list:
         raise NotImplementedError
