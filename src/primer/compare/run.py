@@ -12,12 +12,17 @@ What it measures itself (the rest it reads from each run's stage summaries):
   recomputed), with per-item scores, so the difference between two runs is taken on the same items: a
   paired bootstrap interval of (run - first run) per task, the way the audit compares conditions.
 
-The first run is the baseline every other run is compared with.
+Results files of `primer eval --log-samples --output FILE` compare the same way, without a run: `primer compare
+before.json after.json` pairs every task both scored, item by item (`primer.eval.items`), for every reported metric
+that is a mean of per-item values (IFEval's four, XSTest's rates, accuracies...): a tuned model against its base.
+
+The first run (or file) is the baseline every other one is compared with.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +33,7 @@ from primer.common.jsonl import read_jsonl
 from primer.common.paths import benchmark_dir, embedded_dir
 from primer.config import Count, check_config
 from primer.errors import PrimerError
+from primer.eval.items import is_item_mean, item_values, paired_values
 from primer.pipeline.records import RunRecord, read_run, read_stage
 from primer.pipeline.summaries import (AuditSummary, CurateSummary, EvalSummary, SynthSummary, TokenizeSummary,
                                        TrainSummary, read_summary)
@@ -40,7 +46,8 @@ WIKITEXT = Path("wikitext2") / "wikitext-2-raw-test.txt"
 @dataclass
 class CompareConfig:
     runs: list[Path]
-    """Run directories (`primer run --run-dir`); the first is the baseline."""
+    """Run directories (`primer run --run-dir`), or results files of `primer eval --log-samples --output` (one kind
+    or the other); the first is the baseline."""
     heldout: Path | None = None
     """Held-out texts every model scores (JSONL with "text", or plain text with one paragraph per line;
     lines under 200 characters and headings are left out); default:
@@ -64,10 +71,15 @@ class RunView:
     """stage -> typed summary, for the stages that are done"""
     recipe: dict[str, Any]
     heldout_bpb: float | None = None
-    scores: dict[str, list[float]] = field(default_factory=dict)
-    """task -> per-item primary metric, in eval's item order"""
-    metrics: dict[str, str] = field(default_factory=dict)
-    """task -> the primary metric's name"""
+    samples: dict[str, list[dict]] = field(default_factory=dict)
+    """task -> eval's logged samples (doc_id, per-item scores)"""
+    metrics: dict[str, list[str]] = field(default_factory=dict)
+    """task -> the metrics compared: a run's primary one; every metric a results file reports as a mean of items"""
+
+    def score(self, task: str, metric: str) -> tuple[float, int] | None:
+        """(mean of `metric`'s per-item values, items) on `task`, or None where it has none."""
+        xs = [x for vs in item_values(self.samples.get(task) or [], metric).values() for x in vs]
+        return (sum(xs) / len(xs), len(xs)) if xs else None
 
 
 @dataclass
@@ -89,6 +101,7 @@ class Difference:
 class Comparison:
     runs: list[RunView]
     heldout: str | None
+    """None when comparing eval results files (no models to score)"""
     heldout_docs: int
     heldout_bytes: int
     differences: list[Difference]
@@ -106,6 +119,27 @@ def load_run(path: Path) -> RunView:
             summaries[name] = read_summary(cls, rec.summary, name)
     name = run.recipe.get("run", {}).get("name") or path.name
     return RunView(name=name, path=str(path), summaries=summaries, recipe=run.recipe)
+
+
+def load_results(path: Path) -> RunView:
+    """A results file of `primer eval --log-samples --output` as a view: its samples and its item-mean metrics."""
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PrimerError(f"{path}: not a readable results file ({e})") from None
+    if not isinstance(res, dict) or not isinstance(res.get("tasks"), dict):
+        raise PrimerError(f"{path} is not a results file of `primer eval --output` (no 'tasks')")
+    samples = res.get("samples") or {}
+    if not samples:
+        raise PrimerError(f"{path} has no per-item scores to pair: rerun the same `primer eval` with --log-samples "
+                          f"--output {path} (the answers come back from eval's cache)")
+    view = RunView(name=path.stem, path=str(path), summaries={}, recipe={})
+    for task, t in res["tasks"].items():
+        if samples.get(task):
+            view.samples[task] = samples[task]
+            view.metrics[task] = [m for m in t.get("reported") or [t.get("primary")]
+                                  if is_item_mean(samples[task], m, (t.get("metrics") or {}).get(m))]
+    return view
 
 
 def heldout_texts(cfg: CompareConfig) -> tuple[str, list[str]]:
@@ -159,33 +193,41 @@ def replay_eval(lm, view: RunView, progress: bool) -> None:
                         "cache": Path(view.path) / ".cache" / "eval.sqlite"})
     res = evaluate(lm, cfg, progress=progress)
     for task, rows in (res.samples or {}).items():
-        metric = res.tasks[task].primary
-        view.metrics[task] = metric
-        view.scores[task] = [float(r["scores"][metric]) for r in rows]
+        view.samples[task], view.metrics[task] = rows, [res.tasks[task].primary]
 
 
 def differences(views: list[RunView], cfg: CompareConfig) -> list[Difference]:
     base, out = views[0], []
     for view in views[1:]:
-        for task in [t for t in base.scores if t in view.scores]:
-            a, b = view.scores[task], base.scores[task]
-            n = min(len(a), len(b))  # the same first n items (runs may have used different limits)
-            r = paired_bootstrap(a[:n], b[:n], iters=cfg.bootstrap, seed=cfg.seed)
-            out.append(Difference(task=task, metric=view.metrics[task], run=view.name, baseline=base.name, n=n,
-                                  run_score=r.acc_orig, baseline_score=r.acc_pert, diff=r.drop, ci=r.drop_ci,
-                                  p=r.p_bootstrap, significant=r.significant))
+        for task in [t for t in base.metrics if t in view.metrics]:
+            for metric in [m for m in base.metrics[task] if m in view.metrics[task]]:
+                # the items both scored (runs may have used different limits)
+                b, a = paired_values(base.samples[task], view.samples[task], metric)
+                if not a:
+                    continue
+                r = paired_bootstrap(a, b, iters=cfg.bootstrap, seed=cfg.seed)
+                out.append(Difference(task=task, metric=metric, run=view.name, baseline=base.name, n=len(a),
+                                      run_score=r.acc_orig, baseline_score=r.acc_pert, diff=r.drop, ci=r.drop_ci,
+                                      p=r.p_bootstrap, significant=r.significant))
     return out
 
 
 def compare(cfg: CompareConfig, progress: bool = True) -> Comparison:
     cfg = check_config(cfg)
     if len(cfg.runs) < 2:
-        raise PrimerError("primer compare needs at least two run directories")
-    views = [load_run(Path(p)) for p in cfg.runs]
+        raise PrimerError("primer compare needs at least two run directories or eval results files")
+    paths = [Path(p) for p in cfg.runs]
+    files = [p for p in paths if p.is_file()]
+    if files and len(files) < len(paths):
+        raise PrimerError(f"give run directories or eval results files, not both (files: {', '.join(map(str, files))})")
+    views = [load_results(p) if files else load_run(p) for p in paths]
     names = [v.name for v in views]
     for i, v in enumerate(views):  # two runs of one recipe share a name: tell them apart by folder
         if names.count(v.name) > 1:
-            v.name = f"{v.name} ({Path(v.path).name})"
+            v.name = f"{v.name} ({Path(v.path).parent.name if files else Path(v.path).name})"
+    if files:
+        return Comparison(runs=views, heldout=None, heldout_docs=0, heldout_bytes=0,
+                          differences=differences(views, cfg), notes=[])
     source, texts = heldout_texts(cfg)
     notes = []
     from primer.eval.lm import PrimerLM

@@ -289,6 +289,7 @@ def verified_conversations(pair_files: list[str], path: Path, rejects: list[Path
 def _row(before, after, task: str, metric: str) -> TuneRow:
     """One metric before and after (two eval results on the same items), with its intervals."""
     from primer.audit.stats import paired_bootstrap
+    from primer.eval.items import paired_values
 
     b, a = before.tasks[task], after.tasks[task]
 
@@ -296,18 +297,7 @@ def _row(before, after, task: str, metric: str) -> TuneRow:
         lo, hi = m.get(f"{metric}_ci_low"), m.get(f"{metric}_ci_high")
         return None if lo is None or hi is None else [lo, hi]
 
-    def values(res) -> list[float]:
-        # per-item values, paired by position (an XSTest metric covers only its half of the prompts; IFEval's
-        # instruction-level metrics give a list per prompt, and its instructions are the items, as lm-eval counts)
-        out = []
-        for r in res.samples[task]:
-            v = r.get("scores", {}).get(metric)
-            out += [] if v is None else [float(x) for x in v] if isinstance(v, list) else [float(v)]
-        return out
-
-    items = [values(after), values(before)]
-    diff_ci = None
-    if items[0] and len(items[0]) == len(items[1]):
-        diff_ci = list(paired_bootstrap(*items).drop_ci)
+    xb, xa = paired_values(before.samples[task], after.samples[task], metric)
+    diff_ci = list(paired_bootstrap(xa, xb).drop_ci) if xa else None
     return TuneRow(task=task, metric=metric, n=b.n, before=b.metrics.get(metric), after=a.metrics.get(metric),
                    before_ci=ci(b.metrics), after_ci=ci(a.metrics), diff_ci=diff_ci)
