@@ -74,7 +74,8 @@ class RunView:
     samples: dict[str, list[dict]] = field(default_factory=dict)
     """task -> eval's logged samples (doc_id, per-item scores)"""
     metrics: dict[str, list[str]] = field(default_factory=dict)
-    """task -> the metrics compared: a run's primary one; every metric a results file reports as a mean of items"""
+    """task -> the metrics compared, each a mean of per-item values: a run's primary one; every one a results file
+    reports"""
 
     def score(self, task: str, metric: str) -> tuple[float, int] | None:
         """(mean of `metric`'s per-item values, items) on `task`, or None where it has none."""
@@ -193,7 +194,9 @@ def replay_eval(lm, view: RunView, progress: bool) -> None:
                         "cache": Path(view.path) / ".cache" / "eval.sqlite"})
     res = evaluate(lm, cfg, progress=progress)
     for task, rows in (res.samples or {}).items():
-        view.samples[task], view.metrics[task] = rows, [res.tasks[task].primary]
+        t = res.tasks[task]
+        view.samples[task] = rows
+        view.metrics[task] = [m for m in [t.primary] if is_item_mean(rows, m, t.metrics.get(m))]
 
 
 def differences(views: list[RunView], cfg: CompareConfig) -> list[Difference]:
