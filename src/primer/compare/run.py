@@ -225,7 +225,7 @@ def compare(cfg: CompareConfig, progress: bool = True) -> Comparison:
         raise PrimerError(f"give run directories or eval results files, not both (files: {', '.join(map(str, files))})")
     views = [load_results(p) if files else load_run(p) for p in paths]
     names = [v.name for v in views]
-    for i, v in enumerate(views):  # two runs of one recipe share a name: tell them apart by folder
+    for v in views:  # two runs of one recipe share a name: tell them apart by folder
         if names.count(v.name) > 1:
             v.name = f"{v.name} ({Path(v.path).parent.name if files else Path(v.path).name})"
     if files:
