@@ -410,9 +410,10 @@ def test_two_runs_on_one_dir_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_tune_stage_makes_a_chat_model_and_scores_it_before_and_after(tmp_path, data_dir):
-    """recipes/chat.toml in miniature: SFT then DPO of the bundled model, IFEval/XSTest/ARC-Easy before and after,
-    the report's section. The data is given ([tune] sft_data/pairs_data), so the test does not wait on the
-    135M teacher's yield (bench/chat.py and the synth tests cover the teacher-made path)."""
+    """recipes/chat.toml in miniature: SFT then DPO of the bundled model, then a second on-policy round from the
+    tuned model (its own samples of new instruction prompts, ranked by IFEval's checkers), IFEval/XSTest/ARC-Easy
+    before and after, the report's section. Round one's data is given ([tune] sft_data/pairs_data), so the test does
+    not wait on the 135M teacher's yield (bench/chat.py and the synth tests cover the teacher-made path)."""
     convs = [{"messages": [{"role": "user", "content": f"Write the word {w} in capital letters."},
                            {"role": "assistant", "content": w.upper()}]} for w in ("apple", "river", "stone", "cloud")]
     pairs = [{"prompt": f"Answer in one word: what colour is {x}?", "chosen": c, "rejected": f"I think {x} might be {c}."}
@@ -448,6 +449,13 @@ enabled = true
 sft_data = ["sft.jsonl"]
 pairs_data = ["pairs.jsonl"]
 verified_sft = true
+rounds = 2
+instructions = 6
+pairs = 6
+samples = 2
+safety_per_type = 0
+synth_tokens = 32
+synth_batch = 12
 sft_steps = 2
 dpo_steps = 2
 batch_size = 2
@@ -462,10 +470,18 @@ max_gen_tokens = 24
     out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path, env={"PRIMER_DATA": str(data_dir)})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     s = json.loads((rd / "tune" / "stage.json").read_text())["summary"]
-    assert s["skipped"] is None and (s["conversations"], s["pairs"], s["safety_sft"], s["verified_sft"]) == (4, 8, 2, 1)
     demo = [json.loads(x) for x in (rd / "tune" / "safety-sft.jsonl").read_text().splitlines()]
     assert [[m["content"] for m in d["messages"]] for d in demo] == [[p["prompt"], p["chosen"]] for p in pairs[4:6]]
-    assert len(s["sft_curve"]["step"]) == 2 and len(s["dpo_margin"]["step"]) == 2
+    # round two: the round-one model's samples of instruction prompts, paired, then its verified replies (if any
+    # passed) and DPO from there; the counts are over both rounds, the curves count their steps on
+    round1 = rd / "tune" / "dpo" / "checkpoints" / "step_0000002"
+    pairs2 = [json.loads(x) for x in (rd / "tune" / "pairs-2" / "data-00000.jsonl").read_text().splitlines()]
+    assert pairs2 and all(p["policy"] == str(round1) and p["scored_by"] == "ifeval_checkers" for p in pairs2)
+    verified2 = (rd / "tune" / "verified-sft-2.jsonl").read_text().count("\n")
+    assert s["skipped"] is None and s["rounds"] == 2 and (s["conversations"], s["pairs"], s["safety_sft"],
+                                                          s["verified_sft"]) == (4, 8 + len(pairs2), 2, 1 + verified2)
+    assert s["dpo_margin"]["step"] == [1, 2, 3, 4] and s["sft_curve"]["step"] == [1, 2, 3, 4][:4 if verified2 else 2]
+    assert s["checkpoint"] == "tune/dpo-2/checkpoints/step_0000002"
     rows = {(r["task"], r["metric"]): r for r in s["rows"]}
     assert rows[("ifeval", "prompt_level_loose_acc")]["n"] == 3 and rows[("arc_easy", "acc_norm")]["n"] == 3
     assert rows[("xstest", "refusal_rate,safe")]["n"] == 2
@@ -494,10 +510,14 @@ max_gen_tokens = 24
     recipe.write_text(recipe.read_text().replace("dpo_steps = 2", "dpo_steps = 3"))
     out = _primer("run", str(recipe), "--run-dir", str(rd), cwd=tmp_path, env={"PRIMER_DATA": str(data_dir)})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
-    assert "dpo: its settings changed since the last run, starting it over" in out.stdout + out.stderr
+    log = out.stdout + out.stderr
+    # round two follows from round one's new model: its pairs are sampled again, from that model
+    assert "dpo: its settings changed since the last run, starting it over" in log
+    assert "pairs-2: its settings changed since the last run, starting it over" in log
     assert sft_files() == kept
     s = json.loads((rd / "tune" / "stage.json").read_text())["summary"]
-    assert len(s["dpo_margin"]["step"]) == 3 and len(s["sft_curve"]["step"]) == 2
+    assert s["dpo_margin"]["step"] == [1, 2, 3, 4, 5, 6] and s["sft_curve"]["step"][:2] == [1, 2]
+    assert s["checkpoint"] == "tune/dpo-2/checkpoints/step_0000003"
 
 
 def test_tune_steps_start_over_only_what_their_settings_touch(tmp_path):

@@ -8,6 +8,8 @@ keeps the teacher's data and the SFT, a new sft_lr keeps the data):
      written from XSTest-like prompt *types* (`primer synth --kind preference`, decontaminated against XSTest);
   3. SFT of the model on (1) and on safety demonstrations from (2) (phi-3 put its safety data in both SFT and
      DPO), then DPO from its last checkpoint on (2) (`primer tune sft` / `dpo`);
+  (with `rounds` > 1, steps 2-3 again from the last round's tuned model: its own samples of new prompts, SFT on its
+  verified replies and safety demonstrations, DPO on its pairs, into pairs-R/, sft-R/, dpo-R/)
   4. eval of the model before and after on the same items: IFEval (the four numbers, and the prompt-level loose
      difference with a paired bootstrap interval), XSTest (unsafe compliance, safe refusal) and multiple-choice
      tasks (ARC-Easy, PIQA) to show nothing was broken.
@@ -47,7 +49,9 @@ class ChatTuneConfig:
     """Your own conversations (OpenAI `messages` JSONL...): used instead of teacher-made ones (steps 1 skipped)."""
     pairs_data: list[Path] = field(default_factory=list)
     """Your own preference pairs ({prompt, chosen, rejected} JSONL): used instead of sampled ones (step 2 skipped)."""
-    conversations: Count = 200
+    conversations: int = 200
+    """conversations the teacher writes from the curated documents (0: none; the SFT data is then the verified
+    replies and safety demonstrations of the pairs' samples)"""
     pairs: Count = 100
     """preference pairs from on-policy samples"""
     safety_per_type: int = 4
@@ -56,6 +60,17 @@ class ChatTuneConfig:
     """safety demonstrations (refuse the unsafe prompt, answer its safe look-alike: `safety_conversations`) also join
     the SFT data, no more refusals than answers: a few DPO steps at a small learning rate do not undo what SFT on
     helpful answers teaches, and refusals alone teach the model to refuse whatever sounds unsafe"""
+    rounds: Count = 1
+    """on-policy rounds (Llama 2/3 iterate rejection sampling and DPO this way). Round r > 1 starts from round
+    r - 1's tuned model: it samples `pairs` more pairs from that model (seed r - 1: new instruction prompts and safety
+    questions; the constrained rewrites of the same documents), SFT on that round's verified replies and safety
+    demonstrations (the teacher's conversations are round one's), then DPO on its pairs; eval compares the first
+    model with the last round's"""
+    sft_epochs: Positive | None = None
+    """SFT passes over each round's data instead of sft_steps (how many verified replies a round keeps is known only
+    once its samples are scored)"""
+    dpo_epochs: Positive | None = None
+    """DPO passes over each round's pairs instead of dpo_steps"""
     verified_sft: bool = False
     """rejection sampling: the on-policy samples that passed every check of their verifier and ended by themselves
     (IFEval's checkers on instruction prompts, the constraint checks of rewrites) also join the SFT data, one reply
@@ -77,6 +92,9 @@ class ChatTuneConfig:
     activations kept for backward grow with it: the chat recipe's DPO (8 pairs a step) peaks at 17.2 GB RSS whole
     and 7.0 GB with 2, the same loss; the step's gradient is the same, accumulated"""
     max_seq_len: Count = 768
+    save_every: int = 20
+    """a checkpoint every N SFT/DPO steps (and at the end; the newest only is kept), so a killed stage resumes from
+    it: a round of the two-round recipe trains for 20-30 minutes on 2 cores"""
     sft_lr: Positive = 2e-5
     dpo_lr: Positive = 5e-7
     beta: Positive = 0.1
@@ -129,6 +147,8 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
     srcs = [Path(s) for s in sources]
     if cfg.sft_data:
         conv_files, n_conv = [str(p) for p in cfg.sft_data], sum(count_records(p) for p in cfg.sft_data)
+    elif not cfg.conversations:
+        conv_files, n_conv = [], 0
     else:
         log(f"  tune: {cfg.conversations} conversations from {len(srcs)} curated file(s)")
         steps.enter("conversations", teacher=cfg.teacher, sources=digest(srcs), n=cfg.conversations,
@@ -136,47 +156,73 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
         n_conv = synth(SynthConfig(kind="conversations", sources=srcs, out=out / "conversations",
                                    n=cfg.conversations, **common)).documents
         conv_files = _files(out / "conversations")
-    if cfg.pairs_data:
-        pair_files, n_pairs = [str(p) for p in cfg.pairs_data], sum(count_records(p) for p in cfg.pairs_data)
-    else:
-        log(f"  tune: {cfg.pairs} preference pairs sampled from {cfg.model} (+ {cfg.safety_per_type} safety per type)")
-        steps.enter("pairs", teacher=cfg.teacher, policy=cfg.model, sources=digest(srcs), n=cfg.pairs,
-                    samples=cfg.samples, safety_per_type=cfg.safety_per_type, tokens=cfg.synth_tokens,
-                    batch=cfg.synth_batch, data_dir=str(cfg.data_dir),
-                    # only when set, so a run made before the setting existed keeps its pairs
-                    **({"instructions": cfg.instructions} if cfg.instructions else {}))
-        n_pairs = synth(SynthConfig(kind="preference", sources=srcs, out=out / "pairs", n=cfg.pairs, policy=cfg.model,
-                                    samples=cfg.samples, safety_per_type=cfg.safety_per_type,
-                                    instructions=cfg.instructions,
-                                    data_dir=Path(cfg.data_dir), **common)).documents
-        pair_files = _files(out / "pairs")
-    for what, files in (("conversations", conv_files), ("preference pairs", pair_files)):
-        if not files:
-            raise PrimerError(f"[tune] the teacher kept no {what} (see {out}/*/rejects.jsonl): raise [tune] "
-                              f"conversations/pairs or give your own with [tune] sft_data/pairs_data")
-    rejects = [] if cfg.pairs_data else [out / "pairs" / "rejects.jsonl"]
-    added = {}  # SFT data made from the pairs' samples: file name -> conversations
-    for on, make, name, what in ((cfg.safety_sft, safety_conversations, "safety-sft.jsonl", "safety demonstrations"),
-                                 (cfg.verified_sft, verified_conversations, "verified-sft.jsonl",
-                                  "verified on-policy replies")):
-        if on:
-            added[name] = make(pair_files, out / name, rejects)
-            log(f"  tune: {added[name]} {what} join the SFT data")
-            conv_files = conv_files + [str(out / name)] if added[name] else conv_files
-    lap("data")
+    if cfg.conversations and not conv_files:
+        raise PrimerError(f"[tune] the teacher kept no conversations (see {out}/conversations/rejects.jsonl): raise "
+                          "[tune] conversations or give your own with [tune] sft_data")
     loop = dict(batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch, device=device,
                 max_seq_len=cfg.max_seq_len, progress=False)
-    log(f"  tune: SFT {cfg.sft_steps} steps, then DPO {cfg.dpo_steps} steps")
-    sft_fp = steps.enter("sft", model=cfg.model, data=digest(conv_files), steps=cfg.sft_steps, lr=cfg.sft_lr, **loop)
-    sft(SFTConfig(model=cfg.model, data=conv_files, out_dir=str(out / "sft"),
-                  max_steps=cfg.sft_steps, lr=cfg.sft_lr, warmup_steps=min(5, cfg.sft_steps - 1),
-                  save_every=cfg.sft_steps, **loop))
-    sft_ckpt = latest_checkpoint(out / "sft")
-    steps.enter("dpo", sft=sft_fp, data=digest(pair_files), steps=cfg.dpo_steps, lr=cfg.dpo_lr, beta=cfg.beta, **loop)
-    dpo(DPOConfig(model=str(sft_ckpt), data=pair_files, out_dir=str(out / "dpo"),
-                  max_steps=cfg.dpo_steps, lr=cfg.dpo_lr, beta=cfg.beta, save_every=cfg.dpo_steps, **loop))
-    tuned = latest_checkpoint(out / "dpo")
-    lap("tune")
+    ckpt = dict(save_every=cfg.save_every, keep_checkpoints=1)  # not in the fingerprints: they do not change a model
+    policy, policy_fp = cfg.model, cfg.model  # the model a round starts from, and what names it in fingerprints
+    n_pairs, added = 0, {"safety-sft": 0, "verified-sft": 0}  # SFT data made from the pairs' samples, all rounds
+    sft_rows, dpo_rows = [], []
+    for r in range(1, cfg.rounds + 1):
+        # round one's files keep the names they had before rounds existed, so an earlier run resumes
+        tag = "" if r == 1 else f"-{r}"
+        if r == 1 and cfg.pairs_data:
+            pair_files = [str(p) for p in cfg.pairs_data]
+            n_pairs += sum(count_records(p) for p in cfg.pairs_data)
+            rejects = []
+        else:
+            who = cfg.model if r == 1 else f"round {r - 1}'s model"
+            log(f"  tune: round {r}: {cfg.pairs} preference pairs sampled from {who} "
+                f"(+ {cfg.safety_per_type} safety per type)")
+            steps.enter("pairs" + tag, teacher=cfg.teacher, policy=policy_fp, sources=digest(srcs), n=cfg.pairs,
+                        samples=cfg.samples, safety_per_type=cfg.safety_per_type, tokens=cfg.synth_tokens,
+                        batch=cfg.synth_batch, data_dir=str(cfg.data_dir),
+                        # only when set, so a run made before the setting existed keeps its pairs
+                        **({"instructions": cfg.instructions} if cfg.instructions else {}))
+            # seed r - 1: new instruction prompts and safety questions each round, none of an earlier round's
+            n_pairs += synth(SynthConfig(kind="preference", sources=srcs, out=out / ("pairs" + tag), n=cfg.pairs,
+                                         policy=policy, samples=cfg.samples, safety_per_type=cfg.safety_per_type,
+                                         instructions=cfg.instructions, seed=r - 1,
+                                         data_dir=Path(cfg.data_dir), **common)).documents
+            pair_files = _files(out / ("pairs" + tag))
+            rejects = [out / ("pairs" + tag) / "rejects.jsonl"]
+        if not pair_files:
+            raise PrimerError(f"[tune] round {r} kept no preference pairs (see {out}/pairs{tag}/rejects.jsonl): "
+                              "raise [tune] pairs, or give your own with [tune] pairs_data")
+        sft_files = list(conv_files) if r == 1 else []  # the teacher's conversations are round one's
+        for on, make, name, what in ((cfg.safety_sft, safety_conversations, "safety-sft", "safety demonstrations"),
+                                     (cfg.verified_sft, verified_conversations, "verified-sft",
+                                      "verified on-policy replies")):
+            if on:
+                n = make(pair_files, out / f"{name}{tag}.jsonl", rejects)
+                log(f"  tune: round {r}: {n} {what} join the SFT data")
+                added[name] += n
+                sft_files += [str(out / f"{name}{tag}.jsonl")] if n else []
+        lap("data" + tag)
+        start = policy
+        if sft_files:
+            log(f"  tune: round {r}: SFT {_length(cfg.sft_steps, cfg.sft_epochs)}")
+            sft_fp = steps.enter("sft" + tag, model=policy_fp, data=digest(sft_files), steps=cfg.sft_steps,
+                                 lr=cfg.sft_lr, **_epochs(cfg.sft_epochs), **loop)
+            sft(SFTConfig(model=policy, data=sft_files, out_dir=str(out / ("sft" + tag)), max_steps=cfg.sft_steps,
+                          epochs=cfg.sft_epochs, lr=cfg.sft_lr, warmup_steps=_warmup(cfg.sft_steps, cfg.sft_epochs),
+                          **ckpt, **loop))
+            start, start_fp = str(latest_checkpoint(out / ("sft" + tag))), sft_fp
+            sft_rows += _continued(read_metrics(out / ("sft" + tag) / "metrics.jsonl"), sft_rows)
+        else:  # no conversations, and the round's samples gave no verified reply and no safety demonstration
+            log(f"  tune: round {r}: no SFT data (no conversations, verified reply or safety demonstration): DPO only")
+            start_fp = policy_fp
+        log(f"  tune: round {r}: DPO {_length(cfg.dpo_steps, cfg.dpo_epochs)}")
+        dpo_fp = steps.enter("dpo" + tag, sft=start_fp, data=digest(pair_files), steps=cfg.dpo_steps, lr=cfg.dpo_lr,
+                             beta=cfg.beta, **_epochs(cfg.dpo_epochs), **loop)
+        dpo(DPOConfig(model=start, data=pair_files, out_dir=str(out / ("dpo" + tag)), max_steps=cfg.dpo_steps,
+                      epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, beta=cfg.beta, **ckpt, **loop))
+        dpo_rows += _continued(read_metrics(out / ("dpo" + tag) / "metrics.jsonl"), dpo_rows)
+        policy, policy_fp = str(latest_checkpoint(out / ("dpo" + tag))), dpo_fp
+        lap("tune" + tag)
+    tuned = Path(policy)
 
     cache = out / "eval-cache.sqlite"
     results = {}
@@ -200,11 +246,28 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
     for task in cfg.mc_tasks:
         rows.append(_row(results["before"]["mc"], results["after"]["mc"], task,
                          results["before"]["mc"].tasks[task].primary))
-    sft_rows, dpo_rows = read_metrics(out / "sft" / "metrics.jsonl"), read_metrics(out / "dpo" / "metrics.jsonl")
     return TuneSummary(skipped=None, model=cfg.model, conversations=n_conv, pairs=n_pairs,
                        sft_curve=_curve(sft_rows, "loss"), dpo_curve=_curve(dpo_rows, "loss"),
                        dpo_margin=_curve(dpo_rows, "reward_margin"), rows=rows, checkpoint=rel(tuned), seconds=times,
-                       safety_sft=added.get("safety-sft.jsonl", 0), verified_sft=added.get("verified-sft.jsonl", 0))
+                       safety_sft=added["safety-sft"], verified_sft=added["verified-sft"], rounds=cfg.rounds)
+
+
+def _length(steps: int, epochs: float | None) -> str:
+    return f"{epochs:g} epochs" if epochs else f"{steps} steps"
+
+
+def _epochs(epochs: float | None) -> dict:
+    return {"epochs": epochs} if epochs else {}  # only when set, so a run made before it existed keeps its steps
+
+
+def _warmup(steps: int, epochs: float | None) -> int:
+    return 5 if epochs else min(5, steps - 1)  # SFT's; DPO starts at its learning rate (TRL's default)
+
+
+def _continued(rows: list[dict], before: list[dict]) -> list[dict]:
+    """A round's metric lines with their steps counted on from the rounds before (one curve over all rounds)."""
+    last = max((int(r["step"]) for r in before if "step" in r), default=0)
+    return [{**r, "step": int(r["step"]) + last} if "step" in r else r for r in rows]
 
 
 def digest(files) -> str:

@@ -460,6 +460,7 @@ def section_tune(s: TuneSummary) -> str:
     out = [kv_table({"tuned model": s.model, "conversations": s.conversations,
                      "safety demonstrations in the SFT data": s.safety_sft,
                      "verified replies in the SFT data": s.verified_sft, "preference pairs": s.pairs,
+                     "on-policy rounds": s.rounds,
                      "tuned checkpoint": s.checkpoint,
                      "time (s)": ", ".join(f"{k} {v}" for k, v in s.seconds.items())})]
     def pct(v, ci=None, sign=""):

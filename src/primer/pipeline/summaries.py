@@ -248,6 +248,8 @@ class TuneSummary:
     """safety demonstrations that joined the SFT data (beside `conversations`)"""
     verified_sft: int = 0
     """verified on-policy replies that joined the SFT data (rejection sampling, [tune] verified_sft)"""
+    rounds: int = 1
+    """on-policy rounds ([tune] rounds); the counts are over all of them and the curves count steps on across them"""
 
 
 @dataclass
