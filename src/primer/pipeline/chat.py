@@ -62,8 +62,8 @@ class ChatTuneConfig:
     helpful answers teaches, and refusals alone teach the model to refuse whatever sounds unsafe"""
     rounds: Count = 1
     """on-policy rounds (Llama 2/3 iterate rejection sampling and DPO this way). Round r > 1 starts from round
-    r - 1's tuned model: it samples `pairs` more pairs from that model (seed r - 1: new instruction prompts and safety
-    questions; the constrained rewrites of the same documents), SFT on that round's verified replies and safety
+    r - 1's tuned model: it samples `pairs` more pairs from that model (another seed: new instruction prompts and
+    safety questions; the constrained rewrites of the same documents), SFT on that round's verified replies and safety
     demonstrations (the teacher's conversations are round one's), then DPO on its pairs; eval compares the first
     model with the last round's"""
     sft_epochs: Positive | None = None
@@ -181,10 +181,13 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
                         batch=cfg.synth_batch, data_dir=str(cfg.data_dir),
                         # only when set, so a run made before the setting existed keeps its pairs
                         **({"instructions": cfg.instructions} if cfg.instructions else {}))
-            # seed r - 1: new instruction prompts and safety questions each round, none of an earlier round's
+            # new instruction prompts (drawn by (seed, k)) and safety questions (teacher seeds seed + k, k below
+            # safety_per_type) each round, none of an earlier round's; without safety prompts the seed is r - 1,
+            # as `primer synth --seed` was in the README's commands
+            seed = (r - 1) * max(1, cfg.safety_per_type)
             n_pairs += synth(SynthConfig(kind="preference", sources=srcs, out=out / ("pairs" + tag), n=cfg.pairs,
                                          policy=policy, samples=cfg.samples, safety_per_type=cfg.safety_per_type,
-                                         instructions=cfg.instructions, seed=r - 1,
+                                         instructions=cfg.instructions, seed=seed,
                                          data_dir=Path(cfg.data_dir), **common)).documents
             pair_files = _files(out / ("pairs" + tag))
             rejects = [out / ("pairs" + tag) / "rejects.jsonl"]
