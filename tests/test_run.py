@@ -478,8 +478,11 @@ max_gen_tokens = 24
     pairs2 = [json.loads(x) for x in (rd / "tune" / "pairs-2" / "data-00000.jsonl").read_text().splitlines()]
     assert pairs2 and all(p["policy"] == str(round1) and p["scored_by"] == "ifeval_checkers" for p in pairs2)
     verified2 = (rd / "tune" / "verified-sft-2.jsonl").read_text().count("\n")
-    assert s["skipped"] is None and s["rounds"] == 2 and (s["conversations"], s["pairs"], s["safety_sft"],
-                                                          s["verified_sft"]) == (4, 8 + len(pairs2), 2, 1 + verified2)
+    assert s["skipped"] is None and (s["conversations"], s["pairs"], s["safety_sft"], s["verified_sft"]) == \
+        (4, 8 + len(pairs2), 2, 1 + verified2)
+    assert s["rounds"] == [{"pairs": 8, "safety_sft": 2, "verified_sft": 1, "sft_steps": 2, "dpo_steps": 2},
+                           {"pairs": len(pairs2), "safety_sft": 0, "verified_sft": verified2,
+                            "sft_steps": 2 if verified2 else 0, "dpo_steps": 2}]
     assert s["dpo_margin"]["step"] == [1, 2, 3, 4] and s["sft_curve"]["step"] == [1, 2, 3, 4][:4 if verified2 else 2]
     assert s["checkpoint"] == "tune/dpo-2/checkpoints/step_0000002"
     rows = {(r["task"], r["metric"]): r for r in s["rows"]}
@@ -496,7 +499,7 @@ max_gen_tokens = 24
     assert lo <= rows[("xstest", "refusal_rate,safe")]["after"] <= hi
     assert (rd / s["checkpoint"]).is_dir()
     html = (rd / "report.html").read_text()
-    assert "Chat tuning" in html and "IFEval prompt-level loose, after" in html
+    assert "Chat tuning" in html and "IFEval prompt-level loose, after" in html and "verified replies in SFT" in html
 
     # a new dpo_steps starts over DPO only: the SFT checkpoint is kept as it was, not trained again (its run resumes
     # at its last step: its checkpoint files untouched, its metrics the same lines)

@@ -31,7 +31,7 @@ from typing import Callable
 from primer.common.files import atomic_write_bytes, atomic_write_json
 from primer.config import Count, Positive
 from primer.errors import PrimerError
-from primer.pipeline.summaries import Curve, TuneRow, TuneSummary
+from primer.pipeline.summaries import Curve, TuneRound, TuneRow, TuneSummary
 
 IFEVAL_METRICS = ("prompt_level_loose_acc", "prompt_level_strict_acc", "inst_level_loose_acc", "inst_level_strict_acc")
 XSTEST_METRICS = ("compliance_rate,unsafe", "refusal_rate,safe")
@@ -163,14 +163,14 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
                 max_seq_len=cfg.max_seq_len, progress=False)
     ckpt = dict(save_every=cfg.save_every, keep_checkpoints=1)  # not in the fingerprints: they do not change a model
     policy, policy_fp = cfg.model, cfg.model  # the model a round starts from, and what names it in fingerprints
-    n_pairs, added = 0, {"safety-sft": 0, "verified-sft": 0}  # SFT data made from the pairs' samples, all rounds
+    rounds: list[TuneRound] = []
     sft_rows, dpo_rows = [], []
     for r in range(1, cfg.rounds + 1):
         # round one's files keep the names they had before rounds existed, so an earlier run resumes
         tag = "" if r == 1 else f"-{r}"
         if r == 1 and cfg.pairs_data:
             pair_files = [str(p) for p in cfg.pairs_data]
-            n_pairs += sum(count_records(p) for p in cfg.pairs_data)
+            n_pairs = sum(count_records(p) for p in cfg.pairs_data)
             rejects = []
         else:
             who = cfg.model if r == 1 else f"round {r - 1}'s model"
@@ -185,23 +185,24 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
             # safety_per_type) each round, none of an earlier round's; without safety prompts the seed is r - 1,
             # as `primer synth --seed` was in the README's commands
             seed = (r - 1) * max(1, cfg.safety_per_type)
-            n_pairs += synth(SynthConfig(kind="preference", sources=srcs, out=out / ("pairs" + tag), n=cfg.pairs,
-                                         policy=policy, samples=cfg.samples, safety_per_type=cfg.safety_per_type,
-                                         instructions=cfg.instructions, seed=seed,
-                                         data_dir=Path(cfg.data_dir), **common)).documents
+            n_pairs = synth(SynthConfig(kind="preference", sources=srcs, out=out / ("pairs" + tag), n=cfg.pairs,
+                                        policy=policy, samples=cfg.samples, safety_per_type=cfg.safety_per_type,
+                                        instructions=cfg.instructions, seed=seed,
+                                        data_dir=Path(cfg.data_dir), **common)).documents
             pair_files = _files(out / ("pairs" + tag))
             rejects = [out / ("pairs" + tag) / "rejects.jsonl"]
         if not pair_files:
             raise PrimerError(f"[tune] round {r} kept no preference pairs (see {out}/pairs{tag}/rejects.jsonl): "
                               "raise [tune] pairs, or give your own with [tune] pairs_data")
         sft_files = list(conv_files) if r == 1 else []  # the teacher's conversations are round one's
+        added = {"safety-sft": 0, "verified-sft": 0}  # SFT data made from the pairs' samples
         for on, make, name, what in ((cfg.safety_sft, safety_conversations, "safety-sft", "safety demonstrations"),
                                      (cfg.verified_sft, verified_conversations, "verified-sft",
                                       "verified on-policy replies")):
             if on:
                 n = make(pair_files, out / f"{name}{tag}.jsonl", rejects)
                 log(f"  tune: round {r}: {n} {what} join the SFT data")
-                added[name] += n
+                added[name] = n
                 sft_files += [str(out / f"{name}{tag}.jsonl")] if n else []
         lap("data" + tag)
         start = policy
@@ -213,16 +214,19 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
                           epochs=cfg.sft_epochs, lr=cfg.sft_lr, warmup_steps=_warmup(cfg.sft_steps, cfg.sft_epochs),
                           **ckpt, **loop))
             start, start_fp = str(latest_checkpoint(out / ("sft" + tag))), sft_fp
-            sft_rows += _continued(read_metrics(out / ("sft" + tag) / "metrics.jsonl"), sft_rows)
+            new_sft = _continued(read_metrics(out / ("sft" + tag) / "metrics.jsonl"), sft_rows)
         else:  # no conversations, and the round's samples gave no verified reply and no safety demonstration
             log(f"  tune: round {r}: no SFT data (no conversations, verified reply or safety demonstration): DPO only")
-            start_fp = policy_fp
+            start_fp, new_sft = policy_fp, []
         log(f"  tune: round {r}: DPO {_length(cfg.dpo_steps, cfg.dpo_epochs)}")
         dpo_fp = steps.enter("dpo" + tag, sft=start_fp, data=digest(pair_files), steps=cfg.dpo_steps, lr=cfg.dpo_lr,
                              beta=cfg.beta, **_epochs(cfg.dpo_epochs), **loop)
         dpo(DPOConfig(model=start, data=pair_files, out_dir=str(out / ("dpo" + tag)), max_steps=cfg.dpo_steps,
                       epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, beta=cfg.beta, **ckpt, **loop))
-        dpo_rows += _continued(read_metrics(out / ("dpo" + tag) / "metrics.jsonl"), dpo_rows)
+        new_dpo = _continued(read_metrics(out / ("dpo" + tag) / "metrics.jsonl"), dpo_rows)
+        rounds.append(TuneRound(pairs=n_pairs, safety_sft=added["safety-sft"], verified_sft=added["verified-sft"],
+                                sft_steps=_steps(new_sft), dpo_steps=_steps(new_dpo)))
+        sft_rows, dpo_rows = sft_rows + new_sft, dpo_rows + new_dpo
         policy, policy_fp = str(latest_checkpoint(out / ("dpo" + tag))), dpo_fp
         lap("tune" + tag)
     tuned = Path(policy)
@@ -249,10 +253,11 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
     for task in cfg.mc_tasks:
         rows.append(_row(results["before"]["mc"], results["after"]["mc"], task,
                          results["before"]["mc"].tasks[task].primary))
-    return TuneSummary(skipped=None, model=cfg.model, conversations=n_conv, pairs=n_pairs,
+    return TuneSummary(skipped=None, model=cfg.model, conversations=n_conv, pairs=sum(r.pairs for r in rounds),
                        sft_curve=_curve(sft_rows, "loss"), dpo_curve=_curve(dpo_rows, "loss"),
                        dpo_margin=_curve(dpo_rows, "reward_margin"), rows=rows, checkpoint=rel(tuned), seconds=times,
-                       safety_sft=added["safety-sft"], verified_sft=added["verified-sft"], rounds=cfg.rounds)
+                       safety_sft=sum(r.safety_sft for r in rounds),
+                       verified_sft=sum(r.verified_sft for r in rounds), rounds=rounds)
 
 
 def _length(steps: int, epochs: float | None) -> str:
@@ -265,6 +270,10 @@ def _epochs(epochs: float | None) -> dict:
 
 def _warmup(steps: int, epochs: float | None) -> int:
     return 5 if epochs else min(5, steps - 1)  # SFT's; DPO starts at its learning rate (TRL's default)
+
+
+def _steps(rows: list[dict]) -> int:
+    return sum(1 for r in rows if "step" in r)
 
 
 def _continued(rows: list[dict], before: list[dict]) -> list[dict]:

@@ -460,9 +460,14 @@ def section_tune(s: TuneSummary) -> str:
     out = [kv_table({"tuned model": s.model, "conversations": s.conversations,
                      "safety demonstrations in the SFT data": s.safety_sft,
                      "verified replies in the SFT data": s.verified_sft, "preference pairs": s.pairs,
-                     "on-policy rounds": s.rounds,
                      "tuned checkpoint": s.checkpoint,
                      "time (s)": ", ".join(f"{k} {v}" for k, v in s.seconds.items())})]
+    if len(s.rounds) > 1:  # [tune] rounds: what each on-policy round sampled and trained
+        out.append(table(["round", "preference pairs", "verified replies in SFT", "safety demonstrations in SFT",
+                          "SFT steps", "DPO steps"],
+                         [[i, r.pairs, r.verified_sft, r.safety_sft, r.sft_steps, r.dpo_steps]
+                          for i, r in enumerate(s.rounds, 1)]))
+
     def pct(v, ci=None, sign=""):
         if v is None:
             return None

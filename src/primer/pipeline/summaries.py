@@ -11,7 +11,7 @@ counted and named, which the report prints under the stage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from primer.common.jsonl import BadInput
@@ -231,6 +231,18 @@ class TuneRow:
 
 
 @dataclass
+class TuneRound:
+    """What one on-policy round of the tune stage used ([tune] rounds)."""
+
+    pairs: int
+    safety_sft: int
+    verified_sft: int
+    sft_steps: int
+    """0: the round had no SFT data and went straight to DPO"""
+    dpo_steps: int
+
+
+@dataclass
 class TuneSummary:
     skipped: str | None
     """why the stage did not tune (None: it did); the other fields are then None or empty"""
@@ -248,8 +260,9 @@ class TuneSummary:
     """safety demonstrations that joined the SFT data (beside `conversations`)"""
     verified_sft: int = 0
     """verified on-policy replies that joined the SFT data (rejection sampling, [tune] verified_sft)"""
-    rounds: int = 1
-    """on-policy rounds ([tune] rounds); the counts are over all of them and the curves count steps on across them"""
+    rounds: list[TuneRound] = field(default_factory=list)
+    """one per on-policy round ([tune] rounds); the counts above are over all of them and the curves count steps on
+    across them"""
 
 
 @dataclass
