@@ -168,6 +168,7 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
     for r in range(1, cfg.rounds + 1):
         # round one's files keep the names they had before rounds existed, so an earlier run resumes
         tag = "" if r == 1 else f"-{r}"
+        pairs_dir, sft_dir, dpo_dir = (out / (name + tag) for name in ("pairs", "sft", "dpo"))
         if r == 1 and cfg.pairs_data:
             pair_files = [str(p) for p in cfg.pairs_data]
             n_pairs = sum(count_records(p) for p in cfg.pairs_data)
@@ -185,14 +186,14 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
             # safety_per_type) each round, none of an earlier round's; without safety prompts the seed is r - 1,
             # as `primer synth --seed` was in the README's commands
             seed = (r - 1) * max(1, cfg.safety_per_type)
-            n_pairs = synth(SynthConfig(kind="preference", sources=srcs, out=out / ("pairs" + tag), n=cfg.pairs,
+            n_pairs = synth(SynthConfig(kind="preference", sources=srcs, out=pairs_dir, n=cfg.pairs,
                                         policy=policy, samples=cfg.samples, safety_per_type=cfg.safety_per_type,
                                         instructions=cfg.instructions, seed=seed,
                                         data_dir=Path(cfg.data_dir), **common)).documents
-            pair_files = _files(out / ("pairs" + tag))
-            rejects = [out / ("pairs" + tag) / "rejects.jsonl"]
+            pair_files = _files(pairs_dir)
+            rejects = [pairs_dir / "rejects.jsonl"]
         if not pair_files:
-            raise PrimerError(f"[tune] round {r} kept no preference pairs (see {out}/pairs{tag}/rejects.jsonl): "
+            raise PrimerError(f"[tune] round {r} kept no preference pairs (see {pairs_dir}/rejects.jsonl): "
                               "raise [tune] pairs, or give your own with [tune] pairs_data")
         sft_files = list(conv_files) if r == 1 else []  # the teacher's conversations are round one's
         added = {"safety-sft": 0, "verified-sft": 0}  # SFT data made from the pairs' samples
@@ -205,29 +206,28 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
                 added[name] = n
                 sft_files += [str(out / f"{name}{tag}.jsonl")] if n else []
         lap("data" + tag)
-        start = policy
+        start, start_fp, new_sft = policy, policy_fp, []  # DPO's starting model, unless SFT runs
         if sft_files:
             log(f"  tune: round {r}: SFT {_length(cfg.sft_steps, cfg.sft_epochs)}")
             sft_fp = steps.enter("sft" + tag, model=policy_fp, data=digest(sft_files), steps=cfg.sft_steps,
                                  lr=cfg.sft_lr, **_epochs(cfg.sft_epochs), **loop)
-            sft(SFTConfig(model=policy, data=sft_files, out_dir=str(out / ("sft" + tag)), max_steps=cfg.sft_steps,
+            sft(SFTConfig(model=policy, data=sft_files, out_dir=str(sft_dir), max_steps=cfg.sft_steps,
                           epochs=cfg.sft_epochs, lr=cfg.sft_lr, warmup_steps=_warmup(cfg.sft_steps, cfg.sft_epochs),
                           **ckpt, **loop))
-            start, start_fp = str(latest_checkpoint(out / ("sft" + tag))), sft_fp
-            new_sft = _continued(read_metrics(out / ("sft" + tag) / "metrics.jsonl"), sft_rows)
+            start, start_fp = str(latest_checkpoint(sft_dir)), sft_fp
+            new_sft = _continued(read_metrics(sft_dir / "metrics.jsonl"), sft_rows)
         else:  # no conversations, and the round's samples gave no verified reply and no safety demonstration
             log(f"  tune: round {r}: no SFT data (no conversations, verified reply or safety demonstration): DPO only")
-            start_fp, new_sft = policy_fp, []
         log(f"  tune: round {r}: DPO {_length(cfg.dpo_steps, cfg.dpo_epochs)}")
         dpo_fp = steps.enter("dpo" + tag, sft=start_fp, data=digest(pair_files), steps=cfg.dpo_steps, lr=cfg.dpo_lr,
                              beta=cfg.beta, **_epochs(cfg.dpo_epochs), **loop)
-        dpo(DPOConfig(model=start, data=pair_files, out_dir=str(out / ("dpo" + tag)), max_steps=cfg.dpo_steps,
+        dpo(DPOConfig(model=start, data=pair_files, out_dir=str(dpo_dir), max_steps=cfg.dpo_steps,
                       epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, beta=cfg.beta, **ckpt, **loop))
-        new_dpo = _continued(read_metrics(out / ("dpo" + tag) / "metrics.jsonl"), dpo_rows)
+        new_dpo = _continued(read_metrics(dpo_dir / "metrics.jsonl"), dpo_rows)
         rounds.append(TuneRound(pairs=n_pairs, safety_sft=added["safety-sft"], verified_sft=added["verified-sft"],
                                 sft_steps=_steps(new_sft), dpo_steps=_steps(new_dpo)))
         sft_rows, dpo_rows = sft_rows + new_sft, dpo_rows + new_dpo
-        policy, policy_fp = str(latest_checkpoint(out / ("dpo" + tag))), dpo_fp
+        policy, policy_fp = str(latest_checkpoint(dpo_dir)), dpo_fp
         lap("tune" + tag)
     tuned = Path(policy)
 
