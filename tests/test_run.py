@@ -523,6 +523,16 @@ max_gen_tokens = 24
     assert s["checkpoint"] == "tune/dpo-2/checkpoints/step_0000003"
 
 
+def test_later_rounds_without_prompts_are_refused_before_any_work(tmp_path, data_dir):
+    from primer.pipeline.chat import ChatTuneConfig, run_chat_tune
+
+    cfg = ChatTuneConfig(enabled=True, rounds=2, instructions=0, safety_per_type=0, data_dir=data_dir,
+                         sft_data=[tmp_path / "sft.jsonl"], pairs_data=[tmp_path / "pairs.jsonl"])
+    with pytest.raises(PrimerError, match="no prompts to sample"):
+        run_chat_tune(cfg, [], tmp_path / "out", log=lambda s: None)
+    assert not (tmp_path / "out").exists()
+
+
 def test_tune_steps_start_over_only_what_their_settings_touch(tmp_path):
     from primer.pipeline.chat import Steps
 
