@@ -136,9 +136,10 @@ def run_chat_tune(cfg: ChatTuneConfig, sources: list[str], out: Path, log: Calla
                           "before/after evals and the XSTest decontamination of its safety pairs: set PRIMER_DATA, "
                           "[tune] data_dir, or fetch them with `primer data pull ifeval,xstest`")
     if cfg.rounds > 1 and not (cfg.instructions or cfg.safety_per_type or sources):
-        raise PrimerError(f"[tune] rounds = {cfg.rounds}: a later round samples new pairs from the tuned model, and has "
-                          "no prompts to sample (no instructions, no safety_per_type, no curated documents): set "
-                          "[tune] instructions, or run the synth and curate stages without [tune] sft_data/pairs_data")
+        raise PrimerError(f"[tune] rounds = {cfg.rounds}: a later round samples new pairs from the tuned model, "
+                          "and has no prompts to sample (no instructions, no safety_per_type, no curated documents): "
+                          "set [tune] instructions, or run the synth and curate stages without [tune] "
+                          "sft_data/pairs_data")
     times: dict[str, float] = {}
     t0 = time.perf_counter()
 
