@@ -206,6 +206,48 @@ def test_external_file_content_is_part_of_fingerprint(tmp_path):
     assert seen == ["one", "two"]
 
 
+def test_a_copy_of_a_named_folder_keeps_the_stage_and_a_changed_byte_reruns_it(tmp_path, monkeypatch):
+    """A folder the config names counts by its files' bytes, not their mtimes: the same data copied again (every
+    mtime new, as a fresh clone or re-extraction gives) leaves the stage done; one changed byte runs it again.
+    Large files' digests are kept in primer's cache by (size, mtime, inode)."""
+    @dataclass
+    class DCfg:
+        data_dir: str = ""
+        """A folder the stage reads."""
+
+    monkeypatch.setenv("PRIMER_CACHE", str(tmp_path / "cache"))
+    seen = []
+    stages = [StageSpec("d", (), lambda: DCfg, lambda cfg, ctx: seen.append(sorted(
+        f.name for f in Path(cfg.data_dir).iterdir())) or {})]
+    src, data = tmp_path / "src", tmp_path / "data"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "items.jsonl").write_text('{"q": 1}\n')
+    (src / "big.bin").write_bytes(bytes(range(256)) * 8192)  # 2 MiB: its digest is kept in the cache
+    shutil.copytree(src, data, copy_function=shutil.copyfile)  # new mtimes
+    p = tmp_path / "r.toml"
+    p.write_text(f"[d]\ndata_dir = '{data}'\n")
+    r = load_recipe(p, stages)
+
+    def run() -> str:
+        return _statuses(run_recipe(r, tmp_path / "run", stages=stages, log=lambda s: None, write_report=False))["d"]
+
+    assert run() == "done"
+    kept = json.loads((tmp_path / "cache" / "file-digests.json").read_text())
+    assert list(kept) == [str((data / "big.bin").resolve())]
+    shutil.rmtree(data)
+    time.sleep(0.01)
+    shutil.copytree(src, data, copy_function=shutil.copyfile)  # the same bytes again, every mtime new
+    assert run() == "skipped" and len(seen) == 1
+    (data / "sub" / "items.jsonl").write_text('{"q": 2}\n')
+    assert run() == "done" and len(seen) == 2
+    big = bytearray((data / "big.bin").read_bytes())
+    big[-1] ^= 1
+    (data / "big.bin").write_bytes(bytes(big))  # a changed byte in a large file: new mtime, read again
+    assert run() == "done" and len(seen) == 3
+    (data / "extra.txt").write_text("x")
+    assert run() == "done" and seen[-1] == ["big.bin", "extra.txt", "sub"]
+
+
 def test_unknown_field_and_section_are_errors(tmp_path):
     with pytest.raises(PrimerError, match=r"unknown config field\(s\) \['scal'\] in section 'b'"):
         _recipe(tmp_path, "[b]\nscal = 3\n")

@@ -1,4 +1,4 @@
-"""Output directories and files: one lock for every output a verb writes, and atomic writes.
+"""Output directories and files: one lock for every output a verb writes, atomic writes, and content digests.
 
 `DirLock` claims an output directory (or, with `for_file`, one output file) for this process before
 any work starts, so every verb fails fast and in one line when it cannot write there:
@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,57 @@ def sha256_file(path: str | Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()
+
+
+_KEPT_FROM = 1 << 20  # files this size or larger keep their digest in primer's cache, by (size, mtime, inode)
+
+
+def content_digest(path: str | Path, say: Callable[[str], None] | None = None) -> str:
+    """What a file or a folder holds, as one sha256 hex digest: a file's bytes; a folder's files, each by its path
+    relative to the folder and its bytes, in path order (links followed; empty folders do not count).
+
+    Why bytes and not size + mtime: a copied, re-extracted or freshly cloned folder of the same data has new mtimes,
+    and a run's fingerprint that counted them started every stage after it over (a day of training) for nothing.
+    A file of 1 MiB or more is read once per (size, mtime, inode): its digest is kept in primer's cache
+    (`file-digests.json`), as git and DVC keep theirs, so a large corpus is not read again at every `primer run`.
+    `say` hears one line before more than 1 GiB is read."""
+    from primer.common.paths import cache_dir
+
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    store = cache_dir() / "file-digests.json"
+    try:
+        kept = json.loads(store.read_text())
+    except (OSError, ValueError):
+        kept = {}
+    todo, stats = 0, {}
+    for f in files:
+        st = f.stat()
+        stats[f] = [st.st_size, st.st_mtime_ns, st.st_ino]
+        if st.st_size >= _KEPT_FROM and (kept.get(str(f.resolve())) or {}).get("stat") != stats[f]:
+            todo += st.st_size
+    if todo > 1 << 30 and say:
+        say(f"reading {todo / (1 << 30):.1f} GiB under {p} for its fingerprint (once: kept in {store})")
+    h, changed = hashlib.sha256(), False
+    for f in files:
+        key, entry = str(f.resolve()), None
+        if stats[f][0] >= _KEPT_FROM:
+            entry = kept.get(key)
+            if not entry or entry.get("stat") != stats[f]:
+                entry = kept[key] = {"stat": stats[f], "sha256": sha256_file(f)}
+                changed = True
+        digest = entry["sha256"] if entry else sha256_file(f)
+        h.update(f"{f.relative_to(p) if p.is_dir() else ''}\0{digest}\n".encode())
+    if changed:
+        kept = {k: v for k, v in kept.items() if os.path.exists(k)}  # files gone since: forgotten
+        try:  # a cache that cannot be written costs only the reading next time
+            store.parent.mkdir(parents=True, exist_ok=True)
+            tmp = store.with_name(f"{store.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(kept))
+            os.replace(tmp, store)
+        except OSError:
+            pass
     return h.hexdigest()
 
 

@@ -28,6 +28,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from primer.common.files import content_digest
 from primer.errors import PrimerError
 
 SCORE_TOKENS = 2048  # tokens (rows x longest row) per scoring forward
@@ -45,17 +46,6 @@ class LM(Protocol):
 
     def generate(self, prompts: Sequence[str], stop: Sequence[str], max_tokens: int,
                  temperature: float = 0.0, seed: int = 0) -> list[str]: ...
-
-
-def file_fingerprint(path: str | Path) -> str:
-    """Hash of (name, size, mtime) of a file or every file under a directory: cheap and stable."""
-    p = Path(path)
-    h = hashlib.sha256()
-    files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.relative_to(p) if p.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()[:16]
 
 
 class PrimerLM:
@@ -89,7 +79,7 @@ class PrimerLM:
     def load(cls, spec: str, **kw) -> "PrimerLM":
         """Load through `primer.weights.load.load_model` ('bundled', a .gguf, an HF dir, a checkpoint)."""
         model, tok, path = _load_any(spec)
-        fp = file_fingerprint(path) if path else None
+        fp = content_digest(path)[:16] if path else None  # the weights' bytes, wherever they lie
         return cls(model, tok, name=str(spec), fingerprint=fp, **kw)
 
     def _weights_fingerprint(self) -> str:

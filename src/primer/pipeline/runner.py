@@ -6,7 +6,7 @@ optional `[run]` section for the orchestration itself. Stages run in order, each
 `RUN_DIR/<stage>/`, and each leaves `RUN_DIR/<stage>/stage.json` with its fingerprint:
 
     fingerprint = sha256(stage name + resolved stage config + fingerprints of its inputs
-                         + contents of external files the config names + primer version)
+                         + contents of the files and folders the config names + primer version)
 
 A stage whose `stage.json` says "done" with the same fingerprint is skipped; changing one stage's
 config changes its fingerprint and, through the input chain, those of every stage after it, so
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from primer import __version__
-from primer.common.files import DirLock
+from primer.common.files import DirLock, content_digest
 from primer.common.provenance import git_sha, hardware, package_versions
 from primer.config import check_config, from_dict, read_recipe_file, to_dict
 from primer.errors import PrimerError
@@ -118,12 +118,9 @@ def _hash_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _external_files(cfg_dict: dict) -> dict[str, str]:
-    """Content digests of existing files (or file listings of dirs) that a config names.
-
-    So that editing a web sample or a topic list in place re-runs the stage that reads it. Large
-    files and directories are summarised by size and mtime instead of reading them whole.
-    """
+def _external_files(cfg_dict: dict, say: Callable[[str], None] | None = None) -> dict[str, str]:
+    """Content digests of the existing files and folders a config names, so that editing a web sample or a topic
+    list in place re-runs the stage that reads it, and a copy of the same data (new mtimes) does not."""
     out: dict[str, str] = {}
 
     def visit(v: Any) -> None:
@@ -136,19 +133,8 @@ def _external_files(cfg_dict: dict) -> dict[str, str]:
         elif isinstance(v, str) and v and ("/" in v or "." in v) and len(v) < 4096:
             try:
                 p = Path(v).expanduser()
-                if p.is_file():
-                    st = p.stat()
-                    if st.st_size <= 64 << 20:
-                        out[v] = hashlib.sha256(p.read_bytes()).hexdigest()
-                    else:
-                        out[v] = f"size={st.st_size},mtime={st.st_mtime_ns}"
-                elif p.is_dir():
-                    h = hashlib.sha256()
-                    for f in sorted(p.rglob("*"))[:10000]:
-                        if f.is_file():
-                            st = f.stat()
-                            h.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-                    out[v] = h.hexdigest()
+                if p.exists():
+                    out[v] = content_digest(p, say)
             except (OSError, ValueError):
                 pass
 
@@ -156,7 +142,8 @@ def _external_files(cfg_dict: dict) -> dict[str, str]:
     return out
 
 
-def fingerprint(spec: StageSpec, cfg: Any, input_fps: dict[str, str], run_cfg: Any = None) -> str:
+def fingerprint(spec: StageSpec, cfg: Any, input_fps: dict[str, str], run_cfg: Any = None,
+                say: Callable[[str], None] | None = None) -> str:
     cfg_dict = {k: v for k, v in to_dict(cfg).items() if k not in spec.wired}
     extra = {f: to_dict(getattr(run_cfg, f)) if dataclasses.is_dataclass(getattr(run_cfg, f)) else getattr(run_cfg, f)
              for f in spec.run_fields} if run_cfg is not None else {}
@@ -168,7 +155,7 @@ def fingerprint(spec: StageSpec, cfg: Any, input_fps: dict[str, str], run_cfg: A
             "run": extra,
             "env": env,
             "inputs": input_fps,
-            "files": _external_files({"config": cfg_dict, "env": env}),
+            "files": _external_files({"config": cfg_dict, "env": env}, say),
             "primer": __version__,
         }
     )[:16]
@@ -273,7 +260,8 @@ class _Run:
         if missing and selected:
             raise PrimerError(f"stage '{spec.name}' needs {missing}, which have not run in {self.rd}")
         cfg = getattr(self.recipe, spec.name)
-        fp = None if missing else fingerprint(spec, cfg, {n: self.fps[n] for n in spec.inputs}, self.recipe.run)
+        fp = None if missing else fingerprint(spec, cfg, {n: self.fps[n] for n in spec.inputs}, self.recipe.run,
+                                              self.log)
         if (fp is not None and prev and prev.status == "done" and prev.fingerprint == fp and spec.name not in self.force
                 and self._reuse(spec, prev)):
             self.log(f"{tag}: up to date (fingerprint {fp}), skipped")
