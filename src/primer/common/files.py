@@ -160,7 +160,7 @@ _KEPT_FROM = 1 << 20  # files this size or larger keep their digest in primer's 
 
 def content_digest(path: str | Path, say: Callable[[str], None] | None = None) -> str:
     """What a file or a folder holds, as one sha256 hex digest: a file's bytes; a folder's files, each by its path
-    relative to the folder and its bytes, in path order (links followed; empty folders do not count).
+    relative to the folder and its bytes, in path order (empty folders do not count).
 
     Why bytes and not size + mtime: a copied, re-extracted or freshly cloned folder of the same data has new mtimes,
     and a run's fingerprint that counted them started every stage after it over (a day of training) for nothing.
