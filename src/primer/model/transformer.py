@@ -288,7 +288,12 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=cfg.lm_head_bias)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
-        cos, sin = rope_cache(cfg)
+        # a model built on the meta device (to receive loaded weights) gets its tables computed when they are assigned:
+        # torch's meta arange imports torch._dynamo (~80 MB resident, ~1.7 s) in a process that only loads and scores
+        if self.embed.weight.is_meta:
+            cos = sin = torch.empty(cfg.block_size, cfg.rotary_dim)
+        else:
+            cos, sin = rope_cache(cfg)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.gradient_checkpointing = False

@@ -474,7 +474,14 @@ def state_dict_from_gguf(reader, cfg: ModelConfig, path: str | Path = "",
     if sources is not None:
         sources.update(src)
     tied = cfg.tie_embeddings and "embed.weight" in src
-    return {name: source_tensor(*s) for name, s in src.items() if not (tied and name == "lm_head.weight")}
+    release = getattr(reader, "release_pages", lambda: None)
+    out = {}
+    for name, s in src.items():
+        if not (tied and name == "lm_head.weight"):
+            out[name] = source_tensor(*s)
+            release()  # dequantized: the file's pages need not stay resident beside the weights,
+            _trim_heap()  # nor the dequantization's freed transients (glibc keeps them: ~175 MB at the end)
+    return out
 
 
 class GGUFWeights:
@@ -529,6 +536,7 @@ def load_gguf_model(path: str | Path, dtype: torch.dtype = torch.float32, reader
     # name -> a function returning that weight's quantized blocks, so primer.model.quant can pack the
     # file's own codes without knowing the GGUF format
     model.block_codes = {name: functools.partial(block_codes, *src) for name, src in sources.items()}
+    _trim_heap()  # the dequantization's transients (~120 MB for the bundled model)
     return model.eval()
 
 
