@@ -17,7 +17,6 @@ the Hugging Face importer in primer.weights.hf.
 from __future__ import annotations
 
 import contextlib
-
 import datetime as _dt
 import json
 import os
