@@ -536,7 +536,6 @@ def load_gguf_model(path: str | Path, dtype: torch.dtype = torch.float32, reader
     # name -> a function returning that weight's quantized blocks, so primer.model.quant can pack the
     # file's own codes without knowing the GGUF format
     model.block_codes = {name: functools.partial(block_codes, *src) for name, src in sources.items()}
-    _trim_heap()  # the dequantization's transients (~120 MB for the bundled model)
     return model.eval()
 
 
@@ -559,10 +558,19 @@ def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32, decode_only:
 
 def _trim_heap() -> None:
     """Hand the heap the packing freed back to the OS (glibc keeps it otherwise: ~45 MB here)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, looked up once (the lookup costs ~2 ms, and a load trims after every tensor); None
+    where the C library is not glibc."""
     import ctypes
     import ctypes.util
 
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
