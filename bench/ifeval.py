@@ -106,8 +106,6 @@ def main(argv: list[str] | None = None) -> int:
                          "helpful AI assistant named SmolLM...'), to measure what it does to the score")
     ap.add_argument("--fast", action="store_true",
                     help="generate with the int4/int8 CPU decoder (PrimerLM.use_fast_decoder), not the fp32 forward")
-    ap.add_argument("--chunk", type=int, default=None,
-                    help="documents answered (and cached) together; above --batch-size the decoder keeps its batch full")
     ap.add_argument("--cache", default="none", help="eval's answer cache (sqlite path): a long run resumes from it")
     ap.add_argument("--replay", default=None, help="score the generations of an earlier --output file again, no model")
     ap.add_argument("--cap-tokens", type=int, default=None,
@@ -149,10 +147,6 @@ def main(argv: list[str] | None = None) -> int:
             lm.tok.chat_template = without_default_system(lm.tok.chat_template)
         if args.fast:
             lm.use_fast_decoder()
-        if args.chunk:
-            import primer.eval.runner as runner
-
-            runner.CHUNK_DOCS = args.chunk
         cfg = EvalConfig(tasks=["ifeval"], limit=args.limit, data_dir=Path(args.data_dir), cache=Path(args.cache),
                          log_samples=True, max_gen_tokens=args.max_gen_tokens)
         t0 = time.perf_counter()

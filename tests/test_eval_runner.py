@@ -173,3 +173,27 @@ def test_code_tasks_run_in_the_sandbox(data_dir, tmp_path):
     cot = ScriptedLM(lambda p: " She sells 16 - 3 - 4 = 9 eggs, 9 * 2 = 18.\n#### 18")
     res = run(cot, EvalConfig(tasks=["gsm8k"], shots=0, limit=1, data_dir=data_dir, cache="none"), progress=False)
     assert res.tasks["gsm8k"].metrics["exact_match,strict-match"] == 1.0
+
+
+class CountingLM(ScriptedLM):
+    """A ScriptedLM with a batch size that records how many prompts each generate call got."""
+
+    def __init__(self, batch_size):
+        super().__init__(lambda p: p.upper())
+        self.batch_size, self.calls = batch_size, []
+
+    def generate(self, prompts, stop, max_tokens, temperature=0.0, seed=0):
+        self.calls.append(len(prompts))
+        return super().generate(prompts, stop, max_tokens, temperature, seed)
+
+
+def test_a_chunk_holds_several_batches_so_a_large_batch_is_filled():
+    from primer.eval.runner import Cache, answer_docs
+
+    built = [("generate_until", [(f"q{i}", ["\n"], 8, 0.0, 0)]) for i in range(300)]
+    wide = CountingLM(batch_size=64)  # a GPU run: 256 documents per chunk, the decoder refills its 64 slots
+    out, computed = answer_docs(wide, built, Cache(None))
+    assert wide.calls == [256, 44] and computed == 300 and out[299] == ["Q299"]
+    narrow = CountingLM(batch_size=2)  # the CPU default keeps 16-document chunks (what an interruption loses)
+    answer_docs(narrow, built[:40], Cache(None))
+    assert narrow.calls == [16, 16, 8]

@@ -32,7 +32,12 @@ from primer.eval.served import NeedsPromptLogprobs
 from primer.eval.tasks import GROUPS, Task, expand
 from primer.sandbox import allow_unsafe, isolation_mode
 
+# Documents answered (and committed to the cache) together: at least CHUNK_DOCS, and at least CHUNK_BATCHES of the
+# model's batches, so continuous batching refills the slots of finished replies until a chunk's last requests (a chunk
+# of exactly one batch decodes as long as its longest reply with ever fewer rows; capped at 16 documents, a
+# --batch-size 64 GPU run had decoded 16 rows at a time).
 CHUNK_DOCS = 16
+CHUNK_BATCHES = 4
 RETRIEVE_K = 20  # hits kept per open-book document: recall@1/5/20
 
 
@@ -217,20 +222,26 @@ Built = tuple[str, list]
 """One document's requests: (kind, requests), as `build_requests` makes them."""
 
 
+def chunk_docs(lm) -> int:
+    """Documents per chunk for `lm`: CHUNK_DOCS, or CHUNK_BATCHES of its batches when that is more."""
+    return max(CHUNK_DOCS, CHUNK_BATCHES * int(getattr(lm, "batch_size", 0) or 0))
+
+
 def answer_docs(lm, built: list[Built], cache: Cache, progress: Callable[[int], None] | None = None,
                 ) -> tuple[list[list], int]:
     """The responses to each document's requests, and how many documents needed the model.
 
     Answers come from `cache` where it has them (keyed by the model's fingerprint; a model without
-    one is never cached), the rest from `lm`, CHUNK_DOCS documents at a time with requests of one
-    kind batched together; each chunk is written to the cache as soon as it is answered, so an
+    one is never cached), the rest from `lm`, a chunk of documents at a time (`chunk_docs`) with requests
+    of one kind batched together; each chunk is written to the cache as soon as it is answered, so an
     interrupted run loses at most one chunk. `progress(n)` is told after each chunk.
     """
     fp = getattr(lm, "fingerprint", None)
     out: list[list] = [[] for _ in built]
     computed = 0
-    for c0 in range(0, len(built), CHUNK_DOCS):
-        chunk = range(c0, min(len(built), c0 + CHUNK_DOCS))
+    size = chunk_docs(lm)
+    for c0 in range(0, len(built), size):
+        chunk = range(c0, min(len(built), c0 + size))
         keys = {(i, j): Cache.key(fp, built[i][0], r) for i in chunk for j, r in enumerate(built[i][1])} if fp else {}
         have = cache.get_many(list(keys.values()))
         todo: dict[str, list[tuple[int, int]]] = {}
