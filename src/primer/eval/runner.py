@@ -34,7 +34,8 @@ from primer.sandbox import allow_unsafe, isolation_mode
 
 # Documents answered (and committed to the cache) together: at least CHUNK_DOCS (what an interruption may lose), and at
 # least CHUNK_BATCHES of the model's batches, so the decoder gets full batches and continuous batching refills the slots
-# of finished replies until a chunk's last requests (a chunk of one batch decodes to its longest reply on ever fewer rows).
+# of finished replies until a chunk's last requests (a chunk of one batch decodes to its longest reply on ever
+# fewer rows).
 CHUNK_DOCS = 16
 CHUNK_BATCHES = 4
 RETRIEVE_K = 20  # hits kept per open-book document: recall@1/5/20
