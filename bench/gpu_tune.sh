@@ -9,7 +9,8 @@
 #   DEVICE=cpu N=4 LIMIT=2 bash bench/gpu_tune.sh       # checks the script on a CPU (~6 min on 2 busy cores)
 #
 # Prints the time elapsed after each part and `primer compare`'s differences; every file stays in $OUT (pairs,
-# checkpoints, tune logs, eval results, compare-*.html). Needs primer importable (`pip install -e .`, or PYTHONPATH=src).
+# checkpoints, tune logs, eval results, compare-*.html). Needs primer importable (`pip install -e .`, or PYTHONPATH=src;
+# on a machine without network, bench/gpu_carry.sh packs what it needs).
 # Measured on one H200 (2026-11-29, torch 2.11, N=250): pairs 157 s (250 prompts x 4 samples, 196k tokens at 1,300
 # tok/s: the 135M model's decode is launch-bound, ~20 ms a step at any batch up to 64), SFT 19 s, DPO 27 s, then each
 # model's 541 IFEval prompts 4 min 7 s at 16 rows (before eval's chunks grew with --batch-size; fewer minutes now).
