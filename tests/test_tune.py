@@ -268,7 +268,8 @@ def test_epochs_decide_the_steps(base, tmp_path, capsys):
     sft(sft_cfg(base, tmp_path / "m", data, max_steps=5, progress=True))
     assert "passes over" not in capsys.readouterr().out  # 20 rows of 12: under 3 epochs, nothing said
     sft(sft_cfg(base, tmp_path / "n", data, max_steps=12, progress=True))
-    assert "primer tune: 12 steps of 4 are 4 passes over the 12 rows of this data; --epochs N" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "primer tune: 12 steps of 4 are 4 passes over the 12 rows of this data; --epochs N" in out
     s = sft(sft_cfg(base, tmp_path / "a", data, epochs=2.0, max_steps=1, save_every=100))
     assert s.steps == 6 and (tmp_path / "a" / "checkpoints" / "step_0000006").is_dir()
     rows = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])
