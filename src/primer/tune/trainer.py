@@ -142,9 +142,9 @@ class TuneTrainer(Trainer):
                 print(f"primer tune: {self.stats.bad.describe('record')} (see {out / 'data.json'})")
             rows = self.batches.plan.rows_per_epoch()
             passes = self.max_steps * self.cfg.batch_size / rows
-            if not self.cfg.epochs and passes > 3 and self.cfg.progress:  # TRL's default is 3 epochs
+            if self.cfg.progress and not self.cfg.epochs and passes > 3:  # TRL's default is 3 epochs
                 print(f"primer tune: {self.max_steps} steps of {self.cfg.batch_size} are {passes:.0f} passes over the "
-                      f"{rows} rows of this data; --epochs N sizes the steps by the data instead")
+                      f"{rows} row{'s' * (rows != 1)} of this data; --epochs N sizes the steps by the data instead")
         res = TuneResult(**vars(super().run()), data=self.stats.to_dict())
         if self.dist.is_main:
             (Path(self.cfg.out_dir) / "summary.json").write_text(json.dumps(to_dict(res), indent=2) + "\n")
