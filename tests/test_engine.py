@@ -92,9 +92,9 @@ def test_samples_of_one_prompt_share_its_prefill(debug_model):
     prefilled = []
     real_prefill = eng.runner.prefill
 
-    def counted(slot, ids, *rest):
-        prefilled.append(list(ids))
-        return real_prefill(slot, ids, *rest)
+    def counted(group, *rest):
+        prefilled.extend(list(ids) for _, ids in group)
+        return real_prefill(group, *rest)
 
     eng.runner.prefill = counted
     runs = [(PROMPTS[0], dict(max_new_tokens=n, temperature=1.0, seed=s)) for n, s in ((3, 1), (10, 2), (4, 3), (4, 4))]
@@ -137,6 +137,33 @@ def test_fast_path_text_alone_equals_text_in_a_changing_batch(bundled_lm):
     for rid, p, n in zip(rids, prompts, lengths):
         assert got[rid]["ids"] == alone(bundled_lm, p, True, max_new_tokens=n, ignore_eos=True)
         assert got[rid]["final"].completion_tokens == n
+
+
+def test_fast_path_prompts_admitted_together_decode_as_they_do_alone(bundled_lm):
+    """Six requests admitted in one step, two of them samples of one prompt, one ending at its first token:
+    the five fresh prompts share one packed prefill where primer's kernels run (one by one elsewhere), the
+    twin copies its prompt's slot, and every text is the one it gets alone."""
+    from primer.model import kernels
+
+    prompts = ["The sun is a", "Water boils at", "The sun is a", "My favourite book is about a", "Rivers", "Once"]
+    kws = [dict(max_new_tokens=n, temperature=t, seed=i, ignore_eos=True)
+           for i, (n, t) in enumerate(zip([8, 6, 8, 1, 7, 9], [0.0, 0.0, 1.0, 0.0, 0.8, 0.0]))]
+    eng = Engine(bundled_lm, max_batch=6, fast=True)
+    groups, packed = [], []
+    real, real_packed = eng.runner.prefill, eng.runner.forward.prefill
+    eng.runner.prefill = lambda group, *a: groups.append([ids for _, ids in group]) or real(group, *a)
+    eng.runner.forward.prefill = lambda ps, *a: packed.append(len(ps)) or real_packed(ps, *a)
+    try:
+        rids = [eng.submit(p, SamplingParams(**kw)) for p, kw in zip(prompts, kws)]
+        got = drain(eng)
+    finally:
+        del eng.runner.forward.prefill  # the decoder is cached per model: the other tests get the real one
+    tok = bundled_lm.tokenizer
+    assert groups == [[tok.encode(p) for i, p in enumerate(prompts) if i != 2]]
+    assert packed == ([5] if kernels.load() is not None else [])
+    for rid, p, kw in zip(rids, prompts, kws):
+        assert got[rid]["ids"] == alone(bundled_lm, p, True, **kw)
+        assert got[rid]["final"].completion_tokens == kw["max_new_tokens"]
 
 
 def test_stop_string_across_token_boundaries_is_never_streamed(bundled_lm):

@@ -26,7 +26,7 @@ def test_q4_and_q8_match_the_dequantized_product(N, K):
     q8, d8 = kernels.quantize_q8(torch.randn(N, K))
     w8 = (q8.float().view(N, K // 32, 32) * d8.float()[..., None]).view(N, K)
     p8 = kernels.pack_q8(q8, d8)
-    for M in (1, 3, 9, 40, 70):  # register tiles, their remainders, and the panel path
+    for M in (1, 3, 9, 40, 70, 500):  # register tiles, their remainders, the panel path, blocks of its rows
         x = torch.randn(M, K)
         y = ext.q4_mm(x, *packed)[:, :N]
         ref = x.double() @ w.double().t()
@@ -41,11 +41,13 @@ def test_a_row_has_the_same_bits_in_any_batch(act8):
     (q, d, m), _ = q4_weights(256, 576, seed=1)
     packed = kernels.pack_q4(q, d, m)
     p8 = kernels.pack_q8(*kernels.quantize_q8(torch.randn(256, 576)))
-    x = torch.randn(100, 576)
+    x = torch.randn(600, 576)
     alone, alone8 = ext.q4_mm(x[5:6], *packed, act8=act8)[0], ext.q8_mm(x[5:6], *p8, act8=act8)[0]
     for M in (6, 8, 13, 32, 33, 100):  # decode tiles and the panel path (M > 32) multiply in one order
         assert torch.equal(ext.q4_mm(x[:M], *packed, act8=act8)[5], alone)
         assert torch.equal(ext.q8_mm(x[:M], *p8, act8=act8)[5], alone8)
+    # the panel path takes rows in blocks (222 rows of 576): a row in the third block, alone and among 600
+    assert torch.equal(ext.q4_mm(x, *packed, act8=act8)[500], ext.q4_mm(x[500:501], *packed, act8=act8)[0])
 
 
 def int8_rows(x: torch.Tensor) -> torch.Tensor:
@@ -99,10 +101,36 @@ def test_native_decode_step_equals_the_python_step(shape):
     python.step = None  # the torch path: masked SDPA over the padded cache
     for r in (native, python):
         for slot, p in enumerate(prompts):
-            r.prefill(slot, p)
+            r.prefill([(slot, p)])
     pos = [len(p) for p in prompts]
     for t in range(5):
         tokens = [11 + t, 23 + t, 7 * t]
         a, b = native.decode(tokens, pos), python.decode(tokens, pos)
         assert (a - b).abs().max() <= 1e-4 * b.abs().max()
         pos = [p + 1 for p in pos]
+
+
+@pytest.mark.parametrize("shape", ["debug", "debug-phi"])
+def test_prompts_prefilled_together_get_their_bits_alone(shape, monkeypatch):
+    """Runner.prefill of several prompts in one packed forward (FastDecoder.prefill) against each prompt
+    prefilled alone: the same logits and cache positions, bit for bit, so a text never depends on the
+    prompts it was admitted with. One-token prompts take the folded attention, as they do alone."""
+    from primer.model.engine import Runner
+    from primer.model.transformer import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.from_name(shape, n_kv_head=2)).eval()
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, 500, (n,), generator=g).tolist() for n in (7, 1, 40, 2, 1, 23)]
+    together, alone = Runner(model, True, len(prompts), 64), Runner(model, True, len(prompts), 64)
+    packed = []
+    real = together.forward.prefill
+    monkeypatch.setattr(together.forward, "prefill", lambda ps, *a: packed.append(len(ps)) or real(ps, *a))
+    got = together.prefill(list(enumerate(prompts)))
+    want = [alone.prefill([(slot, p)])[0] for slot, p in enumerate(prompts)]
+    assert packed == [len(prompts)]  # one packed forward; alone, a group of one runs the plain forward
+    for slot, p in enumerate(prompts):
+        assert torch.equal(got[slot], want[slot])
+        for layer in range(model.cfg.n_layer):
+            for a, b in ((together.cache.k, alone.cache.k), (together.cache.v, alone.cache.v)):
+                assert torch.equal(a[layer][slot, :, : len(p)], b[layer][slot, :, : len(p)])

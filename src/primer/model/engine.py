@@ -7,7 +7,7 @@
             print(ev.text, end="")
 
 `step()` first decodes one token for every active request (one batched forward), then admits
-waiting requests into free slots (each prompt prefilled alone, its first token sampled), so a request
+waiting requests into free slots (their prompts prefilled, each one's first token sampled), so a request
 that arrives while others decode joins the running batch at the next step. A prompt identical to one
 already running (several samples of one prompt: preference sampling's on-policy answers) is not
 prefilled again: the running slot's prompt positions are copied and its prompt logits reused, the
@@ -16,8 +16,12 @@ requests free their slot at once: the last slot's cache rows move into the hole,
 are always slots 0..n-1 and a decode step reads the cache as views, without gathering it.
 
 A request's text does not depend on its batch: positions are per row (no left padding), the
-prompt is prefilled on its own, each row samples with its own settings and generator, and a decode
-step masks every position past a row's own length. `generate()` (`primer.model.generate`), the
+prompt is prefilled alone or (on primer's kernels) packed with the prompts admitted beside it into one
+forward that gives each the bits it gets alone, each row samples with its own settings and generator,
+and in a decode step each row attends over its own positions only. That holds bit for bit on the fast
+path (primer's kernels; without them, up to `quant.INT_MAX_ROWS` rows); the exact fp32 forward and
+torch's dense fallback multiply with torch's GEMMs, whose rows change in the last bits with the row
+count, so there a near tie can flip with the batch. `generate()` (`primer.model.generate`), the
 bundled teacher, eval generation, `primer chat` and `primer serve` all run on this engine.
 
 Runners: `fast=False` runs the exact fp32 `Transformer.forward` (what evaluation and the parity tests
@@ -182,17 +186,26 @@ class Runner:
         self.fast = bool(fast)
         self.cache = SlotCache(model.cfg, slots, max_len, dtype, self.device)
 
-    def prefill(self, slot: int, ids: list[int], horizon: int | None = None) -> torch.Tensor:
-        """Run a prompt alone into `slot`; the logits (V,) after its last token. `horizon`: the most
-        positions any running request can reach (the cache grows no further for now)."""
-        self.cache.reserve(len(ids) + 1, horizon)
+    def prefill(self, group: list[tuple[int, list[int]]], horizon: int | None = None) -> list[torch.Tensor]:
+        """Run fresh prompts into their slots, [(slot, ids)]; the logits (V,) after each one's last token.
+        `horizon`: the most positions any running request can reach (the cache grows no further for now).
+        On primer's kernels the prompts that fit one chunk share one forward (`FastDecoder.prefill`, which
+        gives each the numbers it gets alone, bit for bit); the others run alone."""
+        self.cache.reserve(max(len(ids) for _, ids in group) + 1, horizon)
+        out: dict[int, torch.Tensor] = {}
+        short = [(s, ids) for s, ids in group if len(ids) <= PREFILL_CHUNK]
+        if self.step is not None and len(short) > 1:
+            logits = self.forward.prefill([ids for _, ids in short], [s for s, _ in short], self.cache.k, self.cache.v)
+            out = {s: row for (s, _), row in zip(short, logits)}
+        return [out[s] if s in out else self._prefill_alone(s, ids) for s, ids in group]
+
+    def _prefill_alone(self, slot: int, ids: list[int]) -> torch.Tensor:
         view = self.cache.slot(slot, 0)
         x = torch.tensor([ids], device=self.device)
         # Prompts keep fp32 activations: with int8 rows the bundled model's first reply token to "What is
         # the capital of France?" flips (a 0.08-logit near tie) and the answer derails; decode steps use int8.
-        kw: dict = {}
         for s in range(0, len(ids), PREFILL_CHUNK):
-            logits = self.forward(x[:, s: s + PREFILL_CHUNK], cache=view, last_only=True, **kw)
+            logits = self.forward(x[:, s: s + PREFILL_CHUNK], cache=view, last_only=True)
         return logits[0, -1].float().cpu()
 
     def decode(self, tokens: list[int], pos: list[int], horizon: int | None = None) -> torch.Tensor:
@@ -310,7 +323,10 @@ class Engine:
         return events
 
     def _admit(self, events: list[Event]) -> None:
+        """Move waiting requests into free slots (prompt tokens up to the step's budget), prefill their
+        prompts together, and sample each one's first token."""
         budget = self.prefill_tokens
+        admitted: list[tuple[_Request, _Request | None]] = []
         while self._waiting and len(self._active) < self.max_batch:
             r = self._waiting[0]
             if r.limit <= 0:  # nothing may be generated (max_new_tokens=0)
@@ -322,15 +338,21 @@ class Engine:
                 break  # this step already prefilled enough; admit the rest next step
             self._waiting.popleft()
             self._active.append(r)
-            slot = len(self._active) - 1
-            if twin is not None:  # its slot holds this prompt's positions, bit for bit what a prefill writes
-                self.runner.move(self._active.index(twin), slot, len(r.prompt))
-                logits = twin.prompt_logits
-            else:
+            if twin is None:
                 budget -= len(r.prompt)
-                logits = self.runner.prefill(slot, r.prompt, self._horizon())
-            r.filled, r.prompt_logits = len(r.prompt), logits
-            self._emit([r], logits.clone()[None], events)  # sampling edits its logits in place
+            admitted.append((r, twin))
+        fresh = [r for r, twin in admitted if twin is None]
+        if fresh:
+            logits = self.runner.prefill([(self._active.index(r), r.prompt) for r in fresh], self._horizon())
+            for r, row in zip(fresh, logits):
+                r.prompt_logits = row
+        for r, twin in admitted:
+            if twin is not None:  # its slot holds this prompt's positions, bit for bit what a prefill writes
+                self.runner.move(self._active.index(twin), self._active.index(r), len(r.prompt))
+                r.prompt_logits = twin.prompt_logits
+            r.filled = len(r.prompt)
+        for r, _ in admitted:
+            self._emit([r], r.prompt_logits.clone()[None], events)  # sampling edits its logits in place
 
     def _horizon(self) -> int:
         """Cache positions the running requests can still reach: prompt + new tokens (the last one is not fed)."""

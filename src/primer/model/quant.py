@@ -255,6 +255,20 @@ class FastDecoder:
             out[lin.kind] = out.get(lin.kind, 0) + 1
         return out
 
+    @staticmethod
+    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                causal: bool) -> torch.Tensor:
+        """q (B, nh, T, hs) over k/v (B, nkv, S, hs) -> (B, T, nh * hs)."""
+        B, nh, T, hs = q.shape
+        nkv = k.shape[1]
+        if T == 1 and nh > nkv:
+            # one query per row: fold the query heads of a kv group into the "time" axis, so
+            # k/v are read as they are instead of being repeated nh / nkv times.
+            y = F.scaled_dot_product_attention(q.reshape(B, nkv, nh // nkv, hs), k, v, attn_mask=mask)
+            return y.reshape(B, 1, nh * hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and T > 1, enable_gqa=nh > nkv)
+        return y.transpose(1, 2).reshape(B, T, nh * hs)
+
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x (B, T, H, hs); cos/sin (B|1, T, 1, rd)."""
         rd = self.cfg.rotary_dim
@@ -275,11 +289,10 @@ class FastDecoder:
         cos = self.rope_cos[pos].unsqueeze(2)  # (B|1, T, 1, rd)
         sin = (self.rope_sin[pos] * self.rope_sign).unsqueeze(2)
         nh, nkv, hs = cfg.n_head, cfg.n_kv_head, cfg.head_dim
-        rep = nh // nkv
         # primer's kernel runs every row count. Without it, decode steps of small batches use torch's
         # packed kernels and prompts (T > 1) and big batches dense fp32; the choice depends on B only
         # through the threshold, so a prompt decodes the same alone or in any batch of up to
-        # INT_MAX_ROWS rows.
+        # INT_MAX_ROWS rows (their attention row by row, below).
         pk = T == 1 and B <= INT_MAX_ROWS
         x = self.embed(idx)  # (B, T, C) fp32 residual stream
         for li, L in enumerate(self.layers):
@@ -297,15 +310,14 @@ class FastDecoder:
                     causal = False
                     if T > 1:
                         mask = torch.ones(T, start + T, dtype=torch.bool).tril(start)
-            if T == 1 and rep > 1:
-                # one query per row: fold the query heads of a kv group into the "time" axis, so
-                # k/v are read as they are instead of being repeated rep times.
-                y = F.scaled_dot_product_attention(q.reshape(B, nkv, rep, hs), k, v, attn_mask=mask)
-                y = y.reshape(B, 1, nh * hs)
+            if T == 1 and pk and mask is not None and B > 1 and mask.shape[0] == B:
+                # decode rows at their own lengths, each over its own keys as it attends alone: a softmax
+                # over the batch's longest row, with the row's other keys masked, gives other bits
+                n = mask.view(B, -1).sum(1).tolist()
+                y = torch.cat([self._attend(q[i: i + 1], k[i: i + 1, :, : n[i]], v[i: i + 1, :, : n[i]],
+                                            mask[i: i + 1, ..., : n[i]], False) for i in range(B)])
             else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                                   is_causal=causal and T > 1, enable_gqa=rep > 1)
-                y = y.transpose(1, 2).reshape(B, T, nh * hs)
+                y = self._attend(q, k, v, mask, causal)
             attn = L["o"](y, pk, act8)
             if cfg.parallel_residual:
                 x = x + attn + self._mlp(L, h, pk, act8)
@@ -338,12 +350,57 @@ class FastDecoder:
                 x = x + self._mlp(L, L["n2"](x), True, True)
         return self.head(self.norm(x), act8=True)
 
-    def _mlp(self, L, h, pk: bool, act8: bool):
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]], slots: list[int], kc: list[torch.Tensor],
+                vc: list[torch.Tensor]) -> torch.Tensor:
+        """Several fresh prompts in one forward (requires `self.ext`): prompt i is written into cache slot
+        slots[i] at positions 0..len-1 (kc/vc as in `step`); logits (n, V) fp32 after each prompt's last token.
+
+        The prompts are packed end to end, without padding. Every op of the forward but attention and the
+        MLP's activation works row by row (primer's matmul and norm give a row the same bits in any row
+        count), so those run once over all the prompts; attention and the activation run per prompt on the
+        same shapes as `__call__` on that prompt alone (torch's vectorised loops end where a tensor does).
+        Each prompt's cache and logits are thus the ones it gets alone, bit for bit, and the weights are
+        read once for all of them instead of once per prompt (with a torch dispatch per op and prompt)."""
+        cfg = self.cfg
+        nh, nkv, hs = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        ends = torch.tensor([len(p) for p in prompts]).cumsum(0).tolist()
+        spans = list(zip([0] + ends[:-1], ends))
+        N = ends[-1]
+        pos = torch.cat([torch.arange(b - a) for a, b in spans]).unsqueeze(0)
+        cos = self.rope_cos[pos].unsqueeze(2)
+        sin = (self.rope_sin[pos] * self.rope_sign).unsqueeze(2)
+        x = self.embed(torch.tensor([[t for p in prompts for t in p]]))  # (1, N, C)
+        for li, L in enumerate(self.layers):
+            h = L["n1"](x)
+            qkv = L["qkv"](h).view(1, N, nh + 2 * nkv, hs)
+            qk = self._rope(qkv[:, :, : nh + nkv], cos, sin)
+            ys = []
+            for (a, b), s in zip(spans, slots):
+                T = b - a
+                ck, cv = kc[li][s: s + 1], vc[li][s: s + 1]
+                ck[:, :, :T] = qk[:, a:b, nh:].transpose(1, 2)
+                cv[:, :, :T] = qkv[:, a:b, nh + nkv:].transpose(1, 2)
+                ys.append(self._attend(qk[:, a:b, :nh].transpose(1, 2), ck[:, :, :T], cv[:, :, :T], None, True))
+            attn = L["o"](torch.cat(ys, dim=1))
+            if cfg.parallel_residual:
+                x = x + attn + self._mlp(L, h, True, False, spans)
+            else:
+                x = x + attn
+                x = x + self._mlp(L, L["n2"](x), True, False, spans)
+        last = x[:, [b - 1 for b in ends]]
+        return self.head(self.norm(last)).float()[0]
+
+    def _mlp(self, L, h, pk: bool, act8: bool, spans: list[tuple[int, int]] | None = None):
         u = L["up"](h, pk, act8)
+        a = self._act(u) if spans is None else torch.cat([self._act(u[:, s:e]) for s, e in spans], dim=1)
+        return L["down"](a, pk, act8)
+
+    def _act(self, u: torch.Tensor) -> torch.Tensor:
         if self.cfg.mlp == "swiglu":
             g, u = u.chunk(2, dim=-1)
-            return L["down"](F.silu(g) * u, pk, act8)
-        return L["down"](F.gelu(u, approximate="tanh" if self.cfg.mlp == "gelu_tanh" else "none"), pk, act8)
+            return F.silu(g) * u
+        return F.gelu(u, approximate="tanh" if self.cfg.mlp == "gelu_tanh" else "none")
 
 
 _CACHE: dict[int, tuple] = {}

@@ -31,7 +31,8 @@ namespace {
 
 constexpr int64_t G = 32;   // block size along K
 constexpr int NV = 2;       // 16-output vectors per tile (32 outputs)
-constexpr int64_t DIRECT_MAX_ROWS = 32;  // above: dequantize a panel once and reuse it for all rows
+constexpr int64_t DIRECT_MAX_ROWS = 32;  // above: dequantize a panel once per block of rows and reuse it for them
+constexpr int64_t PANEL_ROW_BYTES = 512 * 1024;  // activation rows per pass over the panels (L2 is 2 MB a core)
 
 // The codes of one block, 16 outputs, in VNNI order (see the layout above): 64-byte vectors whose
 // 32-bit lane n holds 4 consecutive k of output n. `pair` gives elements k and k+16 (k = 4t + j) of
@@ -360,13 +361,20 @@ at::Tensor qmm(const at::Tensor& x_, const at::Tensor& codes, const at::Tensor& 
       for (int64_t t = t0; t < t1; ++t) rows_direct<Q>(xp, M, K, w, t * NV, yp, N);
     });
   } else {
-    at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
-      std::vector<float> panel(K * NV * 16);
-      for (int64_t t = t0; t < t1; ++t) {
-        dequant_panel<Q>(w, t * NV, panel.data());
-        rows_panel(xp, M, K, panel.data(), t * NV, yp, N);
-      }
-    });
+    // Rows in blocks that stay in a core's L2 while every panel passes over them: streaming all M
+    // rows past each panel read a 2,000-row prompt batch from memory once per 32 outputs (a packed
+    // prefill ran at 0.8x the speed of its prompts alone). A panel is dequantized once per block.
+    const int64_t MB = std::max<int64_t>(6, PANEL_ROW_BYTES / (K * 4) / 6 * 6);
+    for (int64_t m0 = 0; m0 < M; m0 += MB) {
+      const int64_t mb = std::min(MB, M - m0);
+      at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+        std::vector<float> panel(K * NV * 16);
+        for (int64_t t = t0; t < t1; ++t) {
+          dequant_panel<Q>(w, t * NV, panel.data());
+          rows_panel(xp + m0 * K, mb, K, panel.data(), t * NV, yp + m0 * N, N);
+        }
+      });
+    }
   }
   return y;
 }
