@@ -294,6 +294,11 @@ class FastDecoder:
         # through the threshold, so a prompt decodes the same alone or in any batch of up to
         # INT_MAX_ROWS rows (their attention row by row, below).
         pk = T == 1 and B <= INT_MAX_ROWS
+        # decode rows at their own lengths attend over their own keys, as each does alone: a softmax over
+        # the batch's longest row, with the row's later keys masked, gives other bits
+        own = None
+        if pk and attn_mask is not None and B > 1 and attn_mask.shape[0] == B:
+            own = attn_mask.view(B, -1).sum(1).tolist()
         x = self.embed(idx)  # (B, T, C) fp32 residual stream
         for li, L in enumerate(self.layers):
             h = L["n1"](x)
@@ -310,20 +315,13 @@ class FastDecoder:
                     causal = False
                     if T > 1:
                         mask = torch.ones(T, start + T, dtype=torch.bool).tril(start)
-            if T == 1 and pk and mask is not None and B > 1 and mask.shape[0] == B:
-                # decode rows at their own lengths, each over its own keys as it attends alone: a softmax
-                # over the batch's longest row, with the row's other keys masked, gives other bits
-                n = mask.view(B, -1).sum(1).tolist()
-                y = torch.cat([self._attend(q[i: i + 1], k[i: i + 1, :, : n[i]], v[i: i + 1, :, : n[i]],
-                                            mask[i: i + 1, ..., : n[i]], False) for i in range(B)])
+            if own is not None:
+                y = torch.cat([self._attend(q[i: i + 1], k[i: i + 1, :, : n], v[i: i + 1, :, : n],
+                                            mask[i: i + 1, ..., : n], False) for i, n in enumerate(own)])
             else:
                 y = self._attend(q, k, v, mask, causal)
             attn = L["o"](y, pk, act8)
-            if cfg.parallel_residual:
-                x = x + attn + self._mlp(L, h, pk, act8)
-            else:
-                x = x + attn
-                x = x + self._mlp(L, L["n2"](x), pk, act8)
+            x = self._residual(L, x, h, attn, pk, act8)
         if cache is not None:
             cache.length = start + T
         if last_only:
@@ -343,11 +341,7 @@ class FastDecoder:
             qkv = L["qkv"](h, act8=True)  # (n, (nh + 2 nkv) hs)
             ext.rope_(qkv, pos, self.rope_cos, self.rope_sin, nh + nkv, hs)
             attn = L["o"](ext.attend(qkv, kc[li], vc[li], pos, nh, nkv), act8=True)
-            if cfg.parallel_residual:
-                x = x + attn + self._mlp(L, h, True, True)
-            else:
-                x = x + attn
-                x = x + self._mlp(L, L["n2"](x), True, True)
+            x = self._residual(L, x, h, attn, True, True)
         return self.head(self.norm(x), act8=True)
 
     @torch.inference_mode()
@@ -383,13 +377,16 @@ class FastDecoder:
                 cv[:, :, :T] = qkv[:, a:b, nh + nkv:].transpose(1, 2)
                 ys.append(self._attend(qk[:, a:b, :nh].transpose(1, 2), ck[:, :, :T], cv[:, :, :T], None, True))
             attn = L["o"](torch.cat(ys, dim=1))
-            if cfg.parallel_residual:
-                x = x + attn + self._mlp(L, h, True, False, spans)
-            else:
-                x = x + attn
-                x = x + self._mlp(L, L["n2"](x), True, False, spans)
+            x = self._residual(L, x, h, attn, True, False, spans)
         last = x[:, [b - 1 for b in ends]]
         return self.head(self.norm(last)).float()[0]
+
+    def _residual(self, L, x, h, attn, pk: bool, act8: bool, spans: list[tuple[int, int]] | None = None):
+        """x after one layer, given its attention output and h = the layer's first norm of x."""
+        if self.cfg.parallel_residual:
+            return x + attn + self._mlp(L, h, pk, act8, spans)
+        x = x + attn
+        return x + self._mlp(L, L["n2"](x), pk, act8, spans)
 
     def _mlp(self, L, h, pk: bool, act8: bool, spans: list[tuple[int, int]] | None = None):
         u = L["up"](h, pk, act8)
