@@ -134,3 +134,21 @@ def test_prompts_prefilled_together_get_their_bits_alone(shape, monkeypatch):
         for layer in range(model.cfg.n_layer):
             for a, b in ((together.cache.k, alone.cache.k), (together.cache.v, alone.cache.v)):
                 assert torch.equal(a[layer][slot, :, : len(p)], b[layer][slot, :, : len(p)])
+
+
+def test_each_checkout_and_environment_has_its_own_build(tmp_path, monkeypatch):
+    # torch's builder writes absolute source and header paths into its ninja file: a build shared by two
+    # checkouts was rebuilt (~35 s) each time the other had loaded it, so the place is part of the name.
+    name = kernels.build_name()
+    assert name == kernels.build_name()
+    copies = []
+    for p in kernels.SOURCES:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+        copies.append(tmp_path / p.name)
+    monkeypatch.setattr(kernels, "SOURCES", copies)
+    elsewhere = kernels.build_name()
+    assert elsewhere != name
+    copies[0].write_bytes(copies[0].read_bytes() + b"\n")
+    assert kernels.build_name() not in (name, elsewhere)
+    monkeypatch.setattr(torch, "__version__", "0.0.0")
+    assert kernels.build_name() not in (name, elsewhere)

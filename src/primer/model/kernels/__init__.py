@@ -2,7 +2,7 @@
 (`qmm.cpp`) and the small pieces of a decode step (`step.cpp`: RMSNorm, rotary, attention).
 
 `load()` compiles the kernel with torch's C++ extension builder the first time it is needed on a
-machine (about 20 s, cached under torch's extension directory keyed by the source's hash) and
+checkout and environment (about 35 s, cached under torch's extension directory; see `build_name`) and
 returns the module, or None where it cannot run (no AVX-512, no C++ compiler, or
 PRIMER_NO_KERNELS=1): the fast decoder then falls back to torch's own weight-only kernels.
 `pack_q4` / `pack_q8` put GGUF-style blocks of 32 into the kernel's layout (see qmm.cpp).
@@ -34,8 +34,7 @@ def load():
     if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AMX"):
         _STATE["why"] = f"this CPU has no AVX-512 ({torch.backends.cpu.get_cpu_capability()})"
         return None
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES) + " ".join(FLAGS).encode()).hexdigest()[:12]
-    name = f"primer_qmm_{digest}"
+    name = build_name()
     from torch.utils.cpp_extension import _get_build_directory, load as build
 
     build_dir = Path(_get_build_directory(name, verbose=False))
@@ -47,7 +46,8 @@ def load():
             fcntl.flock(lock, fcntl.LOCK_EX)
             (build_dir / "lock").unlink(missing_ok=True)
             if not (build_dir / f"{name}.so").exists():
-                print("primer: building the CPU kernels (once per machine, ~40 s)...", file=sys.stderr, flush=True)
+                print("primer: building the CPU kernels (once per checkout and environment, ~40 s)...", file=sys.stderr,
+                      flush=True)
             # OpenMP threads come from the libgomp torch already loaded (same soname), so the kernel
             # shares torch's thread pool and torch.set_num_threads governs both.
             _STATE["mod"] = build(name, [str(p) for p in SOURCES], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
@@ -56,6 +56,15 @@ def load():
         _STATE["why"] = f"building it failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         print(f"primer: {_STATE['why']}; using torch's slower int4 kernels", file=sys.stderr)
     return _STATE["mod"]
+
+
+def build_name() -> str:
+    """The build's name, one per (sources, flags, where the sources and torch are): torch's builder writes the
+    sources' and torch's headers' absolute paths into its ninja file, so two checkouts or two environments
+    sharing one build directory each rebuilt it (~35 s) whenever the other had run last."""
+    where = f"{SOURCES[0].parent.resolve()}|{Path(torch.__file__).parent.resolve()}|{torch.__version__}"
+    key = b"".join(p.read_bytes() for p in SOURCES) + " ".join(FLAGS).encode() + where.encode()
+    return f"primer_qmm_{hashlib.sha256(key).hexdigest()[:12]}"
 
 
 def why_not() -> str | None:
