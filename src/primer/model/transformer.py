@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from primer.config import Count, Positive, check_config
 from primer.errors import PrimerError
+from primer.model import fused
 from primer.model.loss import cross_entropy
 
 
@@ -141,6 +142,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = fused.rms_norm(x, self.weight, self.eps)  # training on a CPU: one native pass each way
+        if y is not None:
+            return y
         # Normalise in fp32 (as HF Llama does) so bf16 training matches fp32 statistics.
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -219,11 +223,9 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, attn_mask=None, cache: KVCache | None = None) -> torch.Tensor:
         cfg = self.cfg
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, cfg.n_head, cfg.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.k_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        q = self._rotated_heads(self.q_proj(x), cos, sin, cfg.n_head)  # (B, nh, T, hs)
+        k = self._rotated_heads(self.k_proj(x), cos, sin, cfg.n_kv_head)  # (B, nkv, T, hs)
         v = self.v_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
-        q = apply_rope(q, cos, sin, cfg.rotary_dim)
-        k = apply_rope(k, cos, sin, cfg.rotary_dim)
         is_causal = attn_mask is None
         if cache is not None:
             start = cache.length
@@ -240,6 +242,15 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, cfg.n_head * cfg.head_dim)
         return self.o_proj(y)
 
+    def _rotated_heads(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int) -> torch.Tensor:
+        """A projection's output (B, T, heads * hs) as its heads (B, heads, T, hs), rotated."""
+        B, T, _ = x.shape
+        hs = self.cfg.head_dim
+        y = fused.rope(x, cos, sin, heads, hs)  # training on a CPU: one native pass each way
+        if y is not None:
+            return y.view(B, T, heads, hs).transpose(1, 2)
+        return apply_rope(x.view(B, T, heads, hs).transpose(1, 2), cos, sin, self.cfg.rotary_dim)
+
 
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -255,7 +266,9 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "swiglu":
-            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+            gate, up = self.gate_proj(x), self.up_proj(x)
+            h = fused.swiglu(gate, up)  # training on a CPU: one native pass each way
+            return self.down_proj(F.silu(gate) * up if h is None else h)
         approx = "tanh" if self.kind == "gelu_tanh" else "none"
         return self.fc2(F.gelu(self.fc1(x), approximate=approx))
 

@@ -1,5 +1,6 @@
 """primer's native CPU kernels, built on first use: the matmul on block-quantized weights
-(`qmm.cpp`) and the small pieces of a decode step (`step.cpp`: RMSNorm, rotary, attention).
+(`qmm.cpp`), the small pieces of a decode step (`step.cpp`: RMSNorm, rotary, attention) and, for
+training, those pieces' gradients and SwiGLU (`primer.model.fused`).
 
 `load()` compiles the kernel with torch's C++ extension builder the first time it is needed on a
 checkout and environment (about 35 s, cached under torch's extension directory; see `build_name`) and

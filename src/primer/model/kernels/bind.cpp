@@ -5,6 +5,9 @@ at::Tensor q4_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor&
 at::Tensor q8_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d, bool act8);
 bool act8_available();
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps);
+std::vector<at::Tensor> rms_norm_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w, double eps);
+at::Tensor swiglu(const at::Tensor& a, const at::Tensor& b);
+std::vector<at::Tensor> swiglu_backward(const at::Tensor& g, const at::Tensor& a, const at::Tensor& b);
 void rope_(at::Tensor& qkv, const at::Tensor& pos, const at::Tensor& cos, const at::Tensor& sin, int64_t heads, int64_t hs);
 at::Tensor attend(const at::Tensor& qkv, at::Tensor& kc, at::Tensor& vc, const at::Tensor& pos, int64_t nh, int64_t nkv);
 
@@ -18,6 +21,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
           py::arg("x"), py::arg("codes"), py::arg("d"), py::arg("act8") = false);
   mod.def("act8_available", &act8_available, "whether this CPU runs the int8-activation (VNNI) path");
   mod.def("rms_norm", &rms_norm, "x * rsqrt(mean(x^2) + eps) * w per row", nogil());
+  mod.def("rms_norm_backward", &rms_norm_backward, "(dx, dw) of rms_norm for an upstream gradient g", nogil());
+  mod.def("swiglu", &swiglu, "silu(a) * b", nogil());
+  mod.def("swiglu_backward", &swiglu_backward, "(da, db) of swiglu for an upstream gradient g", nogil());
   mod.def("rope_", &rope_, "rotate-half rotary embedding of the first `heads` heads of each row, in place", nogil());
   mod.def("attend", &attend, "one decode step of grouped-query attention, each row over its own cached positions", nogil());
 }

@@ -1,6 +1,8 @@
 // The small per-token pieces of a decode step, one call each instead of ~10 torch ops:
 // RMSNorm, rotary embedding of the q and k heads in place, and grouped-query attention of each row
 // over its own cached positions (which also writes the row's new key and value into the cache).
+// Training uses RMSNorm and the rotary too, with RMSNorm's backward and SwiGLU below (primer.model.fused;
+// the rotary's backward is the rotary by the opposite angle).
 //
 // Why: at one token per row the step is made of hundreds of tiny ops, and launching them from Python
 // cost more than the matmuls around them (see bench/generate.py's profile). Each row is computed on
@@ -36,6 +38,20 @@ inline __m512 exp16(__m512 x) {
 
 }  // namespace
 
+// One row's 1 / sqrt(mean(x^2) + eps), summed in 16 lanes in a fixed order (forward and backward agree).
+inline float rms_scale(const float* xr, int64_t C, float eps) {
+  __m512 ss = _mm512_setzero_ps();
+  for (int64_t c = 0; c < C; c += 16) {
+    const __m512 v = _mm512_loadu_ps(xr + c);
+    ss = _mm512_fmadd_ps(v, v, ss);
+  }
+  return 1.f / std::sqrt(hsum(ss) / C + eps);
+}
+
+// Rows per task of the row-wise kernels below: a decode step's few rows stay on one thread, a
+// prefill's or a training step's thousands are shared out.
+constexpr int64_t kRowGrain = 64;
+
 // y = x * rsqrt(mean(x^2) + eps) * w, per row of x (M, C).
 at::Tensor rms_norm(const at::Tensor& x_, const at::Tensor& w, double eps) {
   const at::Tensor x = x_.contiguous();
@@ -45,18 +61,54 @@ at::Tensor rms_norm(const at::Tensor& x_, const at::Tensor& w, double eps) {
   at::Tensor y = at::empty_like(x);
   const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  for (int64_t m = 0; m < M; ++m) {
-    const float* xr = xp + m * C;
-    __m512 ss = _mm512_setzero_ps();
-    for (int64_t c = 0; c < C; c += 16) {
-      const __m512 v = _mm512_loadu_ps(xr + c);
-      ss = _mm512_fmadd_ps(v, v, ss);
+  at::parallel_for(0, M, kRowGrain, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      const float* xr = xp + m * C;
+      const __m512 r = _mm512_set1_ps(rms_scale(xr, C, static_cast<float>(eps)));
+      for (int64_t c = 0; c < C; c += 16)
+        _mm512_storeu_ps(yp + m * C + c, _mm512_mul_ps(_mm512_loadu_ps(wp + c), _mm512_mul_ps(_mm512_loadu_ps(xr + c), r)));
     }
-    const __m512 r = _mm512_set1_ps(1.f / std::sqrt(hsum(ss) / C + static_cast<float>(eps)));
-    for (int64_t c = 0; c < C; c += 16)
-      _mm512_storeu_ps(yp + m * C + c, _mm512_mul_ps(_mm512_loadu_ps(wp + c), _mm512_mul_ps(_mm512_loadu_ps(xr + c), r)));
-  }
+  });
   return y;
+}
+
+// The gradients of rms_norm for an upstream gradient g (M, C): with xh = x * r and gw = g * w,
+// dx = r * (gw - xh * mean(gw * xh)) and dw = sum over rows of g * xh. r is found again from x rather
+// than kept from the forward (one pass over a row that is in cache anyway). Each task sums its rows'
+// dw on its own, and the tasks' sums are added in task order, so the result does not depend on timing.
+std::vector<at::Tensor> rms_norm_backward(const at::Tensor& g_, const at::Tensor& x_, const at::Tensor& w, double eps) {
+  const at::Tensor x = x_.contiguous(), g = g_.contiguous();
+  TORCH_CHECK(x.scalar_type() == at::kFloat && g.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat &&
+              x.sizes() == g.sizes() && x.size(-1) == w.numel(), "rms_norm_backward: bad input");
+  const int64_t C = x.size(-1), M = x.numel() / C;
+  TORCH_CHECK(C % 16 == 0, "rms_norm_backward: width must be a multiple of 16");
+  at::Tensor dx = at::empty_like(x);
+  const int64_t tasks = std::max<int64_t>(1, (M + kRowGrain - 1) / kRowGrain);
+  at::Tensor part = at::zeros({tasks, C}, x.options());
+  const float *xp = x.data_ptr<float>(), *gp = g.data_ptr<float>(), *wp = w.data_ptr<float>();
+  float *dp = dx.data_ptr<float>(), *pp = part.data_ptr<float>();
+  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      float* dw = pp + t * C;
+      for (int64_t m = t * kRowGrain; m < std::min(M, (t + 1) * kRowGrain); ++m) {
+        const float *xr = xp + m * C, *gr = gp + m * C;
+        const __m512 r = _mm512_set1_ps(rms_scale(xr, C, static_cast<float>(eps)));
+        __m512 dot = _mm512_setzero_ps();
+        for (int64_t c = 0; c < C; c += 16) {
+          const __m512 xh = _mm512_mul_ps(_mm512_loadu_ps(xr + c), r), gv = _mm512_loadu_ps(gr + c);
+          dot = _mm512_fmadd_ps(_mm512_mul_ps(gv, _mm512_loadu_ps(wp + c)), xh, dot);
+          _mm512_storeu_ps(dw + c, _mm512_fmadd_ps(gv, xh, _mm512_loadu_ps(dw + c)));
+        }
+        const __m512 mean = _mm512_set1_ps(hsum(dot) / C);
+        for (int64_t c = 0; c < C; c += 16) {
+          const __m512 xh = _mm512_mul_ps(_mm512_loadu_ps(xr + c), r);
+          const __m512 gw = _mm512_mul_ps(_mm512_loadu_ps(gr + c), _mm512_loadu_ps(wp + c));
+          _mm512_storeu_ps(dp + m * C + c, _mm512_mul_ps(r, _mm512_fnmadd_ps(xh, mean, gw)));
+        }
+      }
+    }
+  });
+  return {dx, part.sum(0)};
 }
 
 // Rotate-half rotary embedding, in place, on the first `heads` heads of each row of qkv
@@ -67,18 +119,20 @@ void rope_(at::Tensor& qkv, const at::Tensor& pos, const at::Tensor& cos, const 
   const int64_t* pp = pos.data_ptr<int64_t>();
   const float *cp = cos.data_ptr<float>(), *sp = sin.data_ptr<float>();
   float* q = qkv.data_ptr<float>();
-  for (int64_t m = 0; m < M; ++m) {
-    const float* c = cp + pp[m] * rd;
-    const float* s = sp + pp[m] * rd;
-    for (int64_t h = 0; h < heads; ++h) {
-      float* x = q + m * width + h * hs;
-      for (int64_t i = 0; i < half; ++i) {
-        const float a = x[i], b = x[i + half];
-        x[i] = a * c[i] - b * s[i];
-        x[i + half] = b * c[i + half] + a * s[i + half];
+  at::parallel_for(0, M, kRowGrain, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      const float* c = cp + pp[m] * rd;
+      const float* s = sp + pp[m] * rd;
+      for (int64_t h = 0; h < heads; ++h) {
+        float* x = q + m * width + h * hs;
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = x[i], b = x[i + half];
+          x[i] = a * c[i] - b * s[i];
+          x[i + half] = b * c[i + half] + a * s[i + half];
+        }
       }
     }
-  }
+  });
 }
 
 // One decode step of attention. Row m of qkv (M, (nh + 2*nkv) * hs) holds its roped q, k and v; its
@@ -154,4 +208,50 @@ at::Tensor attend(const at::Tensor& qkv, at::Tensor& kc, at::Tensor& vc, const a
     }
   });
   return y;
+}
+
+// SwiGLU's product silu(a) * b of the gate and up projections (M, F), and its gradients for an upstream
+// gradient g: with s = sigmoid(a), da = g * b * s * (1 + a * (1 - s)) and db = g * a * s. One pass each
+// way where torch makes three forward and five backward; nothing but a and b is kept for backward.
+namespace {
+inline __m512 sigmoid16(__m512 a) {
+  return _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_add_ps(_mm512_set1_ps(1.f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), a))));
+}
+
+template <typename F>
+void swiglu_rows(const at::Tensor& a, const at::Tensor& b, const char* name, F&& f) {
+  TORCH_CHECK(a.is_contiguous() && b.is_contiguous() && a.sizes() == b.sizes() && a.scalar_type() == at::kFloat &&
+              b.scalar_type() == at::kFloat && a.size(-1) % 16 == 0, name, ": contiguous float32 (M, F) with F % 16 == 0");
+  const int64_t n = a.numel();
+  at::parallel_for(0, n / 16, 2048, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0 * 16; i < i1 * 16; i += 16) f(i);
+  });
+}
+}  // namespace
+
+at::Tensor swiglu(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor y = at::empty_like(a);
+  const float *ap = a.data_ptr<float>(), *bp = b.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  swiglu_rows(a, b, "swiglu", [&](int64_t i) {
+    const __m512 av = _mm512_loadu_ps(ap + i);
+    _mm512_storeu_ps(yp + i, _mm512_mul_ps(_mm512_mul_ps(av, sigmoid16(av)), _mm512_loadu_ps(bp + i)));
+  });
+  return y;
+}
+
+std::vector<at::Tensor> swiglu_backward(const at::Tensor& g_, const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor g = g_.contiguous();
+  TORCH_CHECK(g.sizes() == a.sizes() && g.scalar_type() == at::kFloat, "swiglu_backward: g must match a");
+  at::Tensor da = at::empty_like(a), db = at::empty_like(b);
+  const float *gp = g.data_ptr<float>(), *ap = a.data_ptr<float>(), *bp = b.data_ptr<float>();
+  float *dap = da.data_ptr<float>(), *dbp = db.data_ptr<float>();
+  swiglu_rows(a, b, "swiglu_backward", [&](int64_t i) {
+    const __m512 av = _mm512_loadu_ps(ap + i), gv = _mm512_loadu_ps(gp + i), sv = sigmoid16(av);
+    const __m512 one = _mm512_set1_ps(1.f);
+    _mm512_storeu_ps(dbp + i, _mm512_mul_ps(gv, _mm512_mul_ps(av, sv)));
+    const __m512 ds = _mm512_mul_ps(sv, _mm512_fmadd_ps(av, _mm512_sub_ps(one, sv), one));
+    _mm512_storeu_ps(dap + i, _mm512_mul_ps(_mm512_mul_ps(gv, _mm512_loadu_ps(bp + i)), ds));
+  });
+  return {da, db};
 }
