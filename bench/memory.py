@@ -13,6 +13,8 @@ the work all count:
   * primer eval: `primer eval bundled --tasks arc_easy --limit L` (the exact fp32 model, as scores need);
   * llama.cpp eval: llama-cpp-python's OpenAI server (`SERVER_MAIN`, prompt log-probs on) serving that same
     eval to `primer eval openai:...`; its own peak, not the client's.
+  * runtime: each side's process before any weight (`import torch` and primer's decode modules; `import
+    llama_cpp`), and the generate row less it: what the model, its caches and the work add to the runtime.
 Prints the table, then one JSON line (ours / llama.cpp per row; `ratio` is the generate row).
 """
 
@@ -93,6 +95,15 @@ def main(argv=None) -> int:
     rows["generate"] = {"ours_mb": round(ours), "llama_cpp_mb": round(theirs), "ratio": round(ours / theirs, 2),
                         "tokens": len(r.token_ids), "llama_cpp_greedy_agrees": f"{agree['agree']}/{agree['of']}"}
 
+    # the runtime alone: what a process holds before it reads a weight
+    ours_rt, _ = max_rss_mb([sys.executable, "-c", "import torch, primer.model.generate, primer.weights.load"])
+    theirs_rt, _ = max_rss_mb([sys.executable, "-c", "import llama_cpp, numpy, primer.weights.llamacpp"])
+    rows["runtime"] = {"ours_mb": round(ours_rt), "llama_cpp_mb": round(theirs_rt), "ratio": round(ours_rt / theirs_rt, 2)}
+    g = rows["generate"]
+    above = (g["ours_mb"] - ours_rt, g["llama_cpp_mb"] - theirs_rt)
+    rows["generate above runtime"] = {"ours_mb": round(above[0]), "llama_cpp_mb": round(above[1]),
+                                      "ratio": round(above[0] / above[1], 2)}
+
     if args.data_dir:
         eval_args = ["--tasks", "arc_easy", "--limit", str(args.limit), "--data-dir", args.data_dir, "--cache", "none",
                      "--threads", str(args.threads)]
@@ -107,9 +118,9 @@ def main(argv=None) -> int:
         rows["eval"] = {"ours_mb": round(ours), "llama_cpp_mb": round(theirs), "ratio": round(ours / theirs, 2),
                         "items": args.limit}
 
-    print(f"{'work':<10} {'primer MB':>10} {'llama.cpp MB':>13} {'ours/theirs':>12}")
+    print(f"{'work':<24} {'primer MB':>10} {'llama.cpp MB':>13} {'ours/theirs':>12}")
     for work, row in rows.items():
-        print(f"{work:<10} {row['ours_mb']:>10} {row['llama_cpp_mb']:>13} {row['ratio']:>12.2f}")
+        print(f"{work:<24} {row['ours_mb']:>10} {row['llama_cpp_mb']:>13} {row['ratio']:>12.2f}")
     g = rows["generate"]
     print(json.dumps({"bench": "memory", "ours": g["ours_mb"], "ref": g["llama_cpp_mb"], "ratio": g["ratio"],
                       "rows": rows, "threads": args.threads}))
