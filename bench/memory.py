@@ -98,7 +98,8 @@ def main(argv=None) -> int:
     # the runtime alone: what a process holds before it reads a weight
     ours_rt, _ = max_rss_mb([sys.executable, "-c", "import torch, primer.model.generate, primer.weights.load"])
     theirs_rt, _ = max_rss_mb([sys.executable, "-c", "import llama_cpp, numpy, primer.weights.llamacpp"])
-    rows["runtime"] = {"ours_mb": round(ours_rt), "llama_cpp_mb": round(theirs_rt), "ratio": round(ours_rt / theirs_rt, 2)}
+    rows["runtime"] = {"ours_mb": round(ours_rt), "llama_cpp_mb": round(theirs_rt),
+                       "ratio": round(ours_rt / theirs_rt, 2)}
     g = rows["generate"]
     above = (g["ours_mb"] - ours_rt, g["llama_cpp_mb"] - theirs_rt)
     rows["generate above runtime"] = {"ours_mb": round(above[0]), "llama_cpp_mb": round(above[1]),
