@@ -1,14 +1,15 @@
-"""Training's RMSNorm and rotary embedding as one native kernel each way (`primer.model.kernels`).
+"""Training's RMSNorm, rotary embedding and SwiGLU as one native pass each way (`primer.model.kernels`).
 
-Why: on a CPU, a small model's training step spends most of what its matmuls leave on these two.
-torch runs RMSNorm as ~5 ops forward and ~9 backward and the rotary as ~6 and ~6, each a pass over
-the activations (small-30m, 8 x 256 tokens: ~4.3 ms a norm and ~3 ms a rotary per forward + backward,
-17 and 16 of them a step); the kernels make each one pass forward and one backward.
+Why: on a CPU, a small model's training step spends most of what its matmuls leave on these three.
+torch runs RMSNorm as ~5 ops forward and ~9 backward, the rotary as ~6 and ~6 and silu(gate) * up as 3
+and 5, each a pass over the activations (small-30m, 8 x 256 tokens: ~4.3, ~3 and ~5.3 ms per forward +
+backward, 17, 16 and 8 of them a step); the kernels make each one pass forward and one backward.
 
 Only where it is training (gradients wanted) on fp32 CPU tensors: a forward without gradients --
 evaluation, generation, the parity tests -- keeps torch's ops, so its scores stay bit for bit those of
 the reference implementations (the kernels sum in another order: the difference is rounding, ~1e-7).
-`rms_norm` / `rope` return None where the kernels cannot take the call; the model then runs torch's ops.
+`rms_norm`, `rope` and `swiglu` return None where the kernels cannot take the call (no kernels, another
+dtype or device, a width that is not a multiple of 16, under torch.compile); the model then runs torch's ops.
 """
 
 from __future__ import annotations
