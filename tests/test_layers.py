@@ -160,3 +160,20 @@ def test_cli_leaves_never_import_each_other(graph):
     leaves = {f"primer.cli.{name}" for name in LEAVES}
     crossing = sorted((m, d) for m in leaves for d in graph.get(m, ()) if d in leaves and d != m)
     assert not crossing, crossing
+
+
+def test_a_run_of_one_verb_imports_only_that_leaf():
+    """`primer generate` builds only its own parser (the other leaves bring their configs and libraries: ~11 MB);
+    `primer --help` or an unknown verb builds the whole command, to list every verb."""
+    import subprocess
+    import sys
+
+    from primer.cli import LEAVES, build_parser
+
+    code = ("import sys; from primer.cli import build_parser; build_parser('generate'); "
+            "print(sorted(m for m in sys.modules if m.startswith('primer.cli.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['primer.cli.generate', 'primer.cli.sampling']"
+    for verb in (None, "generat"):
+        sub = next(a for a in build_parser(verb)._actions if a.dest == "verb")
+        assert list(sub.choices) == LEAVES
